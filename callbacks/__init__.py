@@ -1,0 +1,14 @@
+"""Batch-size schedules and the measurement callbacks of the papers."""
+
+from callbacks.schedules import (
+    BatchSizeSchedule,
+    WarmupStepDecay,
+    base_learning_rate,
+    current_learning_rate,
+    linear_scaling,
+    milestones_at,
+    regime_adaptation,
+    split_batch,
+    sqrt_scaling,
+    step_decay,
+)

@@ -1,0 +1,9 @@
+"""Optimizer wrappers: gradient accumulation that equals the large batch."""
+
+from optimizers.accumulation import (
+    EpochAlignedAccumulation,
+    GradientAccumulator,
+    accumulator_of,
+)
+
+__all__ = ["GradientAccumulator", "EpochAlignedAccumulation", "accumulator_of"]

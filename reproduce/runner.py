@@ -1,0 +1,316 @@
+"""The one experiment runner every figure uses.
+
+A `RunConfig` says everything about a run (data, model, optimizer, schedule,
+seed); `train(config)` trains it with `model.fit` and returns one row per
+epoch; `Sweep` runs a list of configs into a results store with one JSON file
+per run, named by the config's hash. A finished run is never trained twice,
+so a sweep that was interrupted (Ctrl-C, kill -9) resumes with the runs it
+lacks; files are written whole (temp file + rename) or not at all. A run whose
+loss becomes NaN or infinite stops early and is stored as diverged.
+"""
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+import models
+from callbacks.schedules import BatchSizeSchedule, WarmupStepDecay, current_learning_rate
+from optimizers import GradientAccumulator
+from reproduce import datasets
+from reproduce.pipeline import EpochBatches, channel_stats, standardize
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One training run. Every field is part of the run's identity (its key).
+
+    Learning rate: `lr` is the rate of the mean-reduced loss; it is multiplied
+    by `lr_decay` at each epoch of `lr_milestones`, after a linear warm-up
+    from lr/32 over the first `warmup` fraction of updates.
+    Batch size: `batch_size`, multiplied by `batch_factor` at each epoch of
+    `batch_milestones` and capped at `max_batch_size` (past the cap the rate
+    decays instead: `callbacks.BatchSizeSchedule`). Batches above
+    `max_device_batch` are accumulated (`optimizers.GradientAccumulator`);
+    `accumulation` > 1 forces k micro-batches of batch_size / k.
+    """
+
+    dataset: str = "cifar10"
+    model: str = "resnet8"
+    norm: str = "batch"
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    batch_size: int = 128
+    epochs: int = 10
+    lr_milestones: tuple = ()
+    lr_decay: float = 0.1
+    warmup: float = 0.0
+    batch_milestones: tuple = ()
+    batch_factor: int = 5
+    max_batch_size: int = None
+    max_device_batch: int = None
+    accumulation: int = 1
+    weight_decay: float = 0.0
+    clipnorm: float = None
+    he_init: bool = True
+    augment: bool = False
+    train_size: int = None
+    test_size: int = None
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("lr_milestones", "batch_milestones"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self.validate()
+
+    def validate(self):
+        """Raises ValueError naming the bad field, its value and what is expected."""
+        def need(ok, field, expected):
+            if not ok:
+                raise ValueError(f"{field}={getattr(self, field)!r}: expected {expected}.")
+
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(self.lr > 0 and math.isfinite(self.lr), "lr", "a number > 0")
+        need(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "an integer >= 1")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
+        need(self.model in models.MODELS, "model", f"one of {', '.join(sorted(models.MODELS))}")
+        need(0 <= self.momentum < 1, "momentum", "0 <= momentum < 1")
+        need(0 <= self.warmup < 1, "warmup", "a fraction in [0, 1)")
+        need(self.accumulation >= 1 and self.batch_size % self.accumulation == 0,
+             "accumulation", f"an integer >= 1 that divides batch_size={self.batch_size}")
+        need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        models.parse_norm(self.norm)
+
+    @property
+    def key(self):
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def schedule(self, num_examples):
+        device_batch = self.max_device_batch
+        if self.accumulation > 1:
+            device_batch = self.batch_size // self.accumulation
+        return BatchSizeSchedule(
+            self.batch_size, self.lr, num_examples, milestones=self.batch_milestones,
+            factor=self.batch_factor, max_batch_size=self.max_batch_size,
+            momentum=self.momentum, max_device_batch=device_batch)
+
+
+# -- data ------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def prepared_data(dataset, train_size=None, test_size=None):
+    """Standardized float32 arrays; subsets drawn once with a fixed seed, so
+    every run of a sweep sees the same examples."""
+    (x, y), (x_test, y_test) = datasets.load(dataset)
+    rng = np.random.default_rng(12345)
+    if train_size and train_size < len(x):
+        keep = np.sort(rng.permutation(len(x))[:train_size])
+        x, y = x[keep], y[keep]
+    if test_size and test_size < len(x_test):
+        keep = np.sort(rng.permutation(len(x_test))[:test_size])
+        x_test, y_test = x_test[keep], y_test[keep]
+    mean, std = channel_stats(x)
+    return (standardize(x, mean, std), y.astype(np.int32),
+            standardize(x_test, mean, std), y_test.astype(np.int32))
+
+
+def build_model(config, input_shape, num_classes):
+    keras.utils.set_random_seed(config.seed)
+    return models.build(config.model, input_shape, num_classes, norm=config.norm,
+                        he_init=config.he_init, weight_decay=config.weight_decay)
+
+
+def build_optimizer(config, schedule):
+    """The optimizer, wrapped in a GradientAccumulator when batches are accumulated."""
+    steps_per_epoch = math.ceil(schedule.num_examples / schedule.split(0)[0])
+    lr = config.lr
+    if config.warmup or config.lr_milestones:
+        lr = WarmupStepDecay(
+            config.lr, boundaries=[m * steps_per_epoch for m in config.lr_milestones],
+            warmup_steps=int(config.warmup * config.epochs * steps_per_epoch),
+            factor=config.lr_decay)
+    common = dict(learning_rate=lr, clipnorm=config.clipnorm)
+    if config.optimizer in ("sgd", "nesterov"):
+        inner = keras.optimizers.SGD(momentum=config.momentum,
+                                     nesterov=config.optimizer == "nesterov", **common)
+    elif config.optimizer == "adam":
+        inner = keras.optimizers.Adam(**common)
+    else:
+        inner = keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
+    accumulates = any(schedule.split(e)[1] > 1 for e in range(config.epochs))
+    return GradientAccumulator(inner) if accumulates else inner
+
+
+# -- one run ---------------------------------------------------------------
+class EpochRecorder(keras.callbacks.Callback):
+    """Collects one row per epoch and stops a run whose loss is not finite."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+        self.rows = []
+        self.diverged = False
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_lr = current_learning_rate(self.model.optimizer)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and not math.isfinite(float(logs.get("loss", 0.0))):
+            self.diverged = True
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        loss = float(logs.get("loss", np.nan))
+        self.diverged = self.diverged or not math.isfinite(loss)
+        self.rows.append(dict(
+            epoch=epoch + 1,
+            updates=int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
+            batch_size=self.schedule.batch_size(epoch),
+            lr=self.epoch_lr,
+            momentum=self.schedule.momentum_at(epoch),
+            loss=loss, accuracy=float(logs.get("accuracy", np.nan)),
+            test_loss=float(logs.get("val_loss", np.nan)),
+            test_accuracy=float(logs.get("val_accuracy", np.nan)),
+            wall_time=time.perf_counter() - self.started))
+        if self.diverged:
+            self.model.stop_training = True
+
+
+def train(config, verbose=0, callbacks=(), model=None, return_model=False):
+    """Trains one run; returns {"status", "rows", "wall_time"} (and the model).
+
+    The run trains one `fit` per phase of constant physical batch size and
+    momentum, with the same callbacks throughout, so callbacks see one run.
+    """
+    x, y, x_test, y_test = prepared_data(config.dataset, config.train_size, config.test_size)
+    num_classes = int(max(y.max(), y_test.max()) + 1)
+    schedule = config.schedule(len(x))
+    model = model or build_model(config, x.shape[1:], num_classes)
+    model.compile(
+        optimizer=build_optimizer(config, schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"])
+    recorder = EpochRecorder(schedule)
+    all_callbacks = [schedule, *callbacks, recorder]
+    started = time.perf_counter()
+    with np.errstate(all="ignore"):
+        for first, end, physical, _ in schedule.phases(config.epochs):
+            data = EpochBatches(x, y, physical, seed=config.seed, augment=config.augment,
+                                first_epoch=first)
+            model.fit(data, epochs=end, initial_epoch=first, verbose=verbose,
+                      validation_data=(x_test, y_test), validation_batch_size=1000,
+                      callbacks=all_callbacks)
+            if recorder.diverged:
+                break
+    result = dict(status="diverged" if recorder.diverged else "finished",
+                  rows=recorder.rows, wall_time=time.perf_counter() - started)
+    return (result, model) if return_model else result
+
+
+# -- the results store and sweeps ------------------------------------------
+def write_json_atomic(path, payload):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1, default=float)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class Sweep:
+    """Runs configs into `store` (a folder), skipping those already there.
+
+    Args:
+        store: folder of the results, one `<key>.json` per finished run.
+        describe: config -> short label for the progress line.
+        verbose: passed to `fit` (1 shows Keras's progress bar).
+
+    Example:
+
+    >>> sweep = Sweep("results/small_batch")
+    >>> table = sweep.run([RunConfig(batch_size=m) for m in (8, 64)])
+    """
+
+    def __init__(self, store, describe=None, verbose=0, log=sys.stdout):
+        self.store = Path(store)
+        self.describe = describe or (lambda c: c.key)
+        self.verbose = verbose
+        self.log = log
+
+    def path(self, config):
+        return self.store / f"{config.key}.json"
+
+    def load(self, config):
+        path = self.path(config)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:  # cannot happen with atomic writes; be safe
+            return None
+
+    def run(self, configs):
+        """Trains what is missing; returns all runs' rows as one DataFrame."""
+        configs = list(dict.fromkeys(configs))
+        todo = [c for c in configs if self.load(c) is None]
+        done_before = len(configs) - len(todo)
+        self._say(f"{len(configs)} runs: {done_before} already in {self.store}, {len(todo)} to train")
+        spent = []
+        for i, config in enumerate(todo, 1):
+            result = train(config, verbose=self.verbose)
+            spent.append(result["wall_time"])
+            write_json_atomic(self.path(config), dict(
+                config=dataclasses.asdict(config), key=config.key, **result))
+            last = result["rows"][-1] if result["rows"] else {}
+            eta = np.mean(spent) * (len(todo) - i)
+            self._say(f"[{i}/{len(todo)}] {self.describe(config)}: {result['status']}, "
+                      f"test acc {last.get('test_accuracy', float('nan')):.4f}, "
+                      f"{result['wall_time']:.1f}s; ETA {_duration(eta)}")
+        return self.table(configs)
+
+    def table(self, configs):
+        frames = []
+        for config in configs:
+            record = self.load(config)
+            if record is None:
+                continue
+            rows = pd.DataFrame(record["rows"] or [{}])
+            for field, value in record["config"].items():
+                rows[field] = [value] * len(rows) if not isinstance(value, list) else [tuple(value)] * len(rows)
+            rows["status"] = record["status"]
+            rows["key"] = record["key"]
+            rows["run_time"] = record["wall_time"]
+            frames.append(rows)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _say(self, text):
+        print(text, file=self.log, flush=True)
+
+
+def _duration(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
