@@ -169,27 +169,63 @@ class GradientAccumulator(keras.optimizers.Optimizer):
             self.built = True
         grads = list(grads)
         variables = list(trainable_variables or self._trainable_variables)
+        if keras.backend.backend() == "tensorflow" and _needs_merge_call():
+            self._tf_distributed_apply(grads, variables)
+            return
         n, closes = self._micro_batch()
         for acc, g in zip(self.accumulators, grads):
             if g is not None:
                 acc.assign(acc + n * ops.cast(g, "float32"))
         self.window_examples.assign(self.window_examples + n)
-
-        def update():
-            mean = self._mean_gradients(
-                self.accumulators, self.window_examples, variables
-            )
-            self.inner_optimizer.apply(mean, variables)
-            for acc in self.accumulators:
-                acc.assign(ops.zeros_like(acc))
-            self.window_examples.assign(0.0)
-            self.micro_step.assign(0)
-
-        def wait():
-            self.micro_step.assign(self.micro_step + 1)
-
-        ops.cond(closes, update, wait)
+        ops.cond(closes, lambda: self._close_window(variables), self._wait)
         self.epoch_micro_step.assign(self.epoch_micro_step + 1)
+
+    def _close_window(self, variables, step=None):
+        mean = self._mean_gradients(self.accumulators, self.window_examples, variables)
+        (step or self.inner_optimizer.apply)(mean, variables)
+        for acc in self.accumulators:
+            acc.assign(ops.zeros_like(acc))
+        self.window_examples.assign(0.0)
+        self.micro_step.assign(0)
+
+    def _wait(self):
+        self.micro_step.assign(self.micro_step + 1)
+
+    def _tf_distributed_apply(self, grads, variables):
+        """tf.distribute (MirroredStrategy): accumulate each replica's own
+        gradients, decide in cross-replica context, and let the inner
+        optimizer all-reduce the window's mean as it would a gradient."""
+        import tensorflow as tf
+
+        def merged(distribution, grads, variables):
+            n, closes = self._micro_batch()
+            for acc, g in zip(self.accumulators, grads):
+                if g is not None:
+                    distribution.extended.update(
+                        acc.value, lambda a, g: a.assign(a + n * tf.cast(g, "float32")),
+                        args=(g,), group=False)
+            self.window_examples.assign(self.window_examples + n)
+
+            def per_replica_step(mean, variables):
+                distribution.extended.call_for_each_replica(
+                    self.inner_optimizer.apply, args=(mean, variables))
+
+            def close():
+                mean = [
+                    distribution.extended.call_for_each_replica(
+                        lambda a, v: tf.cast(a / self.window_examples, v.dtype), args=(a, v))
+                    for a, v in zip(self.accumulators, variables)
+                ]
+                per_replica_step(mean, variables)
+                for acc in self.accumulators:
+                    acc.assign(tf.zeros_like(acc))
+                self.window_examples.assign(0.0)
+                self.micro_step.assign(0)
+
+            ops.cond(closes, close, self._wait)
+            self.epoch_micro_step.assign(self.epoch_micro_step + 1)
+
+        tf.distribute.get_replica_context().merge_call(merged, args=(grads, variables))
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         # JAX: no side effects inside lax.cond, so each branch returns values.
@@ -271,6 +307,13 @@ class GradientAccumulator(keras.optimizers.Optimizer):
             config.pop("inner_optimizer"), custom_objects=custom_objects
         )
         return cls(inner, **config)
+
+
+def _needs_merge_call():
+    import tensorflow as tf
+
+    return (tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False
+            and not tf.__internal__.distribute.strategy_supports_no_merge_call())
 
 
 def _check_steps(steps):

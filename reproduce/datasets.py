@@ -232,10 +232,15 @@ def _load_tfds(name, data_dir, download):
         raise DatasetError(f"unknown dataset {name!r}: {error}".splitlines()[0]) from None
     if download:
         builder.download_and_prepare()
-    splits = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True))
-    (x_train, y_train), (x_test, y_test) = splits
+
+    def arrays(split):
+        batches = list(tfds.as_numpy(builder.as_dataset(split=split, batch_size=4096,
+                                                        as_supervised=True)))
+        return (np.concatenate([b[0] for b in batches]),
+                np.concatenate([b[1] for b in batches]))
+
     NUM_CLASSES[name] = builder.info.features["label"].num_classes
-    return (x_train, y_train), (x_test, y_test)
+    return arrays("train"), arrays("test")
 
 
 def load(name, data_dir=None, mirror=None, download=True):

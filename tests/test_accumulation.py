@@ -1,0 +1,269 @@
+"""GradientAccumulator against its independent reference: the inner optimizer
+stepping once on the concatenated batch (plain large-batch training)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from optimizers import EpochAlignedAccumulation, GradientAccumulator
+
+ROOT = Path(__file__).resolve().parent.parent
+N, MICRO, STEPS = 100, 16, 3  # micro-batches 16 x 6 + 4; windows 48, 48, 4
+
+
+def data(n=N, d=5, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype("float32"), rng.integers(0, classes, n)
+
+
+def small_model(norm=None, d=5):
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((d,)), keras.layers.Dense(8)]
+    if norm == "batch":
+        layers.append(keras.layers.BatchNormalization())
+    elif norm == "group":
+        layers.append(keras.layers.GroupNormalization(groups=2))
+    layers += [keras.layers.Activation("tanh"), keras.layers.Dense(3)]
+    return keras.Sequential(layers)
+
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def large_batch(make_optimizer, x, y, batch, epochs=2, norm=None):
+    model = small_model(norm, x.shape[1])
+    model.compile(make_optimizer(), LOSS)
+    model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=False, verbose=0)
+    return model
+
+
+def accumulated(make_optimizer, x, y, micro, steps, epochs=2, norm=None, aligned=True):
+    model = small_model(norm, x.shape[1])
+    model.compile(GradientAccumulator(make_optimizer(), steps), LOSS)
+    callbacks = [EpochAlignedAccumulation(len(x), micro)] if aligned else []
+    model.fit(x, y, batch_size=micro, epochs=epochs, shuffle=False, verbose=0,
+              callbacks=callbacks)
+    return model
+
+
+def assert_same_weights(a, b, atol=2e-6):
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, atol=atol, rtol=1e-5)
+
+
+OPTIMIZERS = {
+    "sgd": lambda: keras.optimizers.SGD(0.1),
+    "momentum": lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+    "nesterov": lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+    "adam": lambda: keras.optimizers.Adam(0.01),
+    "adamw": lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1),
+    "rmsprop": lambda: keras.optimizers.RMSprop(0.01),
+    "adagrad": lambda: keras.optimizers.Adagrad(0.1),
+    "lion": lambda: keras.optimizers.Lion(0.001),
+    "sgd_weight_decay": lambda: keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.05),
+    "clipnorm": lambda: keras.optimizers.SGD(0.5, momentum=0.9, clipnorm=0.05),
+    "global_clipnorm": lambda: keras.optimizers.Adam(0.01, global_clipnorm=0.05),
+    "ema": lambda: keras.optimizers.SGD(0.1, momentum=0.9, use_ema=True,
+                                        ema_momentum=0.5, ema_overwrite_frequency=2),
+    "schedule": lambda: keras.optimizers.SGD(
+        keras.optimizers.schedules.PiecewiseConstantDecay([2, 4], [0.5, 0.1, 0.02]),
+        momentum=0.9),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_equals_one_large_batch_step_with_unequal_micro_batches(name):
+    x, y = data()
+    reference = large_batch(OPTIMIZERS[name], x, y, MICRO * STEPS)
+    model = accumulated(OPTIMIZERS[name], x, y, MICRO, STEPS)
+    assert_same_weights(model, reference)
+    # Iterations (and so schedules, EMA, clipping) count updates: 3 per epoch.
+    assert int(model.optimizer.iterations.numpy()) == 6
+    assert int(reference.optimizer.iterations.numpy()) == 6
+
+
+def test_matches_keras_built_in_accumulation_on_equal_micro_batches():
+    x, y = data(n=96)
+    make = OPTIMIZERS["momentum"]
+    built_in = small_model()
+    built_in.compile(keras.optimizers.SGD(0.1, momentum=0.9, gradient_accumulation_steps=3), LOSS)
+    built_in.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    assert_same_weights(accumulated(make, x, y, 16, 3, aligned=False), built_in)
+
+
+def test_inner_state_does_not_move_between_updates():
+    var = keras.Variable(np.ones(3, "float32"))
+    inner = keras.optimizers.Adam(0.1)
+    opt = GradientAccumulator(inner, steps=3)
+    opt.build([var])
+    before = [np.array(v) for v in inner.variables]
+    opt.apply([np.array([1.0, 2.0, 3.0], "float32")], [var])
+    opt.apply([np.array([3.0, 2.0, 1.0], "float32")], [var])
+    for b, v in zip(before, inner.variables):
+        np.testing.assert_array_equal(b, np.array(v))
+    np.testing.assert_array_equal(var.numpy(), np.ones(3))
+    opt.apply([np.array([2.0, 2.0, 2.0], "float32")], [var])
+    # One Adam step on the mean gradient (2, 2, 2): each weight moves by lr.
+    np.testing.assert_allclose(var.numpy(), np.ones(3) - 0.1, atol=1e-6)
+    assert int(inner.iterations.numpy()) == 1
+
+
+def test_without_epoch_layout_an_open_window_is_carried():
+    x, y = data()
+    make = OPTIMIZERS["momentum"]
+    model = accumulated(make, x, y, MICRO, STEPS, epochs=1, aligned=False)
+    opt = model.optimizer
+    assert int(opt.iterations.numpy()) == 2  # 7 micro-batches: 2 windows + 1 open
+    assert int(opt.micro_step.numpy()) == 1
+    assert float(opt.window_examples.numpy()) == 1.0  # equal weights when unaligned
+    assert any(np.abs(a.numpy()).sum() > 0 for a in opt.accumulators)
+    # The two closed windows were exactly the large batches of x[:48], x[48:96].
+    assert_same_weights(model, large_batch(make, x[:96], y[:96], 48, epochs=1))
+
+
+def test_steps_change_between_epochs_without_recompiling():
+    x, y = data(n=64)
+    make = OPTIMIZERS["adam"]
+
+    class DoubleSteps(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                self.function = self.model.train_function
+                self.model.optimizer.set_steps(4)
+
+    model = small_model()
+    model.compile(GradientAccumulator(make(), 2), LOSS)
+    change = DoubleSteps()
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+              callbacks=[change, EpochAlignedAccumulation(64, 16)])
+    assert model.train_function is change.function
+    assert int(model.optimizer.iterations.numpy()) == 2 + 1
+
+    reference = small_model()
+    reference.compile(make(), LOSS)
+    reference.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    reference.fit(x, y, batch_size=64, epochs=1, shuffle=False, verbose=0)
+    assert_same_weights(model, reference)
+
+
+def test_batch_norm_sees_micro_batches_so_accumulation_differs_group_norm_does_not():
+    x, y = data(n=96)
+    make = OPTIMIZERS["sgd"]
+    for norm, same in (("batch", False), ("group", True), (None, True)):
+        a = accumulated(make, x, y, 16, 3, norm=norm)
+        b = large_batch(make, x, y, 48, norm=norm)
+        gap = max(np.abs(wa - wb).max() for wa, wb in zip(a.get_weights(), b.get_weights()))
+        assert (gap < 1e-5) == same, (norm, gap)
+
+
+def test_mixed_precision_non_finite_micro_batch_skips_its_whole_window():
+    var = keras.Variable(np.ones(2, "float32"))
+    lso = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1.0), initial_scale=8.0)
+    opt = GradientAccumulator(lso, steps=2)
+    opt.build([var])
+    assert float(opt.scale_loss(1.0)) == 8.0  # the loss scale is the inner one's
+    opt.apply([np.array([8.0, 8.0], "float32")], [var])
+    opt.apply([np.array([np.inf, 8.0], "float32")], [var])
+    np.testing.assert_array_equal(var.numpy(), [1.0, 1.0])  # whole window skipped
+    assert float(lso.dynamic_scale.numpy()) == 4.0
+    assert float(opt.window_examples.numpy()) == 0.0
+    opt.apply([np.array([4.0, 4.0], "float32")], [var])
+    opt.apply([np.array([8.0, 4.0], "float32")], [var])
+    # Mean scaled gradient (6, 4) / scale 4 = (1.5, 1.0), one SGD step with lr 1.
+    np.testing.assert_allclose(var.numpy(), [-0.5, 0.0], atol=1e-6)
+
+
+def test_mixed_float16_model_trains_with_the_wrapper():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        x, y = data()
+        model = small_model()
+        opt = GradientAccumulator(keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(0.1)), 3)
+        model.compile(opt, LOSS, auto_scale_loss=False)
+        before = [w.copy() for w in model.get_weights()]
+        history = model.fit(x, y, batch_size=16, verbose=0,
+                            callbacks=[EpochAlignedAccumulation(N, 16)])
+        assert np.isfinite(history.history["loss"][0])
+        assert int(opt.iterations.numpy()) == 3
+        assert any(np.abs(a - b).max() > 0 for a, b in zip(before, model.get_weights()))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_save_and_load_round_trips_the_wrapper_and_its_open_window(tmp_path):
+    x, y = data()
+    model = accumulated(OPTIMIZERS["adam"], x, y, MICRO, STEPS, epochs=1, aligned=False)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.optimizer, GradientAccumulator)
+    assert loaded.optimizer.get_config()["steps"] == STEPS
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    for m in (model, loaded):
+        m.fit(x, y, batch_size=MICRO, epochs=1, shuffle=False, verbose=0)
+    assert_same_weights(model, loaded, atol=0)
+
+
+def test_bad_steps_are_a_clear_error():
+    with pytest.raises(ValueError, match="steps must be an integer >= 1; got steps=0"):
+        GradientAccumulator(keras.optimizers.SGD(), steps=0)
+    with pytest.raises(TypeError, match="wraps a keras.optimizers.Optimizer"):
+        GradientAccumulator("sgd", steps=2)
+
+
+def _run_script(script, **env):
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, capture_output=True,
+        text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_mirrored_strategy_on_two_logical_cpus_gives_the_single_device_weights():
+    out = _run_script("""
+        import numpy as np, tensorflow as tf, keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tests.test_accumulation import data, small_model, LOSS
+        from optimizers import GradientAccumulator, EpochAlignedAccumulation
+        x, y = data(n=96)
+        def run(strategy):
+            with strategy.scope():
+                model = small_model()
+                model.compile(GradientAccumulator(keras.optimizers.SGD(0.1, momentum=0.9), 3), LOSS)
+            model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+                      callbacks=[EpochAlignedAccumulation(96, 16)])
+            return model.get_weights()
+        one = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
+        two = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+        print("GAP", max(float(np.abs(a - b).max()) for a, b in zip(one, two)))
+    """)
+    gap = float(out.split("GAP")[-1])
+    assert gap < 1e-5
+
+
+def test_jax_backend_equals_the_large_batch():
+    out = _run_script("""
+        import keras
+        assert keras.backend.backend() == "jax"
+        import numpy as np
+        from tests.test_accumulation import OPTIMIZERS, data, large_batch, accumulated
+        x, y = data()
+        for name in ("momentum", "adam", "schedule", "global_clipnorm"):
+            a = accumulated(OPTIMIZERS[name], x, y, 16, 3)
+            b = large_batch(OPTIMIZERS[name], x, y, 48)
+            gap = max(float(np.abs(p - q).max()) for p, q in zip(a.get_weights(), b.get_weights()))
+            print(name, gap, int(a.optimizer.iterations.numpy()))
+    """, KERAS_BACKEND="jax")
+    for line in out.strip().splitlines():
+        name, gap, iterations = line.split()
+        assert float(gap) < 2e-6, line
+        assert int(iterations) == 6, line

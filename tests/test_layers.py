@@ -1,0 +1,86 @@
+"""GhostBatchNormalization against BatchNormalization, and the model zoo."""
+
+import keras
+import numpy as np
+import pytest
+
+import models
+from models import GhostBatchNormalization
+
+
+def _pair(shape, ghost_size):
+    bn = keras.layers.BatchNormalization(momentum=0.9)
+    gbn = GhostBatchNormalization(ghost_size=ghost_size, momentum=0.9)
+    bn.build(shape)
+    gbn.build(shape)
+    rng = np.random.default_rng(0)
+    gamma, beta = rng.normal(size=shape[-1:]), rng.normal(size=shape[-1:])
+    for layer in (bn, gbn):
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+    return bn, gbn
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (16, 4, 4, 3)])
+def test_ghost_size_equal_to_batch_is_batch_norm(shape):
+    x = np.random.default_rng(1).normal(2.0, 3.0, size=shape).astype("float32")
+    bn, gbn = _pair(shape, ghost_size=shape[0])
+    np.testing.assert_allclose(gbn(x, training=True), bn(x, training=True), atol=1e-5)
+    np.testing.assert_allclose(gbn.moving_mean, bn.moving_mean, atol=1e-6)
+    np.testing.assert_allclose(gbn.moving_variance, bn.moving_variance, atol=1e-5)
+    np.testing.assert_allclose(gbn(x, training=False), bn(x, training=False), atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,ghost", [(16, 4), (14, 4), (5, 8)])
+def test_smaller_ghost_size_is_batch_norm_on_each_chunk_in_turn(batch, ghost):
+    """Includes a batch that is not a multiple of the ghost size (14 = 4+4+4+2)."""
+    shape = (batch, 3, 3, 2)
+    x = np.random.default_rng(2).normal(1.0, 2.0, size=shape).astype("float32")
+    bn, gbn = _pair(shape, ghost_size=ghost)
+    expected = np.concatenate(
+        [bn(x[i:i + ghost], training=True) for i in range(0, batch, ghost)])
+    np.testing.assert_allclose(gbn(x, training=True), expected, atol=1e-5)
+    # Moving statistics: one EMA update per chunk, in order.
+    np.testing.assert_allclose(gbn.moving_mean, bn.moving_mean, atol=1e-6)
+    np.testing.assert_allclose(gbn.moving_variance, bn.moving_variance, atol=1e-5)
+
+
+def test_ghost_batch_norm_in_a_compiled_model_and_config_round_trip(tmp_path):
+    model = keras.Sequential([keras.Input((6,)), GhostBatchNormalization(ghost_size=4),
+                              keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(3).normal(size=(10, 6)).astype("float32")
+    model.fit(x, np.zeros((10, 2)), batch_size=10, verbose=0)  # 10 = 4 + 4 + 2
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.layers[0].ghost_size == 4
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_bad_ghost_size_and_norm_are_clear_errors():
+    with pytest.raises(ValueError, match="ghost_size must be an integer >= 1; got 0"):
+        GhostBatchNormalization(ghost_size=0)
+    with pytest.raises(ValueError, match="unknown norm 'ghost:x'"):
+        models.parse_norm("ghost:x")
+    with pytest.raises(ValueError, match="unknown model 'vgg99'"):
+        models.build("vgg99", (32, 32, 3), 10)
+
+
+@pytest.mark.parametrize("name,params", [("resnet20", 0.27e6), ("resnet56", 0.85e6),
+                                         ("wrn16_4", 2.75e6)])
+def test_resnets_have_the_published_parameter_counts(name, params):
+    """He et al.: ResNet-20 0.27M, ResNet-56 0.85M; Zagoruyko: WRN-16-4 2.7M."""
+    model = models.build(name, (32, 32, 3), 10, norm="batch")
+    assert model.count_params() == pytest.approx(params, rel=0.02)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "ghost:2", "group"])
+@pytest.mark.parametrize("name", ["f1", "c1", "alexnet", "digit_cnn", "resnet8"])
+def test_every_model_takes_every_norm(name, norm):
+    shape = (28, 28, 1) if name in ("f1", "digit_cnn") else (32, 32, 3)
+    model = models.build(name, shape, 10, norm=norm)
+    out = model(np.zeros((3,) + shape, "float32"), training=True)
+    assert out.shape == (3, 10)
+    has_gbn = any(isinstance(layer, GhostBatchNormalization) for layer in model.layers)
+    assert has_gbn == norm.startswith("ghost")
