@@ -1,0 +1,89 @@
+"""Shared command-line handling for the figure scripts: presets, checked
+arguments, one-line errors with a non-zero exit, atomic figure/CSV writes."""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from reproduce import datasets
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ROOT / "figures"
+RESULTS = ROOT / "results"
+PRESETS = ("smoke", "quick", "paper")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
+    return value
+
+
+def known_dataset(text):
+    if text not in datasets.NUM_CLASSES and not text.replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"unknown dataset {text!r}")
+    return text
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parser(description):
+    p = OneLineParser(description=description)
+    p.add_argument("--preset", choices=PRESETS, default="quick",
+                   help="smoke: seconds (CI); quick: minutes on a 2-core CPU; paper: GPU")
+    p.add_argument("--out", type=Path, default=FIGURES, help="folder for the PNGs and CSVs")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="results store (finished runs are reused)")
+    p.add_argument("--verbose", action="store_true", help="Keras progress bars")
+    return p
+
+
+def fail(message):
+    """One line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def save_atomic(path, write):
+    """Calls write(tmp_path), then renames into place: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_csv(frame, path):
+    return save_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def save_figure(figure, path):
+    return save_atomic(path, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight",
+                                                        format="png"))

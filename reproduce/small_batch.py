@@ -1,0 +1,179 @@
+"""Masters & Luschi 2018, "Revisiting Small Batch Training for Deep Neural Networks".
+
+Method (their section 3, ../shared/papers.md section 1): plain SGD without
+momentum; the learning rate is written per example, eta_tilde = eta / m, so
+a run at batch m uses SGD(lr = m * eta_tilde). Batch sizes m and base rates
+eta_tilde are powers of two; every run trains the same number of epochs; the
+rate is divided by 10 at 50% and 75% of training; weight decay on kernels; He
+initialisation; pad-4 crop and flip augmentation. The metric is the median
+test accuracy of the last epochs. A run whose loss turns NaN is diverged.
+
+    python -m reproduce.small_batch --preset quick            # the default
+    python -m reproduce.small_batch --preset paper --variant no-bn
+
+Writes figures/small_batch{,_<preset>}_{accuracy,summary,heatmap}.png and the
+CSVs behind them.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from callbacks import base_learning_rate, milestones_at
+from reproduce import cli
+from reproduce.runner import RunConfig, Sweep
+
+# One declarative config per preset: model, data, epochs, the grid.
+PRESETS = {
+    # CI: seconds. Shows nothing about the paper; checks the machinery.
+    "smoke": dict(
+        base=RunConfig(dataset="cifar10", model="resnet8", norm="batch", train_size=256,
+                       test_size=256, epochs=2, augment=True, weight_decay=1e-4),
+        batch_sizes=(8, 64), eta_exponents=(-8, -4), last_epochs=1),
+    # A 2-core CPU in minutes: ResNet-8 with batch norm on a CIFAR-10 subset.
+    "quick": dict(
+        base=RunConfig(dataset="cifar10", model="resnet8", norm="batch", train_size=2560,
+                       test_size=2000, epochs=4, augment=True, weight_decay=1e-4),
+        batch_sizes=(4, 16, 64, 256), eta_exponents=(-11, -9, -7, -5, -3), last_epochs=2),
+    # Their Fig 8 set-up: ResNet-32, BN, augmentation, 82 epochs (a GPU job).
+    "paper": dict(
+        base=RunConfig(dataset="cifar10", model="resnet32", norm="batch", epochs=82,
+                       augment=True, weight_decay=1e-4),
+        batch_sizes=tuple(2 ** k for k in range(1, 12)),
+        eta_exponents=tuple(range(-12, 1)), last_epochs=5),
+}
+
+# The paper's variants: no batch norm (Figs 1-3), warm-up (Figs 10-11), and
+# the batch-norm batch decoupled from the SGD batch (Fig 13) via ghost BN.
+VARIANTS = {"bn": {}, "no-bn": dict(norm="none"), "warmup": dict(warmup=0.05)}
+
+CONVERGED_ACCURACY = 0.2  # twice chance on 10 classes: "the run learned"
+
+
+def grid(preset, variant="bn"):
+    """The sweep: one RunConfig per (m, eta_tilde)."""
+    spec = PRESETS[preset]
+    base = spec["base"]
+    changes = dict(VARIANTS.get(variant, {}))
+    if variant.startswith("ghost:"):
+        changes["norm"] = variant
+    base = base.replace(lr_milestones=milestones_at((0.5, 0.75), base.epochs), **changes)
+    return [base.replace(batch_size=m, lr=base_learning_rate(2.0 ** e, m))
+            for m in spec["batch_sizes"] for e in spec["eta_exponents"]]
+
+
+def results_frame(configs, sweep, last_epochs):
+    """The grid CSV: m, eta_tilde, lr, status, metric, epochs run, run time."""
+    records = []
+    for config in configs:
+        record = sweep.load(config)
+        rows = pd.DataFrame(record["rows"])
+        diverged = record["status"] == "diverged"
+        accuracy = np.nan if diverged or rows.empty else float(
+            np.median(rows["test_accuracy"].tail(last_epochs)))
+        records.append(dict(
+            m=config.batch_size, log2_eta_tilde=int(round(math.log2(config.lr / config.batch_size))),
+            eta_tilde=config.lr / config.batch_size, lr=config.lr, status=record["status"],
+            test_accuracy=accuracy, epochs_run=len(rows), run_time_s=round(record["wall_time"], 1),
+            key=config.key))
+    return pd.DataFrame(records)
+
+
+def summary_frame(frame):
+    """Per m: best accuracy (Fig 15) and the range of eta_tilde that converges (Fig 16)."""
+    rows = []
+    for m, runs in frame.groupby("m"):
+        ok = runs[(runs.status == "finished") & (runs.test_accuracy >= CONVERGED_ACCURACY)]
+        best = runs.loc[runs.test_accuracy.idxmax()] if runs.test_accuracy.notna().any() else None
+        rows.append(dict(
+            m=m, best_test_accuracy=None if best is None else best.test_accuracy,
+            best_log2_eta_tilde=None if best is None else best.log2_eta_tilde,
+            converged_min_log2_eta=ok.log2_eta_tilde.min() if len(ok) else None,
+            converged_max_log2_eta=ok.log2_eta_tilde.max() if len(ok) else None,
+            converged_runs=len(ok), diverged_runs=int((runs.status == "diverged").sum())))
+    return pd.DataFrame(rows)
+
+
+def plot(frame, summary, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    colors = dict(zip(sorted(frame.m.unique()), sns.color_palette("viridis", frame.m.nunique())))
+    # (1) their Fig 8: accuracy vs log2 eta_tilde, one curve per m.
+    fig1, ax = plt.subplots(figsize=(7, 4.5))
+    for m, runs in frame.groupby("m"):
+        runs = runs.sort_values("log2_eta_tilde")
+        ax.plot(runs.log2_eta_tilde, runs.test_accuracy, "o-", color=colors[m], label=f"m = {m}")
+        div = runs[runs.status == "diverged"]
+        ax.plot(div.log2_eta_tilde, [0.0] * len(div), "x", color=colors[m], ms=9, mew=2)
+    ax.set(xlabel=r"$\log_2 \tilde\eta$  (SGD lr = m $\tilde\eta$)", ylabel="test accuracy",
+           title=f"{title}\n(x on the axis: diverged)", ylim=(-0.02, None))
+    ax.legend(title="batch size", fontsize=8)
+    ax.grid(alpha=0.3)
+
+    # (2) their Figs 15 and 16: best accuracy vs m, converging range vs m.
+    fig2, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(summary.m, summary.best_test_accuracy, "o-")
+    a.set(xscale="log", xlabel="batch size m", ylabel="best test accuracy",
+          title="best accuracy over the eta sweep (Fig 15)")
+    a.set_xticks(summary.m, [str(m) for m in summary.m])
+    a.grid(alpha=0.3)
+    ok = summary.dropna(subset=["converged_min_log2_eta"])
+    b.vlines(ok.m, ok.converged_min_log2_eta - 0.5, ok.converged_max_log2_eta + 0.5, lw=10,
+             color="tab:green", alpha=0.6)
+    b.set(xscale="log", xlabel="batch size m", ylabel=r"$\log_2 \tilde\eta$",
+          title=f"range of eta that converges (Fig 16)\n(test acc >= {CONVERGED_ACCURACY:.0%})")
+    b.set_xticks(summary.m, [str(m) for m in summary.m])
+    b.grid(alpha=0.3)
+    fig2.suptitle(title)
+    fig2.tight_layout()
+
+    # (3) the whole sweep at a glance.
+    table = frame.pivot(index="m", columns="log2_eta_tilde", values="test_accuracy")
+    status = frame.pivot(index="m", columns="log2_eta_tilde", values="status")
+    labels = table.map(lambda v: "" if np.isnan(v) else f"{v:.2f}")
+    labels = labels.where(status != "diverged", "div")
+    fig3, ax = plt.subplots(figsize=(1.0 + 0.9 * table.shape[1], 1.0 + 0.6 * table.shape[0]))
+    sns.heatmap(table, annot=labels, fmt="", cmap="viridis", ax=ax, vmin=0,
+                cbar_kws=dict(label="test accuracy"))
+    ax.set(xlabel=r"$\log_2 \tilde\eta$", ylabel="batch size m", title=title)
+    return fig1, fig2, fig3
+
+
+def main(argv=None):
+    p = cli.parser(__doc__.splitlines()[1])
+    p.add_argument("--variant", default="bn",
+                   help="bn (default), no-bn, warmup, or ghost:<g> (BN batch decoupled)")
+    args = p.parse_args(argv)
+    if args.variant not in VARIANTS and not (
+            args.variant.startswith("ghost:") and args.variant[6:].isdigit()
+            and int(args.variant[6:]) >= 1):
+        cli.fail(f"unknown --variant {args.variant!r}: expected bn, no-bn, warmup or ghost:<g>")
+    spec = PRESETS[args.preset]
+    configs = grid(args.preset, args.variant)
+    sweep = Sweep(args.results / "small_batch", verbose=int(args.verbose),
+                  describe=lambda c: f"m={c.batch_size:<5d} log2(eta~)={math.log2(c.lr / c.batch_size):+.0f}")
+    sweep.run(configs)
+    frame = results_frame(configs, sweep, spec["last_epochs"])
+    summary = summary_frame(frame)
+    name = "small_batch" + ("" if args.preset == "quick" else f"_{args.preset}") + (
+        "" if args.variant == "bn" else "_" + args.variant.replace(":", ""))
+    base = configs[0]
+    title = (f"{base.model} norm={base.norm} on {base.dataset}"
+             f"{'' if not base.train_size else f' ({base.train_size} examples)'}, "
+             f"{base.epochs} epochs, SGD; median of last {spec['last_epochs']} epochs")
+    cli.save_csv(frame, args.out / f"{name}.csv")
+    cli.save_csv(summary, args.out / f"{name}_summary.csv")
+    for fig, suffix in zip(plot(frame, summary, title), ("accuracy", "summary", "heatmap")):
+        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
+    print(summary.to_string(index=False))
+    print(f"wrote {args.out}/{name}*.png and .csv; total training time "
+          f"{frame.run_time_s.sum() / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

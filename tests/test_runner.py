@@ -1,0 +1,137 @@
+"""The runner: resumable sweeps, divergence, reproducibility, argument errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import needs_cifar10, needs_mnist
+
+from reproduce.runner import RunConfig, Sweep, train
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = RunConfig(dataset="mnist", model="f1", norm="none", train_size=512, test_size=256,
+                 epochs=2, batch_size=64, lr=0.05)
+
+SWEEP_SCRIPT = """
+import sys
+from reproduce.runner import RunConfig, Sweep
+base = RunConfig(dataset="mnist", model="f1", norm="none", train_size=512, test_size=256,
+                 epochs=2, batch_size=64, lr=0.05)
+Sweep(sys.argv[1]).run([base.replace(seed=s) for s in range(6)])
+"""
+
+
+@needs_mnist
+def test_sweep_killed_half_way_retrains_only_the_missing_runs(tmp_path):
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, str(store)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(store.glob("*.json"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name for p in store.glob("*.json")}
+    assert 2 <= len(finished) < 6, finished
+    assert not list(store.glob("*.tmp"))  # nothing half-written left behind
+    for path in store.glob("*.json"):
+        assert json.loads(path.read_text())["status"] == "finished"
+    mtimes = {p.name: p.stat().st_mtime for p in store.glob("*.json")}
+
+    rerun = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT, str(store)], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{len(finished)} already in" in rerun.stdout
+    assert f"{6 - len(finished)} to train" in rerun.stdout
+    assert len(list(store.glob("*.json"))) == 6
+    for name, mtime in mtimes.items():  # finished runs were not trained again
+        assert (store / name).stat().st_mtime == mtime
+
+
+@needs_mnist
+def test_absurd_learning_rate_is_recorded_as_diverged_and_the_sweep_goes_on(tmp_path):
+    configs = [TINY.replace(lr=1e6), TINY]
+    table = Sweep(tmp_path).run(configs)
+    status = table.groupby("lr")["status"].first()
+    assert status[1e6] == "diverged" and status[0.05] == "finished"
+    assert table[table.lr == 0.05].epoch.max() == 2
+    assert table[table.lr == 1e6].epoch.max() == 1  # stopped early
+
+
+@needs_mnist
+def test_same_seed_same_numbers_and_rows_per_epoch():
+    a, b = train(TINY), train(TINY)
+    assert [r["loss"] for r in a["rows"]] == [r["loss"] for r in b["rows"]]
+    assert [r["updates"] for r in a["rows"]] == [8, 16]  # ceil(512 / 64) per epoch
+    assert train(TINY.replace(seed=1))["rows"][-1]["loss"] != a["rows"][-1]["loss"]
+
+
+@needs_mnist
+def test_batch_size_schedule_changes_batch_and_steps_per_epoch_in_a_real_fit():
+    config = TINY.replace(epochs=3, batch_size=32, batch_milestones=(1, 2), batch_factor=2,
+                          max_device_batch=64)
+    rows = train(config)["rows"]
+    assert [r["batch_size"] for r in rows] == [32, 64, 128]
+    updates = [r["updates"] for r in rows]
+    # 512 examples: 16, 8, then 4 updates (128 = 2 x 64 accumulated).
+    assert [updates[0], updates[1] - updates[0], updates[2] - updates[1]] == [16, 8, 4]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("batch_size", 0, "batch_size=0: expected an integer >= 1"),
+    ("lr", -1.0, "lr=-1.0: expected a number > 0"),
+    ("model", "resnet9", "model='resnet9': expected one of"),
+    ("optimizer", "sgdd", "optimizer='sgdd': expected one of"),
+])
+def test_bad_config_values_are_named(field, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        TINY.replace(**{field: value})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--preset", "fast"], "invalid choice: 'fast'"),
+    (["--variant", "ghost:x"], "unknown --variant 'ghost:x'"),
+])
+def test_cli_bad_argument_is_one_line_and_non_zero_exit(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "reproduce.small_batch", *args,
+                             "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.strip().splitlines() if "WARNING" not in line
+             and "cpu_feature" not in line and "rebuild" not in line]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@needs_cifar10
+def test_small_batch_smoke_writes_every_cell_and_three_figures(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "reproduce.small_batch", "--preset", "smoke", "--out",
+         str(tmp_path / "fig"), "--results", str(tmp_path / "res")],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    frame = pd.read_csv(tmp_path / "fig" / "small_batch_smoke.csv")
+    from reproduce.small_batch import PRESETS
+    spec = PRESETS["smoke"]
+    cells = {(m, e) for m in spec["batch_sizes"] for e in spec["eta_exponents"]}
+    assert set(zip(frame.m, frame.log2_eta_tilde)) == cells and len(frame) == len(cells)
+    finished = frame[frame.status == "finished"].test_accuracy
+    assert finished.between(0, 1).all()
+    assert frame[frame.status == "diverged"].test_accuracy.isna().all()
+    assert set(frame.status) <= {"finished", "diverged"}
+    # lr = m * eta_tilde (Masters & Luschi's base learning rate).
+    assert (abs(frame.lr - frame.m * 2.0 ** frame.log2_eta_tilde) < 1e-12).all()
+    for suffix in ("accuracy", "summary", "heatmap"):
+        assert (tmp_path / "fig" / f"small_batch_smoke_{suffix}.png").stat().st_size > 1000
+    # Run again: every run is reused, only the figures are redrawn.
+    again = subprocess.run(
+        [sys.executable, "-m", "reproduce.small_batch", "--preset", "smoke", "--out",
+         str(tmp_path / "fig"), "--results", str(tmp_path / "res")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert f"{len(cells)} already in" in again.stdout and "0 to train" in again.stdout
