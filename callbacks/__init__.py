@@ -12,3 +12,12 @@ from callbacks.schedules import (
     sqrt_scaling,
     step_decay,
 )
+from callbacks.measures import (
+    GradientNoiseScale,
+    Sharpness,
+    WeightDistance,
+    gradient_noise_scale,
+    interpolate,
+    loss_and_gradient,
+    sharpness,
+)

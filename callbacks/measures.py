@@ -1,0 +1,284 @@
+"""The papers' measurements: weight distance (Hoffer), sharpness and parametric
+interpolation (Keskar), the simple gradient noise scale (McCandlish)."""
+
+import math
+
+import keras
+import numpy as np
+import pandas as pd
+
+
+# -- a loss and its gradient as numpy, on any backend ----------------------
+def loss_and_gradient(model, loss_fn, x, y, weights=None, training=False):
+    """(loss, flat gradient) of `loss_fn(y, model(x))` w.r.t. the trainable
+    weights, evaluated at the flat vector `weights` (default: current).
+
+    Non-trainable state (batch-norm moving statistics) is never updated.
+    This is the one backend-specific helper: autodiff has no keras.ops API.
+    """
+    trainable = model.trainable_variables
+    values = [v.value for v in trainable] if weights is None else unflatten(weights, trainable)
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    backend = keras.backend.backend()
+
+    def loss_of(tv):
+        y_pred, _ = model.stateless_call(tv, non_trainable, x, training=training)
+        return keras.ops.mean(loss_fn(y, y_pred))
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tv = [tf.convert_to_tensor(v) for v in values]
+        with tf.GradientTape() as tape:
+            tape.watch(tv)
+            loss = loss_of(tv)
+        grads = tape.gradient(loss, tv)
+    elif backend == "jax":
+        import jax
+
+        loss, grads = jax.value_and_grad(loss_of)(values)
+    elif backend == "torch":
+        import torch
+
+        tv = [torch.as_tensor(v).detach().requires_grad_(True) for v in values]
+        loss = loss_of(tv)
+        grads = torch.autograd.grad(loss, tv)
+    else:
+        raise NotImplementedError(f"no gradient helper for backend {backend!r}")
+    flat = np.concatenate([np.asarray(keras.ops.convert_to_numpy(g), np.float64).ravel()
+                           for g in grads])
+    return float(keras.ops.convert_to_numpy(loss)), flat
+
+
+def flatten(variables):
+    return np.concatenate([np.asarray(keras.ops.convert_to_numpy(v), np.float64).ravel()
+                           for v in variables])
+
+
+def unflatten(flat, like):
+    out, i = [], 0
+    for v in like:
+        n = int(np.prod(v.shape))
+        out.append(keras.ops.convert_to_tensor(
+            np.asarray(flat[i:i + n], np.float32).reshape(v.shape)))
+        i += n
+    return out
+
+
+# -- Hoffer et al.: distance from the initial weights -----------------------
+class WeightDistance(keras.callbacks.Callback):
+    """||w_t - w_0|| over all trainable weights and per layer (Hoffer Fig 2).
+
+    Recorded at log-spaced iterations (1, 2, 3, ..., then about `per_decade`
+    points per factor of ten) and at every epoch end, where `weight_distance`
+    is also added to the logs. `w_0` is taken when training first starts and
+    kept across several `fit` calls.
+
+    Args:
+        per_decade: log-spaced points per decade of iterations.
+
+    Example:
+
+    >>> distance = WeightDistance()
+    >>> model.fit(x, y, callbacks=[distance])
+    >>> distance.history  # DataFrame: iteration, total, one column per layer
+    """
+
+    def __init__(self, per_decade=10):
+        super().__init__()
+        self.per_decade = per_decade
+        self.initial = None
+        self.records = []
+        self.iteration = 0
+        self._next = 0
+
+    def on_train_begin(self, logs=None):
+        if self.initial is None:
+            self.initial = [np.array(keras.ops.convert_to_numpy(v))
+                            for v in self.model.trainable_variables]
+            self._record()
+
+    def distances(self):
+        per_layer, total = {}, 0.0
+        for v, w0 in zip(self.model.trainable_variables, self.initial):
+            sq = float(np.sum((np.asarray(keras.ops.convert_to_numpy(v), np.float64) - w0) ** 2))
+            layer = v.path.split("/")[0]
+            per_layer[layer] = per_layer.get(layer, 0.0) + sq
+            total += sq
+        return math.sqrt(total), {k: math.sqrt(s) for k, s in per_layer.items()}
+
+    def _record(self):
+        total, per_layer = self.distances()
+        self.records.append(dict(iteration=self.iteration, total=total, **per_layer))
+        return total
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.iteration += 1
+        if self.iteration >= self._next:
+            self._record()
+            self._next = max(self.iteration + 1,
+                             int(10 ** (math.log10(self.iteration) + 1 / self.per_decade)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        total = self._record() if self.records[-1]["iteration"] != self.iteration else \
+            self.records[-1]["total"]
+        if logs is not None:
+            logs["weight_distance"] = total
+
+    @property
+    def history(self):
+        return pd.DataFrame(self.records).drop_duplicates("iteration", keep="last")
+
+
+# -- Keskar et al.: sharpness (Metric 2.1) ----------------------------------
+def sharpness(model, x, y, loss_fn=None, epsilon=1e-3, subspace=None, maxiter=10,
+              bn_mode="moving", seed=0):
+    """Keskar et al.'s Metric 2.1 on the loss over (x, y), in percent.
+
+    phi = (max_{z in C} f(w + A z) - f(w)) / (1 + f(w)) * 100, with the box
+    C = {|z_i| <= epsilon (|(A^+ w)_i| + 1)}, maximised by scipy's L-BFGS-B
+    (`maxiter` iterations, as the paper).
+
+    Args:
+        model: a Keras model; its weights are not changed.
+        x, y: the (training) data the loss f is measured on.
+        loss_fn: default sparse categorical cross-entropy from logits.
+        epsilon: box size (paper: 1e-3 and 5e-4).
+        subspace: None for A = I (full space) or p for a random n x p matrix A.
+        maxiter: L-BFGS-B iterations.
+        bn_mode: "moving" (inference statistics) or "batch" (batch statistics,
+            as Keskar's plotting code; dropout is then active too).
+        seed: for the random subspace.
+
+    Example:
+
+    >>> sharpness(model, x_train[:5000], y_train[:5000], epsilon=1e-3)
+    """
+    from scipy.optimize import minimize
+
+    if bn_mode not in ("moving", "batch"):
+        raise ValueError(f"bn_mode={bn_mode!r}: expected 'moving' or 'batch'.")
+    loss_fn = loss_fn or keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=None)
+    training = bn_mode == "batch"
+    w = flatten(model.trainable_variables)
+    if subspace is None:
+        A, center = None, w
+    else:
+        A = np.random.default_rng(seed).normal(size=(w.size, subspace))
+        center = np.linalg.lstsq(A, w, rcond=None)[0]
+    bound = epsilon * (np.abs(center) + 1.0)
+
+    def objective(z):
+        point = w + (z if A is None else A @ z)
+        loss, grad = loss_and_gradient(model, loss_fn, x, y, point, training)
+        return -loss, -(grad if A is None else A.T @ grad)
+
+    f0, _ = loss_and_gradient(model, loss_fn, x, y, w, training)
+    z0 = np.zeros_like(center)
+    result = minimize(objective, z0, jac=True, method="L-BFGS-B",
+                      bounds=list(zip(-bound, bound)), options=dict(maxiter=maxiter))
+    return (max(-result.fun, f0) - f0) / (1.0 + f0) * 100.0
+
+
+class Sharpness(keras.callbacks.Callback):
+    """Logs `sharpness` (see `sharpness()`) at the end of training.
+
+    Args: those of `sharpness()`, with (x, y) the training data to use.
+    """
+
+    def __init__(self, x, y, **options):
+        super().__init__()
+        self.x, self.y, self.options = x, y, options
+        self.value = None
+
+    def on_train_end(self, logs=None):
+        self.value = sharpness(self.model, self.x, self.y, **self.options)
+        if logs is not None:
+            logs["sharpness"] = self.value
+
+
+# -- Keskar et al.: parametric interpolation (Fig 3) -------------------------
+def interpolate(model, weights_a, weights_b, alphas, splits, batch_size=1000):
+    """Loss and accuracy at alpha * a + (1 - alpha) * b for each alpha.
+
+    Args:
+        model: compiled with a loss and an "accuracy" metric; its weights are
+            restored afterwards.
+        weights_a, weights_b: lists as from `model.get_weights()` (all weights,
+            batch-norm statistics included).
+        alphas: e.g. np.linspace(-1, 2, 25).
+        splits: {"train": (x, y), "test": (x, y)}.
+
+    Returns:
+        DataFrame with columns alpha, split, loss, accuracy.
+    """
+    original = model.get_weights()
+    rows = []
+    try:
+        for alpha in alphas:
+            model.set_weights([alpha * a + (1 - alpha) * b for a, b in zip(weights_a, weights_b)])
+            for split, (x, y) in splits.items():
+                result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+                rows.append(dict(alpha=float(alpha), split=split, loss=result["loss"],
+                                 accuracy=result.get("accuracy", np.nan)))
+    finally:
+        model.set_weights(original)
+    return pd.DataFrame(rows)
+
+
+# -- McCandlish et al.: the simple gradient noise scale ---------------------
+def gradient_noise_scale(model, x, y, small, big, loss_fn=None, repeats=8, seed=0,
+                         training=False):
+    """B_simple = tr(Sigma) / |G|^2 from mean squared gradient norms at two
+    batch sizes (McCandlish et al. 2018, appendix A.1):
+    E|G_B|^2 = |G|^2 + tr(Sigma) / B, solved for |G|^2 and tr(Sigma).
+
+    Returns (b_simple, |G|^2 estimate, tr(Sigma) estimate).
+    """
+    if not 1 <= small < big <= len(x):
+        raise ValueError(f"need 1 <= small < big <= {len(x)}; got small={small}, big={big}.")
+    loss_fn = loss_fn or keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=None)
+    rng = np.random.default_rng(seed)
+
+    def mean_sq_norm(batch):
+        norms = []
+        for _ in range(repeats):
+            idx = rng.choice(len(x), batch, replace=False)
+            _, g = loss_and_gradient(model, loss_fn, x[idx], y[idx], training=training)
+            norms.append(g @ g)
+        return float(np.mean(norms))
+
+    g_small, g_big = mean_sq_norm(small), mean_sq_norm(big)
+    grad_sq = (big * g_big - small * g_small) / (big - small)
+    trace = (g_small - g_big) / (1 / small - 1 / big)
+    return trace / grad_sq, grad_sq, trace
+
+
+class GradientNoiseScale(keras.callbacks.Callback):
+    """Logs `noise_scale_simple` (B_simple, the critical-batch-size signal)
+    every `every` epochs, from gradients on (x, y) at two batch sizes.
+
+    Args:
+        x, y: data to draw batches from (training data).
+        small, big: the two batch sizes.
+        repeats: gradient samples per batch size.
+        every: epochs between measurements.
+    """
+
+    def __init__(self, x, y, small=32, big=512, repeats=8, every=1, loss_fn=None):
+        super().__init__()
+        self.x, self.y, self.small, self.big = x, y, small, big
+        self.repeats, self.every, self.loss_fn = repeats, every, loss_fn
+        self.records = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        b, grad_sq, trace = gradient_noise_scale(
+            self.model, self.x, self.y, self.small, self.big, self.loss_fn,
+            self.repeats, seed=epoch)
+        self.records.append(dict(epoch=epoch + 1, b_simple=b, grad_sq=grad_sq, trace=trace))
+        if logs is not None:
+            logs["noise_scale_simple"] = b

@@ -1,0 +1,133 @@
+"""Measurement callbacks against hand-computed and analytic values."""
+
+import keras
+import numpy as np
+import pytest
+
+from callbacks.measures import (WeightDistance, gradient_noise_scale, interpolate,
+                                sharpness)
+
+MSE = keras.losses.MeanSquaredError(reduction=None)
+
+
+def linear(d, w):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].kernel.assign(np.asarray(w, "float32").reshape(d, 1))
+    return model
+
+
+def test_weight_distance_is_zero_at_start_and_the_hand_computed_norm_after_one_step():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 3)).astype("float32"), rng.normal(size=(8, 1)).astype("float32")
+    w = np.array([0.5, -1.0, 2.0])
+    model = linear(3, w)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    distance = WeightDistance()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[distance])
+    history = distance.history
+    assert history.iloc[0].iteration == 0 and history.iloc[0].total == 0.0
+    grad = 2 / 8 * x.T @ (x @ w[:, None] - y)  # d/dw mean((xw - y)^2)
+    assert history.iloc[-1].iteration == 1
+    assert history.iloc[-1].total == pytest.approx(0.1 * np.linalg.norm(grad), rel=1e-5)
+
+
+def quadratic(c, w):
+    """f(w) = sum_i c_i w_i^2 as an MSE loss: rows x_i = sqrt(d c_i) e_i, y = 0."""
+    d = len(c)
+    x = np.diag(np.sqrt(d * np.asarray(c, float))).astype("float32")
+    return linear(d, w), x, np.zeros((d, 1), "float32")
+
+
+def analytic_sharpness(c, w, eps):
+    c, w = np.asarray(c, float), np.asarray(w, float)
+    f0 = np.sum(c * w ** 2)
+    fmax = np.sum(c * (np.abs(w) + eps * (np.abs(w) + 1)) ** 2)
+    return (fmax - f0) / (1 + f0) * 100
+
+
+def test_sharpness_of_a_quadratic_matches_the_analytic_box_maximum():
+    c, w = [1.0, 10.0, 100.0, 0.5], [0.3, -0.2, 0.1, 1.0]
+    model, x, y = quadratic(c, w)
+    value = sharpness(model, x, y, loss_fn=MSE, epsilon=1e-2)
+    assert value == pytest.approx(analytic_sharpness(c, w, 1e-2), rel=1e-3)
+    np.testing.assert_allclose(model.layers[0].kernel.numpy().ravel(), w, rtol=1e-6)
+
+
+def test_sharpness_is_zero_on_a_flat_loss_and_grows_with_curvature():
+    w = [0.3, -0.2, 0.1]
+    flat = sharpness(*quadratic([0.0, 0.0, 0.0], w), loss_fn=MSE, epsilon=1e-2)
+    values = [sharpness(*quadratic([k] * 3, w), loss_fn=MSE, epsilon=1e-2) for k in (1, 10, 100)]
+    assert abs(flat) < 1e-9
+    assert values[0] < values[1] < values[2]
+
+
+def test_sharpness_in_a_random_subspace_is_at_most_the_full_space_value():
+    c, w = [1.0, 10.0, 100.0, 0.5], [0.3, -0.2, 0.1, 1.0]
+    full = sharpness(*quadratic(c, w), loss_fn=MSE, epsilon=1e-2)
+    sub = sharpness(*quadratic(c, w), loss_fn=MSE, epsilon=1e-2, subspace=2)
+    assert 0 < sub
+    with pytest.raises(ValueError, match="bn_mode='ema'"):
+        sharpness(*quadratic(c, w), loss_fn=MSE, bn_mode="ema")
+    assert full > 0
+
+
+def test_gradient_noise_scale_matches_linear_regression_with_known_noise():
+    """x ~ N(0, I_d), y = x.w* + sigma*e. At w = w* + delta the per-example
+    gradient is x r, so G = delta (up to the loss's factor 2, which cancels)
+    and tr(Sigma) = (d + 1)|delta|^2 + d sigma^2."""
+    d, sigma = 4, 1.5
+    rng = np.random.default_rng(0)
+    w_star = rng.normal(size=d)
+    delta = np.array([0.5, -0.5, 0.25, 0.0])
+    x = rng.normal(size=(200000, d)).astype("float32")
+    y = (x @ w_star + sigma * rng.normal(size=len(x)))[:, None].astype("float32")
+    model = linear(d, w_star + delta)
+    b_simple, _, _ = gradient_noise_scale(model, x, y, small=16, big=4096, loss_fn=MSE,
+                                          repeats=300)
+    expected = ((d + 1) * delta @ delta + d * sigma ** 2) / (delta @ delta)
+    assert b_simple == pytest.approx(expected, rel=0.10)
+
+
+def test_interpolation_at_0_and_1_equals_evaluating_the_two_models():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 5)).astype("float32"), rng.integers(0, 3, 64)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def trained(seed):
+        keras.utils.set_random_seed(seed)
+        m = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(3)])
+        m.compile(keras.optimizers.Adam(0.01), loss, metrics=["accuracy"])
+        m.fit(x, y, epochs=3, verbose=0)
+        return m
+
+    a, b = trained(1), trained(2)
+    splits = {"train": (x, y), "test": (x[:32], y[:32])}
+    curve = interpolate(a, a.get_weights(), b.get_weights(), [0.0, 0.5, 1.0], splits)
+    for alpha, model in ((1.0, a), (0.0, b)):
+        for split, (xs, ys) in splits.items():
+            row = curve[(curve.alpha == alpha) & (curve.split == split)].iloc[0]
+            expected = model.evaluate(xs, ys, batch_size=1000, verbose=0, return_dict=True)
+            assert row.loss == pytest.approx(expected["loss"], rel=1e-5)
+            assert row.accuracy == pytest.approx(expected["accuracy"])
+    assert len(curve) == 6
+
+
+def test_sharpness_and_noise_scale_run_on_jax_too():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    script = (
+        "from tests.test_measures import *\n"
+        "c, w = [1.0, 10.0, 100.0, 0.5], [0.3, -0.2, 0.1, 1.0]\n"
+        "print(sharpness(*quadratic(c, w), loss_fn=MSE, epsilon=1e-2) / "
+        "analytic_sharpness(c, w, 1e-2))\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                         text=True, timeout=300,
+                         env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split()[-1]) == pytest.approx(1.0, rel=1e-3)
