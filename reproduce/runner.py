@@ -189,6 +189,7 @@ class EpochRecorder(keras.callbacks.Callback):
             loss=loss, accuracy=float(logs.get("accuracy", np.nan)),
             test_loss=float(logs.get("val_loss", np.nan)),
             test_accuracy=float(logs.get("val_accuracy", np.nan)),
+            noise_scale=float(logs.get("noise_scale", np.nan)),
             wall_time=time.perf_counter() - self.started))
         if self.diverged:
             self.model.stop_training = True
