@@ -135,3 +135,25 @@ def test_small_batch_smoke_writes_every_cell_and_three_figures(tmp_path):
          str(tmp_path / "fig"), "--results", str(tmp_path / "res")],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert f"{len(cells)} already in" in again.stdout and "0 to train" in again.stdout
+
+
+@needs_mnist
+def test_runner_works_on_jax_without_tensorflow():
+    script = """
+import sys
+sys.modules["tensorflow"] = None  # as if TensorFlow were not installed
+sys.modules["tensorflow_datasets"] = None
+import keras
+assert keras.backend.backend() == "jax"
+from reproduce.runner import RunConfig, train
+r = train(RunConfig(dataset="mnist", model="f1", norm="ghost:16", train_size=512, test_size=256,
+                    epochs=2, batch_size=32, lr=0.05, batch_milestones=(1,), batch_factor=4,
+                    max_device_batch=64))
+print("ROWS", [(row["batch_size"], row["updates"]) for row in r["rows"]], r["status"])
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600,
+                         env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    # 512 / 32 = 16 updates, then batch 128 = 2 x 64 accumulated: 4 more.
+    assert "ROWS [(32, 16), (128, 20)] finished" in out.stdout
