@@ -73,6 +73,7 @@ def save_atomic(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; figures are for everyone
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
