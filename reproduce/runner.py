@@ -14,9 +14,7 @@ import functools
 import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import models
 from callbacks.schedules import BatchSizeSchedule, WarmupStepDecay, current_learning_rate
 from optimizers import GradientAccumulator
 from reproduce import datasets
+from reproduce.cli import save_atomic
 from reproduce.pipeline import EpochBatches, channel_stats, standardize
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
@@ -159,7 +158,12 @@ def build_optimizer(config, schedule):
 
 # -- one run ---------------------------------------------------------------
 class EpochRecorder(keras.callbacks.Callback):
-    """Collects one row per epoch and stops a run whose loss is not finite."""
+    """Collects one row per epoch and stops a run whose loss is not finite.
+
+    Divergence is checked at epoch ends only: a per-batch hook would make
+    Keras copy the logs to the host after every step, which costs most at
+    the small batches the sweeps care about.
+    """
 
     def __init__(self, schedule):
         super().__init__()
@@ -170,11 +174,6 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_lr = current_learning_rate(self.model.optimizer)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if logs and not math.isfinite(float(logs.get("loss", 0.0))):
-            self.diverged = True
-            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -228,18 +227,7 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False):
 
 # -- the results store and sweeps ------------------------------------------
 def write_json_atomic(path, payload):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, default=float)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1, default=float)))
 
 
 class Sweep:
