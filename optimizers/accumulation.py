@@ -180,9 +180,9 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         ops.cond(closes, lambda: self._close_window(variables), self._wait)
         self.epoch_micro_step.assign(self.epoch_micro_step + 1)
 
-    def _close_window(self, variables, step=None):
+    def _close_window(self, variables):
         mean = self._mean_gradients(self.accumulators, self.window_examples, variables)
-        (step or self.inner_optimizer.apply)(mean, variables)
+        self.inner_optimizer.apply(mean, variables)
         for acc in self.accumulators:
             acc.assign(ops.zeros_like(acc))
         self.window_examples.assign(0.0)

@@ -10,7 +10,6 @@ Synthetic CIFAR-sized data: the numbers are about the loop, not the data.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time

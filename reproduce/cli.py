@@ -7,38 +7,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from reproduce import datasets
-
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "figures"
 RESULTS = ROOT / "results"
 PRESETS = ("smoke", "quick", "paper")
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
-    return value
-
-
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
-    return value
-
-
-def known_dataset(text):
-    if text not in datasets.NUM_CLASSES and not text.replace("_", "").isalnum():
-        raise argparse.ArgumentTypeError(f"unknown dataset {text!r}")
-    return text
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -14,7 +14,6 @@ it. Any other name is loaded through TensorFlow Datasets (`tfds.load`).
 
 import gzip
 import hashlib
-import io
 import os
 import pickle
 import shutil
