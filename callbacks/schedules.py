@@ -32,8 +32,9 @@ def base_learning_rate(eta_tilde, batch_size):
 
 
 def milestones_at(fractions, epochs):
-    """Milestone epochs at fractions of training, e.g. (0.5, 0.75) of 82 -> (41, 61)."""
-    return tuple(int(round(f * epochs)) for f in fractions)
+    """Milestone epochs at fractions of training, e.g. (0.5, 0.75) of 82 -> (41, 61);
+    never epoch 0 (a step before any training is no step)."""
+    return tuple(max(1, int(round(f * epochs))) for f in fractions)
 
 
 def step_decay(lr, milestones, factor=0.1):

@@ -33,26 +33,44 @@ def _model(optimizer):
     return model
 
 
-def case_pipeline(batch, n, real, repeats=3):
-    """Seconds per example, median of `repeats` epochs of n examples:
-    EpochBatches (shuffle + pad-crop-flip) or the same arrays handed to fit
-    pre-shuffled and pre-augmented."""
+PIPELINE_KINDS = ("arrays", "runner", "EpochBatches")
+
+
+def case_pipeline(batch, n, rounds=5):
+    """Seconds per example of one training epoch of n examples, per kind
+    (median over `rounds`; the kinds take turns, epoch by epoch, in one
+    process, so machine load hits all alike; each kind trains its own model,
+    so no kind runs a step function another kind traced):
+
+    "arrays" — one fixed pre-shuffled, pre-augmented epoch handed to fit (no
+    pipeline work at all: the floor); "runner" — what reproduce.runner does,
+    a fresh epoch_arrays (shuffle + pad-crop-flip) and one fit per epoch;
+    "EpochBatches" — the same batches through a keras.utils.PyDataset.
+    """
     import keras
 
-    from reproduce.pipeline import EpochBatches
+    from reproduce.pipeline import EpochBatches, epoch_arrays
 
     x, y = _data(n)
-    model = _model(keras.optimizers.SGD(0.01))
+    model = {kind: _model(keras.optimizers.SGD(0.01)) for kind in PIPELINE_KINDS}
+    fixed = epoch_arrays(x, y, 0, augment=True)
     data = EpochBatches(x, y, batch, seed=0, augment=True)
-    fit = (lambda: model.fit(data, verbose=0)) if real else (
-        lambda: model.fit(data._epoch_x, data._epoch_y, batch_size=batch, shuffle=False, verbose=0))
-    fit()  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fit()
-        times.append((time.perf_counter() - start) / n)
-    return dict(seconds_per_example=float(np.median(times)))
+    epoch = iter(range(10**6))
+    fit = {
+        "arrays": lambda: model["arrays"].fit(*fixed, batch_size=batch, shuffle=False, verbose=0),
+        "runner": lambda: model["runner"].fit(*epoch_arrays(x, y, next(epoch), augment=True),
+                                              batch_size=batch, shuffle=False, verbose=0),
+        "EpochBatches": lambda: model["EpochBatches"].fit(data, verbose=0),
+    }
+    for kind in PIPELINE_KINDS:
+        fit[kind]()  # compile, warm up
+    times = {kind: [] for kind in PIPELINE_KINDS}
+    for _ in range(rounds):
+        for kind in PIPELINE_KINDS:
+            start = time.perf_counter()
+            fit[kind]()
+            times[kind].append((time.perf_counter() - start) / n)
+    return {kind: float(np.median(t)) for kind, t in times.items()}
 
 
 def case_accumulation(kind, n=2048):
@@ -104,18 +122,17 @@ def _cpu_name():
 
 def bench_pipeline():
     print(f"Input-pipeline overhead, ResNet-20 training step, {_machine()}")
-    print("(median of 3 epochs per process, best of 2 interleaved processes)")
-    print("| batch | pre-batched arrays (ms/example) | EpochBatches (ms/example) | overhead |")
-    print("|---:|---:|---:|---:|")
+    print("(ms per example, median of 5 epochs; the three kinds take turns epoch by epoch")
+    print(" in one process, each on its own model; overhead relative to one fixed")
+    print(" pre-batched epoch)")
+    print("| batch | pre-batched arrays | runner (epoch_arrays + fit) | overhead "
+          "| EpochBatches (PyDataset) | overhead |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for batch, n in ((2, 256), (32, 1024), (1024, 2048)):
-        # Interleave the two cases, twice, so machine load hits both alike.
-        arrays, real = [], []
-        for _ in range(2):
-            arrays.append(_run_case("pipeline", batch=batch, n=n, real=False)["seconds_per_example"])
-            real.append(_run_case("pipeline", batch=batch, n=n, real=True)["seconds_per_example"])
-        arrays, real = min(arrays), min(real)
-        print(f"| {batch} | {arrays * 1e3:.2f} | {real * 1e3:.2f} | {real / arrays - 1:+.1%} |",
-              flush=True)
+        r = _run_case("pipeline", batch=batch, n=n)
+        a, e, p = (r[k] for k in PIPELINE_KINDS)
+        print(f"| {batch} | {a * 1e3:.2f} | {e * 1e3:.2f} | {e / a - 1:+.1%} "
+              f"| {p * 1e3:.2f} | {p / a - 1:+.1%} |", flush=True)
 
 
 def bench_accumulation():

@@ -27,7 +27,7 @@ from callbacks.schedules import BatchSizeSchedule, WarmupStepDecay, current_lear
 from optimizers import GradientAccumulator
 from reproduce import datasets
 from reproduce.cli import save_atomic
-from reproduce.pipeline import EpochBatches, channel_stats, standardize
+from reproduce.pipeline import AUGMENTATIONS, channel_stats, epoch_arrays, standardize
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 
@@ -65,7 +65,7 @@ class RunConfig:
     weight_decay: float = 0.0
     clipnorm: float = None
     he_init: bool = True
-    augment: bool = False
+    augment: object = False  # False, True (CIFAR pad-crop-flip) or "shift" (digits)
     train_size: int = None
     test_size: int = None
     seed: int = 0
@@ -91,6 +91,8 @@ class RunConfig:
         need(self.accumulation >= 1 and self.batch_size % self.accumulation == 0,
              "accumulation", f"an integer >= 1 that divides batch_size={self.batch_size}")
         need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        need(any(self.augment is a for a in AUGMENTATIONS) or self.augment == "shift",
+             "augment", "False, True (pad-crop-flip) or 'shift'")
         models.parse_norm(self.norm)
 
     @property
@@ -194,13 +196,18 @@ class EpochRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def train(config, verbose=0, callbacks=(), model=None, return_model=False):
+def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=None):
     """Trains one run; returns {"status", "rows", "wall_time"} (and the model).
 
-    The run trains one `fit` per phase of constant physical batch size and
-    momentum, with the same callbacks throughout, so callbacks see one run.
+    `data`, if given, is (x, y, x_test, y_test), already standardized, in
+    place of `prepared_data(config.dataset, ...)` (e.g. the Kaggle CSVs).
+
+    The run trains one `fit` per epoch, on that epoch's shuffled and augmented
+    arrays (`pipeline.epoch_arrays`) with that epoch's physical batch size,
+    and the same callbacks throughout, so callbacks see one run.
     """
-    x, y, x_test, y_test = prepared_data(config.dataset, config.train_size, config.test_size)
+    x, y, x_test, y_test = data or prepared_data(config.dataset, config.train_size,
+                                                 config.test_size)
     num_classes = int(max(y.max(), y_test.max()) + 1)
     schedule = config.schedule(len(x))
     model = model or build_model(config, x.shape[1:], num_classes)
@@ -212,10 +219,10 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False):
     all_callbacks = [schedule, *callbacks, recorder]
     started = time.perf_counter()
     with np.errstate(all="ignore"):
-        for first, end, physical, _ in schedule.phases(config.epochs):
-            data = EpochBatches(x, y, physical, seed=config.seed, augment=config.augment,
-                                first_epoch=first)
-            model.fit(data, epochs=end, initial_epoch=first, verbose=verbose,
+        for epoch in range(config.epochs):
+            x_epoch, y_epoch = epoch_arrays(x, y, epoch, config.seed, augment=config.augment)
+            model.fit(x_epoch, y_epoch, batch_size=schedule.split(epoch)[0], shuffle=False,
+                      epochs=epoch + 1, initial_epoch=epoch, verbose=verbose,
                       validation_data=(x_test, y_test), validation_batch_size=1000,
                       callbacks=all_callbacks)
             if recorder.diverged:
@@ -237,6 +244,12 @@ class Sweep:
         store: folder of the results, one `<key>.json` per finished run.
         describe: config -> short label for the progress line.
         verbose: passed to `fit` (1 shows Keras's progress bar).
+        callbacks: optional `config -> list` of extra callbacks for that run
+            (e.g. a `WeightDistance`).
+        measure: optional `(config, trained model, data, callbacks) -> dict` of
+            JSON-able measurements taken after training (sharpness, weight
+            change, a callback's history...), stored with the run under
+            "measures"; `data` is (x, y, x_test, y_test).
 
     Example:
 
@@ -244,8 +257,10 @@ class Sweep:
     >>> table = sweep.run([RunConfig(batch_size=m) for m in (8, 64)])
     """
 
-    def __init__(self, store, describe=None, verbose=0, log=sys.stdout):
+    def __init__(self, store, describe=None, verbose=0, log=sys.stdout, callbacks=None,
+                 measure=None):
         self.store = Path(store)
+        self.callbacks, self.measure = callbacks, measure
         self.describe = describe or (lambda c: c.key)
         self.verbose = verbose
         self.log = log
@@ -270,8 +285,14 @@ class Sweep:
         self._say(f"{len(configs)} runs: {done_before} already in {self.store}, {len(todo)} to train")
         spent = []
         for i, config in enumerate(todo, 1):
-            result = train(config, verbose=self.verbose)
-            spent.append(result["wall_time"])
+            started = time.perf_counter()
+            extra = self.callbacks(config) if self.callbacks else []
+            result, model = train(config, verbose=self.verbose, callbacks=extra,
+                                  return_model=True)
+            if self.measure is not None:
+                data = prepared_data(config.dataset, config.train_size, config.test_size)
+                result["measures"] = self.measure(config, model, data, extra)
+            spent.append(time.perf_counter() - started)
             write_json_atomic(self.path(config), dict(
                 config=dataclasses.asdict(config), key=config.key, **result))
             last = result["rows"][-1] if result["rows"] else {}
@@ -282,6 +303,11 @@ class Sweep:
         return self.table(configs)
 
     def table(self, configs):
+        """One row per epoch of every stored run, with its config's fields.
+
+        A field the rows record per epoch (batch_size, lr, momentum) keeps the
+        recorded value; the configured initial one is `config_<field>`.
+        """
         frames = []
         for config in configs:
             record = self.load(config)
@@ -289,7 +315,8 @@ class Sweep:
                 continue
             rows = pd.DataFrame(record["rows"] or [{}])
             for field, value in record["config"].items():
-                rows[field] = [value] * len(rows) if not isinstance(value, list) else [tuple(value)] * len(rows)
+                column = f"config_{field}" if field in rows else field
+                rows[column] = [tuple(value) if isinstance(value, list) else value] * len(rows)
             rows["status"] = record["status"]
             rows["key"] = record["key"]
             rows["run_time"] = record["wall_time"]

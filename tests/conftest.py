@@ -18,3 +18,9 @@ def mirror_has(path):
 needs_mnist = pytest.mark.skipif(not mirror_has("mnist/train-images-idx3-ubyte.gz"),
                                  reason="MNIST mirror not found")
 needs_cifar10 = pytest.mark.skipif(not mirror_has("cifar10.npz"), reason="CIFAR-10 mirror not found")
+
+
+def pytest_configure(config):
+    # Keras's TF backend calls np.array(x, copy=False) on every metric read.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")

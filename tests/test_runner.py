@@ -59,10 +59,10 @@ def test_sweep_killed_half_way_retrains_only_the_missing_runs(tmp_path):
 def test_absurd_learning_rate_is_recorded_as_diverged_and_the_sweep_goes_on(tmp_path):
     configs = [TINY.replace(lr=1e6), TINY]
     table = Sweep(tmp_path).run(configs)
-    status = table.groupby("lr")["status"].first()
+    status = table.groupby("config_lr")["status"].first()  # "lr": the recorded float32 rate
     assert status[1e6] == "diverged" and status[0.05] == "finished"
-    assert table[table.lr == 0.05].epoch.max() == 2
-    assert table[table.lr == 1e6].epoch.max() == 1  # stopped early
+    assert table[table.config_lr == 0.05].epoch.max() == 2
+    assert table[table.config_lr == 1e6].epoch.max() == 1  # stopped early
 
 
 @needs_mnist
