@@ -13,13 +13,25 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
 FIGURE_ARGS = --preset $(PRESET)
+# Batches above this go through gradient accumulation (fig-dont-decay); empty: the preset's.
+MAX_DEVICE_BATCH ?=
+KAGGLE_ARGS ?=
 
-.PHONY: setup test clean fig-small-batch bench-pipeline bench-accumulation help
+FIGURES = fig-small-batch fig-dont-decay fig-generalization-gap fig-sharp-minima \
+	fig-mnist-batch-size fig-lr-scaling
+
+.PHONY: setup test clean help figures $(FIGURES) kaggle-data-from-mnist kaggle-submission \
+	bench-pipeline bench-accumulation
 
 help:
 	@echo "make setup [GPU=1]            create $(VENV) and install requirements"
 	@echo "make test                     run the test suite"
-	@echo "make fig-small-batch [PRESET=smoke|quick|paper]"
+	@echo "make fig-small-batch | fig-dont-decay | fig-generalization-gap | fig-sharp-minima"
+	@echo "     | fig-mnist-batch-size | fig-lr-scaling"
+	@echo "     [PRESET=smoke|quick|paper]  (fig-dont-decay: [MAX_DEVICE_BATCH=n])"
+	@echo "make figures                  every figure target's quick preset in a row"
+	@echo "make kaggle-data-from-mnist   MNIST stand-in for the Kaggle Digit Recognizer files"
+	@echo "make kaggle-submission [KAGGLE_ARGS='--full --norm group ...']"
 	@echo "make bench-pipeline | bench-accumulation"
 	@echo "make clean                    remove results/ and caches (figures stay)"
 
@@ -39,6 +51,31 @@ test:
 
 fig-small-batch:
 	$(PYTHON) -m reproduce.small_batch $(FIGURE_ARGS)
+
+fig-dont-decay:
+	$(PYTHON) -m reproduce.dont_decay $(FIGURE_ARGS) $(if $(MAX_DEVICE_BATCH),--max-device-batch $(MAX_DEVICE_BATCH))
+
+fig-generalization-gap:
+	$(PYTHON) -m reproduce.generalization_gap $(FIGURE_ARGS)
+
+fig-sharp-minima:
+	$(PYTHON) -m reproduce.sharp_minima $(FIGURE_ARGS)
+
+fig-mnist-batch-size:
+	$(PYTHON) -m reproduce.mnist_batch_size $(FIGURE_ARGS)
+
+fig-lr-scaling:
+	$(PYTHON) -m reproduce.lr_scaling $(FIGURE_ARGS)
+
+figures:
+	for target in $(FIGURES); do $(MAKE) --no-print-directory $$target PRESET=quick || exit 1; done
+	@echo "figures and CSVs in figures/; the report is figures/README.md"
+
+kaggle-data-from-mnist:
+	$(PYTHON) -m reproduce.kaggle data-from-mnist
+
+kaggle-submission:
+	$(PYTHON) -m reproduce.kaggle submit $(KAGGLE_ARGS)
 
 bench-pipeline:
 	$(PYTHON) -m reproduce.bench pipeline

@@ -1,0 +1,225 @@
+"""Smith, Kindermans, Ying & Le 2018, "Don't Decay the Learning Rate,
+Increase the Batch Size" (../shared/papers.md section 2).
+
+Method: a wide ResNet on CIFAR-10 with ghost batch norm (ghost batch = the
+initial batch, 128), SGD with momentum 0.9 (Fig 3b: Nesterov), weight decay
+5e-4 and pad-crop-flip augmentation (the Zagoruyko & Komodakis defaults; the
+paper does not state them). Three schedules step at 30%, 60% and 80% of
+training (epochs 60/120/160 of 200), each step dividing the SGD noise scale
+g = lr N / (B (1 - momentum)) by 5:
+
+- decaying learning rate: lr / 5 at each step, batch fixed;
+- hybrid: the batch x 5 at the first step, then lr / 5;
+- increasing batch size: the batch x 5 at each step, lr fixed.
+
+Fig 5 caps the batch at B_max = 5120 (past it the rate decays instead) and
+adds two runs that start at a larger lr and batch (0.5, 640) and at a larger
+momentum as well (0.98, B0 3200). `callbacks.BatchSizeSchedule` is all three
+schedules (a cap equal to B0 is the decaying rate); batches above
+--max-device-batch are accumulated (`optimizers.GradientAccumulator`).
+
+Momentum is Keras's (v = m v - lr g; w += v): after a learning-rate drop the
+velocity still carries the old rate for a few steps, unlike TF1's
+MomentumOptimizer (A = m A + g; w -= lr A) that the paper used. The batch
+schedules change no rate, so for them the two agree.
+
+    python -m reproduce.dont_decay --preset quick     # the default
+
+Writes figures/dont_decay{,_<preset>}{.csv,_table.csv,_schedules.csv,
+_schedules.png,_loss.png,_accuracy.png,_updates.png}.
+"""
+
+import numpy as np
+import pandas as pd
+
+from callbacks import milestones_at
+from reproduce import cli
+from reproduce.runner import RunConfig, Sweep, prepared_data
+
+STEPS = (0.3, 0.6, 0.8)  # fractions of training: 60/120/160 of 200 epochs
+PAPER_FIG5 = {  # run: (updates, test accuracy) as published
+    "original schedule": ("~80,000", 0.943), "increasing batch": ("~29,000", 0.944),
+    "higher initial lr": ("<6,500", 0.945), "+ higher momentum": ("<2,500", 0.933)}
+
+
+# One declarative config per preset: model, data, epochs, B0 and the cap.
+# Smaller presets shrink the batch sizes with the data, so N / B stays close to
+# the paper's (50,000 / 128 at the start, 50,000 / 16,000 at the end).
+WRN = RunConfig(dataset="cifar10", model="wrn16_4", optimizer="sgd", momentum=0.9, lr=0.1,
+                weight_decay=5e-4, augment=True, batch_factor=5)
+PRESETS = {
+    "smoke": dict(base=WRN.replace(model="resnet8", batch_size=8, epochs=4, norm="ghost:8",
+                                   train_size=256, test_size=256, batch_milestones=(1, 2, 3),
+                                   max_device_batch=128),
+                  b_max=320, nesterov=False),
+    "quick": dict(base=WRN.replace(model="resnet8", batch_size=16, epochs=10, norm="ghost:16",
+                                   train_size=2560, test_size=2000,
+                                   batch_milestones=milestones_at(STEPS, 10),
+                                   max_device_batch=256),
+                  b_max=640, nesterov=False),
+    "paper": dict(base=WRN.replace(batch_size=128, epochs=200, norm="ghost:128",
+                                   batch_milestones=(60, 120, 160)),
+                  b_max=5120, nesterov=True),
+}
+
+
+def grid(preset, max_device_batch=None):
+    """{(figure, run): config} for Figs 1-3 (three schedules, momentum and
+    Nesterov) and Fig 5 (four runs capped at B_max)."""
+    spec = PRESETS[preset]
+    base = spec["base"]
+    if max_device_batch:
+        base = base.replace(max_device_batch=max_device_batch)
+    b0, b_max = base.batch_size, spec["b_max"]
+    schedules = {"decaying learning rate": b0, "hybrid": b0 * base.batch_factor,
+                 "increasing batch size": None}
+    runs = {}
+    for optimizer in ("sgd", "nesterov") if spec["nesterov"] else ("sgd",):
+        for name, cap in schedules.items():
+            runs[(optimizer, name)] = base.replace(optimizer=optimizer, max_batch_size=cap)
+    runs[("fig5", "original schedule")] = base.replace(max_batch_size=b0)
+    runs[("fig5", "increasing batch")] = base.replace(max_batch_size=b_max)
+    runs[("fig5", "higher initial lr")] = base.replace(
+        lr=base.lr * 5, batch_size=b0 * 5, max_batch_size=b_max)
+    runs[("fig5", "+ higher momentum")] = base.replace(
+        lr=base.lr * 5, batch_size=b0 * 25, momentum=0.98, max_batch_size=b_max)
+    return runs
+
+
+def configured(runs):
+    """The schedule each run is configured with, per epoch (Fig 1's data and the
+    reference the recorded rows are checked against)."""
+    rows = []
+    for (figure, name), config in runs.items():
+        n = len(prepared_data(config.dataset, config.train_size, config.test_size)[0])
+        schedule = config.schedule(n)
+        for e in range(config.epochs):
+            physical, steps = schedule.split(e)
+            rows.append(dict(figure=figure, run=name, epoch=e + 1, batch_size=schedule.batch_size(e),
+                             lr=schedule.learning_rate(e), momentum=schedule.momentum_at(e),
+                             physical_batch=physical, accumulation_steps=steps,
+                             updates_in_epoch=schedule.updates_per_epoch(e)))
+    return pd.DataFrame(rows)
+
+
+def tables(sweep, runs):
+    frames = [sweep.table([c]).assign(figure=f, run=r) for (f, r), c in runs.items()]
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame[["figure", "run", "optimizer", "epoch", "updates", "batch_size", "lr",
+                   "momentum", "loss", "accuracy", "test_loss", "test_accuracy", "noise_scale",
+                   "status", "wall_time"]]
+    plan = configured(runs)
+    last = frame.groupby(["figure", "run"], sort=False).tail(1)
+    table = pd.DataFrame(dict(
+        figure=last.figure, run=last.run, updates=last.updates,
+        scheduled_updates=[int(plan[(plan.figure == f) & (plan.run == r)].updates_in_epoch.sum())
+                           for f, r in zip(last.figure, last.run)],
+        final_test_accuracy=last.test_accuracy.round(4),
+        max_batch=[int(plan[(plan.figure == f) & (plan.run == r)].batch_size.max())
+                   for f, r in zip(last.figure, last.run)],
+        accumulated_epochs=[int((plan[(plan.figure == f) & (plan.run == r)].accumulation_steps > 1).sum())
+                            for f, r in zip(last.figure, last.run)],
+        paper_updates=[PAPER_FIG5.get(r, ("", None))[0] if f == "fig5" else "" for f, r in
+                       zip(last.figure, last.run)],
+        paper_test_accuracy=[PAPER_FIG5.get(r, ("", None))[1] if f == "fig5" else None
+                             for f, r in zip(last.figure, last.run)],
+        status=last.status))
+    return frame, plan, table.reset_index(drop=True)
+
+
+def plot(frame, plan, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = {"decaying learning rate": "o-", "hybrid": "s--", "increasing batch size": "^:",
+              "original schedule": "o-", "increasing batch": "^:", "higher initial lr": "d-.",
+              "+ higher momentum": "v-"}
+    figs = []
+    # Fig 1: the schedules.
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, run in plan[plan.figure == "sgd"].groupby("run", sort=False):
+        a.step(run.epoch, run.lr, where="post", label=name)
+        b.step(run.epoch, run.batch_size, where="post", label=name)
+    a.set(xlabel="epoch", ylabel="learning rate", yscale="log", title="learning rate (Fig 1a)")
+    b.set(xlabel="epoch", ylabel="batch size", yscale="log", title="batch size (Fig 1b)")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    figs.append(fig)
+
+    # Fig 2: training cross-entropy vs epochs and vs updates.
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, run in frame[frame.figure == "sgd"].groupby("run", sort=False):
+        a.plot(run.epoch, run.loss, styles[name], ms=3, label=name)
+        b.plot(run.updates, run.loss, styles[name], ms=3, label=name)
+    a.set(xlabel="epoch", ylabel="training cross-entropy", title="vs epochs (Fig 2a)")
+    b.set(xlabel="parameter updates", xscale="log", title="vs parameter updates (Fig 2b)")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    figs.append(fig)
+
+    # Fig 3: test accuracy vs epochs, momentum and (paper preset) Nesterov.
+    optimizers = [o for o in ("sgd", "nesterov") if o in set(frame.figure)]
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(5.5 * len(optimizers), 4), squeeze=False)
+    for ax, optimizer in zip(axes[0], optimizers):
+        for name, run in frame[frame.figure == optimizer].groupby("run", sort=False):
+            ax.plot(run.epoch, run.test_accuracy, styles[name], ms=3, label=name)
+        ax.set(xlabel="epoch", ylabel="test accuracy",
+               title=f"{'momentum 0.9' if optimizer == 'sgd' else 'Nesterov momentum 0.9'} (Fig 3)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    figs.append(fig)
+
+    # Fig 5: test accuracy vs parameter updates, batch capped.
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, run in frame[frame.figure == "fig5"].groupby("run", sort=False):
+        ax.plot(run.updates, run.test_accuracy, styles[name], ms=3,
+                label=f"{name}: {run.updates.iloc[-1]} updates")
+    ax.set(xlabel="parameter updates", xscale="log", ylabel="test accuracy",
+           title=f"batch capped at B_max (Fig 5)\n{title}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    figs.append(fig)
+    return figs
+
+
+def main(argv=None):
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--max-device-batch", type=int, default=None,
+                   help="largest batch one forward pass may take; larger ones are accumulated "
+                        "(default: the preset's)")
+    args = p.parse_args(argv)
+    if args.max_device_batch is not None and args.max_device_batch < 1:
+        cli.fail(f"--max-device-batch {args.max_device_batch}: expected an integer >= 1")
+    runs = grid(args.preset, args.max_device_batch)
+    sweep = Sweep(args.results / "dont_decay", verbose=int(args.verbose), describe=lambda c: (
+        f"{c.optimizer} lr {c.lr:g} m {c.momentum:g} B0 {c.batch_size} cap {c.max_batch_size}"))
+    sweep.run(list(runs.values()))
+    frame, plan, table = tables(sweep, runs)
+    base = next(iter(runs.values()))
+    n = len(prepared_data(base.dataset, base.train_size, base.test_size)[0])
+    title = (f"{base.model} {base.norm} on CIFAR-10 ({n} images), {base.epochs} epochs, "
+             f"steps at {', '.join(map(str, base.batch_milestones))}; "
+             f"max device batch {base.max_device_batch}")
+    name = "dont_decay" + ("" if args.preset == "quick" else f"_{args.preset}")
+    cli.save_csv(frame, args.out / f"{name}.csv")
+    cli.save_csv(plan, args.out / f"{name}_schedules.csv")
+    cli.save_csv(table, args.out / f"{name}_table.csv")
+    for fig, suffix in zip(plot(frame, plan, title), ("schedules", "loss", "accuracy", "updates")):
+        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
+    print(table.to_string(index=False))
+    print(f"wrote {args.out}/{name}*.png and .csv")
+
+
+if __name__ == "__main__":
+    main()

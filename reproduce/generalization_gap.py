@@ -1,0 +1,224 @@
+"""Hoffer, Hubara & Soudry 2017, "Train longer, generalize better: closing the
+generalization gap in large batch training" (../shared/papers.md section 3).
+
+Method: the same network trained at a small batch (SB) and a large batch (LB),
+then the large batch with the paper's three fixes, cumulatively (their
+Table 1): +LR, the learning rate times sqrt(B_L / B_S); +GBN, ghost batch norm
+with ghost batches of the small batch's size; +RA, regime adaptation: every
+phase of the schedule and the epoch count times B_L / B_S, so the large batch
+makes as many updates as the small one. SGD momentum 0.9, weight decay 1e-4,
+the learning rate / 10 at the schedule's steps, and the gradient norm clipped
+to 5 at every update, as in the official code (eladhoffer/bigBatch).
+
+Fig 1: training and validation error vs epochs for several batch sizes.
+Fig 2: ||w_t - w_0|| vs iterations (log x), before and after +LR and GBN.
+Fig 3: validation error vs iterations, SB against the adapted large batch.
+
+    python -m reproduce.generalization_gap --preset quick     # the default
+
+Writes figures/generalization_gap{,_<preset>}{.csv,_table.csv,_distance.csv,
+_error.png,_distance.png,_adapted.png}.
+"""
+
+import pandas as pd
+
+from callbacks import WeightDistance, milestones_at, regime_adaptation, sqrt_scaling
+from reproduce import cli
+from reproduce.runner import RunConfig, Sweep
+
+COLUMNS = ("SB", "LB", "+LR", "+GBN", "+RA")
+PAPER_TABLE1 = {  # validation accuracy (%), paper
+    "F1 / MNIST": (98.27, 97.05, 97.55, 97.60, 98.53),
+    "C1 / CIFAR-10": (87.80, 83.95, 86.15, 86.4, 88.20),
+    "ResNet-44 / CIFAR-10": (92.83, 86.10, 89.30, 90.50, 93.07),
+}
+STEPS = (0.25, 0.5, 0.75)  # F1: lr / 10 at epochs 10, 20, 30 of 40
+
+F1 = RunConfig(dataset="mnist", model="f1", norm="batch", optimizer="sgd", lr=0.1, momentum=0.9,
+               weight_decay=1e-4, clipnorm=5.0, he_init=False)
+RESNET = RunConfig(dataset="cifar10", model="resnet44", norm="batch", optimizer="sgd", lr=0.1,
+                   momentum=0.9, weight_decay=1e-4, clipnorm=5.0, augment=True)
+
+# One declarative config per preset: per network, the base run, SB, LB, the
+# ghost size, and the batch sizes of Fig 1.
+PRESETS = {
+    "smoke": {
+        "F1 / MNIST": dict(base=F1.replace(train_size=512, test_size=256, epochs=4),
+                           small=32, large=128, ghost=32, fig1=(32, 128)),
+    },
+    "quick": {
+        "F1 / MNIST": dict(base=F1.replace(train_size=8192, test_size=5000, epochs=8),
+                           small=32, large=256, ghost=32, fig1=(32, 64, 128, 256)),
+        "ResNet-8 / CIFAR-10": dict(
+            base=RESNET.replace(model="resnet8", train_size=2560, test_size=2000, epochs=5),
+            small=16, large=128, ghost=16, fig1=(16, 32, 64, 128)),
+    },
+    "paper": {
+        "F1 / MNIST": dict(base=F1.replace(epochs=40), small=128, large=4096, ghost=128,
+                           fig1=(128, 256, 512, 1024, 2048, 4096)),
+        "ResNet-44 / CIFAR-10": dict(
+            base=RESNET.replace(epochs=164, lr_milestones=(81, 122)),
+            small=128, large=2048, ghost=256, fig1=(64, 128, 256, 512, 1024, 2048)),
+    },
+}
+
+
+def columns(spec):
+    """Table 1's cumulative columns: {column: config}."""
+    base = spec["base"]
+    if not base.lr_milestones:
+        base = base.replace(lr_milestones=milestones_at(STEPS, base.epochs))
+    small, large = spec["small"], spec["large"]
+    sb = base.replace(batch_size=small)
+    lb = base.replace(batch_size=large)
+    lr = lb.replace(lr=sqrt_scaling(base.lr, large, small))
+    gbn = lr.replace(norm=f"ghost:{spec['ghost']}")
+    epochs, milestones = regime_adaptation(base.epochs, base.lr_milestones, large, small)
+    ra = gbn.replace(epochs=epochs, lr_milestones=milestones)
+    return dict(zip(COLUMNS, (sb, lb, lr, gbn, ra)))
+
+
+def grid(preset):
+    """{(network, run label): config}: Table 1's columns and Fig 1's batch sizes."""
+    runs = {}
+    for network, spec in PRESETS[preset].items():
+        table = columns(spec)
+        for column, config in table.items():
+            runs[(network, column)] = config
+        for b in spec["fig1"]:
+            runs.setdefault((network, f"batch {b}"), table["SB"].replace(batch_size=b))
+    return runs
+
+
+def weight_distance(config):
+    return [WeightDistance(per_decade=10)]
+
+
+def distance_history(config, model, data, callbacks):
+    """Fig 2's data: ||w_t - w_0|| (all weights, and the first layer as the
+    official code) at log-spaced iterations."""
+    history = callbacks[0].history
+    first = [c for c in history.columns if c not in ("iteration", "total")][0]
+    return dict(iteration=history.iteration.tolist(), total=history.total.tolist(),
+                first_layer=history[first].tolist(), first_layer_name=first)
+
+
+def tables(sweep, runs):
+    frames, distances, table = [], [], []
+    for (network, label), config in runs.items():
+        record = sweep.load(config)
+        frames.append(sweep.table([config]).assign(network=network, run=label))
+        m = record.get("measures") or {}
+        if m:
+            distances.append(pd.DataFrame(dict(
+                network=network, run=label, iteration=m["iteration"], distance=m["total"],
+                first_layer_distance=m["first_layer"])))
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame[["network", "run", "batch_size", "lr", "norm", "epoch", "updates", "loss",
+                   "accuracy", "test_loss", "test_accuracy", "status", "wall_time"]]
+    for network in dict.fromkeys(n for n, _ in runs):
+        last = {label: frame[(frame.network == network) & (frame.run == label)].iloc[-1]
+                for label in COLUMNS}
+        configured = {label: runs[(network, label)] for label in COLUMNS}
+        paper = PAPER_TABLE1.get(network) or PAPER_TABLE1.get(
+            network.replace("ResNet-8", "ResNet-44"), (None,) * 5)
+        for column, paper_value in zip(COLUMNS, paper):
+            row, config = last[column], configured[column]
+            table.append(dict(network=network, column=column, batch_size=config.batch_size,
+                              initial_lr=config.lr, lr_milestones=config.lr_milestones,
+                              norm=config.norm, epochs=int(row.epoch),
+                              updates=int(row.updates),
+                              test_accuracy=round(100 * row.test_accuracy, 2),
+                              paper_validation_accuracy=paper_value, status=row.status))
+    return frame, pd.concat(distances, ignore_index=True), pd.DataFrame(table)
+
+
+def plot(frame, distances, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    networks = list(dict.fromkeys(frame.network))
+    figs = []
+    # Fig 1: training and validation error vs epochs, per batch size.
+    fig, axes = plt.subplots(len(networks), 2, figsize=(11, 4 * len(networks)), squeeze=False)
+    for row, network in zip(axes, networks):
+        runs = frame[(frame.network == network) & frame.run.str.startswith("batch ")]
+        sizes = sorted(runs.batch_size.unique())
+        colors = dict(zip(sizes, sns.color_palette("viridis", len(sizes))))
+        for b, run in runs.groupby("batch_size"):
+            row[0].plot(run.epoch, 1 - run.accuracy, "-", color=colors[b], label=f"b = {b}")
+            row[1].plot(run.epoch, 1 - run.test_accuracy, "-", color=colors[b], label=f"b = {b}")
+        row[0].set(title=f"{network}: training error (Fig 1)", xlabel="epoch", ylabel="error")
+        row[1].set(title=f"{network}: validation error", xlabel="epoch")
+        for ax in row:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    figs.append(fig)
+
+    # Fig 2: distance from w0 vs iterations, log x.
+    fig, axes = plt.subplots(len(networks), 2, figsize=(11, 4 * len(networks)), squeeze=False)
+    for row, network in zip(axes, networks):
+        d = distances[distances.network == network]
+        panels = (("before the fixes (Fig 2a)", ["SB", "LB"]),
+                  ("after +LR and GBN (Fig 2b)", ["SB", "+LR", "+GBN", "+RA"]))
+        for ax, (name, labels) in zip(row, panels):
+            for label in labels:
+                run = d[d.run == label]
+                ax.plot(run.iteration.clip(lower=1), run.distance, label=label)
+            ax.set(xscale="log", xlabel="iteration", ylabel=r"$\|w_t - w_0\|$",
+                   title=f"{network}: {name}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    figs.append(fig)
+
+    # Fig 3: validation error vs iterations, SB vs the adapted large batch.
+    fig, axes = plt.subplots(1, len(networks), figsize=(5.5 * len(networks), 4), squeeze=False)
+    for ax, network in zip(axes[0], networks):
+        for label in ("SB", "LB", "+RA"):
+            run = frame[(frame.network == network) & (frame.run == label)]
+            name = {"+RA": "LB +LR +GBN +RA (adapted)"}.get(label, label)
+            ax.plot(run.updates, 1 - run.test_accuracy, "o-", ms=3,
+                    label=f"{name}, b = {run.batch_size.iloc[0]}")
+        ax.set(xlabel="iterations (updates)", ylabel="validation error",
+               title=f"{network} (Fig 3)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    figs.append(fig)
+    return figs
+
+
+def main(argv=None):
+    p = cli.parser(__doc__.splitlines()[0])
+    args = p.parse_args(argv)
+    runs = grid(args.preset)
+    sweep = Sweep(args.results / "generalization_gap", verbose=int(args.verbose),
+                  callbacks=weight_distance, measure=distance_history,
+                  describe=lambda c: (f"{c.model} b={c.batch_size} lr={c.lr:.3g} {c.norm} "
+                                      f"{c.epochs} epochs"))
+    sweep.run(list(runs.values()))
+    frame, distances, table = tables(sweep, runs)
+    title = ("SGD momentum 0.9, wd 1e-4, gradient norm clipped at 5; "
+             + "; ".join(f"{n}: {s['base'].train_size or 'all'} images, {s['base'].epochs} "
+                         f"epochs, SB {s['small']}, LB {s['large']}"
+                         for n, s in PRESETS[args.preset].items()))
+    name = "generalization_gap" + ("" if args.preset == "quick" else f"_{args.preset}")
+    cli.save_csv(frame, args.out / f"{name}.csv")
+    cli.save_csv(distances, args.out / f"{name}_distance.csv")
+    cli.save_csv(table, args.out / f"{name}_table.csv")
+    for fig, suffix in zip(plot(frame, distances, title), ("error", "distance", "adapted")):
+        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
+    print(table.to_string(index=False))
+    print(f"wrote {args.out}/{name}*.png and .csv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Batch size and learning-rate scaling on MNIST: the "effect of batch size on
+training dynamics" article (../shared/papers.md section 5b).
+
+Method (the article gives neither model nor rates; ours): F1 (5 x 512 fully
+connected, no batch norm) on MNIST, plain SGD, the same number of epochs at
+batch 64, 256 and 1024, with three learning-rate rules from lr = 0.05 at
+batch 64: fixed (0.05 everywhere), linear (lr * B / 64) and square-root
+(lr * sqrt(B / 64)). The article's claim: at a fixed rate batch 64 reaches
+~98% and batch 1024 only ~96%; a larger rate for 1024 brings it back to ~98%.
+
+After training we measure, per run, the distance travelled from the initial
+weights (||w - w0|| per layer and the histogram of |w - w0| over all
+weights) and the distribution of minibatch gradient norms at the final
+weights (`GRADIENT_SAMPLES` minibatches of the run's batch size).
+
+    python -m reproduce.lr_scaling --preset quick     # the default
+
+Writes figures/lr_scaling{,_<preset>}{.csv,_measures.csv,_accuracy.png,
+_distributions.png}.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from callbacks import linear_scaling, sqrt_scaling
+from callbacks.measures import flatten, loss_and_gradient
+from reproduce import cli
+from reproduce.runner import RunConfig, Sweep, build_model
+
+BASE_BATCH = 64
+RULES = {
+    "fixed": lambda lr, b: lr,
+    "linear": lambda lr, b: linear_scaling(lr, b, BASE_BATCH),
+    "sqrt": lambda lr, b: sqrt_scaling(lr, b, BASE_BATCH),
+}
+# The article's test accuracies (approximate, read from its text).
+ARTICLE = {("fixed", 64): 0.98, ("fixed", 1024): 0.96, ("linear", 1024): 0.98,
+           ("sqrt", 1024): 0.98, ("linear", 64): 0.98, ("sqrt", 64): 0.98}
+GRADIENT_SAMPLES = 64
+WEIGHT_BINS = np.logspace(-7, 0, 57)  # |w - w0| histogram bins
+
+# One declarative config per preset.
+PRESETS = {
+    "smoke": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05,
+                                 train_size=512, test_size=256, epochs=2),
+                  batch_sizes=(64, 256)),
+    "quick": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05,
+                                 train_size=30000, epochs=4),
+                  batch_sizes=(64, 256, 1024)),
+    "paper": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05, epochs=30),
+                  batch_sizes=(64, 256, 1024)),
+}
+
+
+def grid(preset):
+    """{(rule, batch): config}; at batch 64 all rules are the same run."""
+    spec = PRESETS[preset]
+    base = spec["base"]
+    return {(rule, b): base.replace(batch_size=b, lr=scale(base.lr, b))
+            for rule, scale in RULES.items() for b in spec["batch_sizes"]}
+
+
+def measure(config, model, data, callbacks=()):
+    """Distance from w0 (per layer, histogram over weights) and the norms of
+    minibatch gradients at the final weights."""
+    import keras
+
+    x, y, _, _ = data
+    initial = build_model(config, x.shape[1:], int(y.max()) + 1)  # same seed, same w0
+    per_layer, deltas = {}, []
+    for v, v0 in zip(model.trainable_variables, initial.trainable_variables):
+        d = keras.ops.convert_to_numpy(v).ravel() - keras.ops.convert_to_numpy(v0).ravel()
+        layer = v.path.split("/")[0]
+        per_layer[layer] = per_layer.get(layer, 0.0) + float(np.sum(d.astype(np.float64) ** 2))
+        deltas.append(np.abs(d))
+    deltas = np.clip(np.concatenate(deltas), WEIGHT_BINS[0], WEIGHT_BINS[-1])  # edge bins hold the tails
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    rng = np.random.default_rng(config.seed)
+    norms = []
+    for _ in range(GRADIENT_SAMPLES):
+        idx = rng.choice(len(x), size=min(config.batch_size, len(x)), replace=False)
+        _, g = loss_and_gradient(model, loss, x[idx], y[idx], training=False)
+        norms.append(float(np.linalg.norm(g)))
+    return dict(
+        distance=math.sqrt(sum(per_layer.values())),
+        distance_per_layer={k: math.sqrt(s) for k, s in per_layer.items()},
+        weight_change_histogram=np.histogram(deltas, bins=WEIGHT_BINS)[0].tolist(),
+        gradient_norms=norms)
+
+
+def tables(sweep, configs):
+    rows, measures = [], []
+    for (rule, b), config in configs.items():
+        record = sweep.load(config)
+        rows.append(sweep.table([config]).assign(rule=rule))
+        m = record.get("measures") or {}
+        last = record["rows"][-1] if record["rows"] else {}
+        measures.append(dict(
+            rule=rule, batch_size=b, lr=config.lr, status=record["status"],
+            test_accuracy=last.get("test_accuracy"), article_test_accuracy=ARTICLE.get((rule, b)),
+            updates=last.get("updates"),
+            distance=m.get("distance"),
+            gradient_norm_median=float(np.median(m["gradient_norms"])) if m else None,
+            gradient_norm_p95=float(np.percentile(m["gradient_norms"], 95)) if m else None,
+            **{f"distance_{k}": v for k, v in (m.get("distance_per_layer") or {}).items()}))
+    frame = pd.concat(rows, ignore_index=True)
+    frame = frame[["rule", "batch_size", "lr", "epoch", "updates", "loss", "accuracy",
+                   "test_loss", "test_accuracy", "status", "wall_time"]]
+    return frame, pd.DataFrame(measures)
+
+
+def plot(frame, sweep, configs, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sizes = sorted(frame.batch_size.unique())
+    colors = dict(zip(sizes, sns.color_palette("viridis", len(sizes))))
+    fig1, axes = plt.subplots(1, len(RULES), figsize=(5 * len(RULES), 4.2), sharey=True)
+    for ax, (rule, group) in zip(axes, frame.groupby("rule", sort=False)):
+        for b, run in group.groupby("batch_size"):
+            ax.plot(run.epoch, run.test_accuracy, "o-", ms=3, color=colors[b],
+                    label=f"batch {b}, lr {run.lr.iloc[0]:.3g}")
+        ax.set(title=f"{rule} learning rate", xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("test accuracy")
+    low = frame.test_accuracy.quantile(0.05) if frame.test_accuracy.notna().any() else 0.0
+    axes[0].set_ylim(max(0.0, low - 0.02), 1.0)
+    fig1.suptitle(title)
+    fig1.tight_layout()
+
+    fig2, axes = plt.subplots(2, len(RULES), figsize=(5 * len(RULES), 7.5))
+    centers = np.sqrt(WEIGHT_BINS[:-1] * WEIGHT_BINS[1:])
+    for col, rule in enumerate(RULES):
+        for (r, b), config in configs.items():
+            m = (sweep.load(config) or {}).get("measures")
+            if r != rule or not m:
+                continue
+            counts = np.asarray(m["weight_change_histogram"], float)
+            axes[0, col].plot(centers, counts / counts.sum(), color=colors[b],
+                              label=f"batch {b}: ||w-w0|| = {m['distance']:.2f}")
+            norms = np.asarray(m["gradient_norms"])
+            axes[1, col].hist(norms[np.isfinite(norms)], bins=20, alpha=0.5, color=colors[b],
+                              label=f"batch {b}: median {np.median(norms):.3g}")
+        axes[0, col].set(xscale="log", xlabel="|w - w0| per weight", ylabel="fraction of weights",
+                         title=f"{rule} lr: distance from the initial weights")
+        axes[1, col].set(xscale="log", xlabel="minibatch gradient norm at the final weights",
+                         ylabel=f"count of {GRADIENT_SAMPLES} minibatches")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig2.suptitle(title)
+    fig2.tight_layout()
+    return fig1, fig2
+
+
+def main(argv=None):
+    p = cli.parser(__doc__.splitlines()[0])
+    args = p.parse_args(argv)
+    configs = grid(args.preset)
+    sweep = Sweep(args.results / "lr_scaling", verbose=int(args.verbose), measure=measure,
+                  describe=lambda c: f"batch {c.batch_size:<4d} lr {c.lr:.4g}")
+    sweep.run(list(configs.values()))
+    frame, measures = tables(sweep, configs)
+    base = next(iter(configs.values()))
+    title = (f"{base.model} (no BN) on MNIST ({base.train_size or 60000} images), SGD, "
+             f"{base.epochs} epochs; lr {base.lr} at batch {BASE_BATCH}")
+    name = "lr_scaling" + ("" if args.preset == "quick" else f"_{args.preset}")
+    cli.save_csv(frame, args.out / f"{name}.csv")
+    cli.save_csv(measures, args.out / f"{name}_measures.csv")
+    for fig, suffix in zip(plot(frame, sweep, configs, title), ("accuracy", "distributions")):
+        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
+    print(measures.drop(columns=[c for c in measures if c.startswith("distance_")]).to_string(index=False))
+    print(f"wrote {args.out}/{name}*.png and .csv")
+
+
+if __name__ == "__main__":
+    main()

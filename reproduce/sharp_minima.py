@@ -1,0 +1,203 @@
+"""Keskar, Mudigere, Nocedal, Smelyanskiy & Tang 2017, "On Large-Batch
+Training for Deep Learning: Generalization Gap and Sharp Minima"
+(../shared/papers.md section 4).
+
+Method: Adam (lr 1e-3) at a small batch (SB, 256) and a large batch (LB, 10%
+of the training set), from the same initial weights (the same seed). Then:
+
+- Fig 3: the loss and accuracy on the line alpha * w_LB + (1 - alpha) * w_SB,
+  alpha in [-1, 2] (25 points), train solid, test dashed;
+- Fig 4: test accuracy and sharpness vs batch size;
+- Table 2: test accuracy SB / LB; Table 3: sharpness (Metric 2.1, eps 1e-3,
+  10 L-BFGS-B iterations) in the full space; Table 4: in a random
+  100-dimensional subspace.
+
+Batch norm at evaluation: inference mode (moving statistics) throughout, for
+accuracy, the line and the sharpness. Keskar et al.'s plotting code used batch
+statistics also at test time; `callbacks.sharpness(..., bn_mode="batch")`
+does that. On the line, the batch-norm moving statistics are interpolated
+like the weights. The sharpness is measured on `SHARPNESS_EXAMPLES` training
+examples.
+
+    python -m reproduce.sharp_minima --preset quick     # the default
+
+Writes figures/sharp_minima{,_<preset>}{.csv,_table.csv,_line.csv,_line.png,
+_batch_size.png}.
+"""
+
+import numpy as np
+import pandas as pd
+
+from callbacks import interpolate, sharpness
+from reproduce import cli
+from reproduce.cli import save_atomic
+from reproduce.runner import RunConfig, Sweep, build_model, prepared_data
+
+PAPER = {  # network: (Table 2 test acc % SB, LB; Table 3 sharpness SB, LB; Table 4 SB, LB)
+    "F1 / MNIST": ((98.03, 97.81), (1.23, 205.14), (0.11, 9.22)),
+    "C1 / CIFAR-10": ((80.04, 77.26), (28.58, 707.23), (2.18, 137.25)),
+}
+ALPHAS = np.linspace(-1, 2, 25)
+EPSILON = 1e-3
+SUBSPACE = 100
+SHARPNESS_EXAMPLES = 2000
+
+F1 = RunConfig(dataset="mnist", model="f1", norm="batch", optimizer="adam", lr=1e-3,
+               he_init=False)
+C1 = RunConfig(dataset="cifar10", model="c1", norm="batch", optimizer="adam", lr=1e-3,
+               he_init=False)
+
+# One declarative config per preset: per network, the base run, SB, and the
+# batch sizes of Fig 4 (the last one is LB, 10% of the training set).
+PRESETS = {
+    "smoke": {"F1 / MNIST": dict(base=F1.replace(train_size=512, test_size=256, epochs=2),
+                                 batch_sizes=(32, 52), examples=256)},
+    "quick": {"F1 / MNIST": dict(base=F1.replace(train_size=10000, test_size=5000, epochs=10),
+                                 batch_sizes=(64, 128, 256, 500, 1000), examples=2000)},
+    "paper": {"F1 / MNIST": dict(base=F1.replace(epochs=20),
+                                 batch_sizes=(256, 512, 1024, 2048, 6000), examples=SHARPNESS_EXAMPLES),
+              "C1 / CIFAR-10": dict(base=C1.replace(epochs=20),
+                                    batch_sizes=(256, 500, 1000, 2000, 5000),
+                                    examples=SHARPNESS_EXAMPLES)},
+}
+
+
+def grid(preset):
+    """{(network, batch size): config}; the first size is SB, the last LB."""
+    return {(network, b): spec["base"].replace(batch_size=b)
+            for network, spec in PRESETS[preset].items() for b in spec["batch_sizes"]}
+
+
+class Measure:
+    """After training: sharpness (full space and a random subspace) on the
+    first `examples` training examples, and the final weights saved beside
+    the run (for the line between SB and LB)."""
+
+    def __init__(self, store, examples):
+        self.store, self.examples = store, examples
+
+    def __call__(self, config, model, data, callbacks=()):
+        x, y = data[0][:self.examples], data[1][:self.examples]
+        save_atomic(self.store / f"{config.key}.weights.npz",
+                    lambda tmp: np.savez(tmp, *model.get_weights()))
+        return dict(sharpness_full=sharpness(model, x, y, epsilon=EPSILON),
+                    sharpness_subspace=sharpness(model, x, y, epsilon=EPSILON, subspace=SUBSPACE))
+
+
+def load_weights(store, config):
+    with np.load(store / f"{config.key}.weights.npz") as f:
+        return [f[f"arr_{i}"] for i in range(len(f.files))]
+
+
+def line(store, small, large):
+    """Fig 3's data: loss and accuracy along alpha * LB + (1 - alpha) * SB."""
+    import keras
+
+    x, y, x_test, y_test = prepared_data(small.dataset, small.train_size, small.test_size)
+    model = build_model(small, x.shape[1:], int(y.max()) + 1)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return interpolate(model, load_weights(store, large), load_weights(store, small), ALPHAS,
+                       {"train": (x, y), "test": (x_test, y_test)})
+
+
+def tables(sweep, runs):
+    rows = []
+    for (network, b), config in runs.items():
+        record = sweep.load(config)
+        last = record["rows"][-1]
+        m = record.get("measures", {})
+        rows.append(dict(network=network, batch_size=b, epochs=last["epoch"],
+                         train_accuracy=last["accuracy"], test_accuracy=last["test_accuracy"],
+                         sharpness_full=m.get("sharpness_full"),
+                         sharpness_subspace=m.get("sharpness_subspace"), status=record["status"]))
+    per_batch = pd.DataFrame(rows)
+    table = []
+    for network, group in per_batch.groupby("network", sort=False):
+        paper = PAPER.get(network, ((None,) * 2,) * 3)
+        for i, (regime, row) in enumerate((("SB", group.iloc[0]), ("LB", group.iloc[-1]))):
+            table.append(dict(
+                network=network, regime=regime, batch_size=row.batch_size,
+                test_accuracy=round(100 * row.test_accuracy, 2), paper_test_accuracy=paper[0][i],
+                sharpness_full=row.sharpness_full, paper_sharpness_full=paper[1][i],
+                sharpness_subspace=row.sharpness_subspace, paper_sharpness_subspace=paper[2][i]))
+    return per_batch, pd.DataFrame(table)
+
+
+def plot(lines, per_batch, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    networks = list(dict.fromkeys(per_batch.network))
+    fig1, axes = plt.subplots(1, len(networks), figsize=(6.5 * len(networks), 4.5), squeeze=False)
+    for ax, network in zip(axes[0], networks):
+        d = lines[lines.network == network]
+        right = ax.twinx()
+        for split, style in (("train", "-"), ("test", "--")):
+            s = d[d.split == split]
+            ax.plot(s.alpha, s.loss, style, color="tab:blue", label=f"cross-entropy ({split})")
+            right.plot(s.alpha, s.accuracy, style, color="tab:red", label=f"accuracy ({split})")
+        ax.set(xlabel=r"$\alpha$  (0: small batch, 1: large batch)", ylabel="cross-entropy",
+               yscale="log", title=f"{network} (Fig 3)")
+        right.set_ylabel("accuracy", color="tab:red")
+        ax.set_ylabel("cross-entropy", color="tab:blue")
+        ax.grid(alpha=0.3)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = right.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center")
+    fig1.suptitle(title)
+    fig1.tight_layout()
+
+    fig2, axes = plt.subplots(1, len(networks), figsize=(6.5 * len(networks), 4.5), squeeze=False)
+    for ax, network in zip(axes[0], networks):
+        d = per_batch[per_batch.network == network]
+        right = ax.twinx()
+        ax.plot(d.batch_size, 100 * d.test_accuracy, "o-", color="tab:blue", label="test accuracy")
+        right.plot(d.batch_size, d.sharpness_full, "s--", color="tab:red",
+                   label=f"sharpness (full space, eps {EPSILON:g})")
+        right.plot(d.batch_size, d.sharpness_subspace, "^:", color="tab:orange",
+                   label=f"sharpness ({SUBSPACE}-dim subspace)")
+        ax.set(xscale="log", xlabel="batch size", title=f"{network} (Fig 4)")
+        ax.set_xticks(d.batch_size, [str(b) for b in d.batch_size])
+        ax.set_ylabel("test accuracy (%)", color="tab:blue")
+        right.set(ylabel="sharpness", yscale="log")
+        ax.grid(alpha=0.3)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = right.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=8)
+    fig2.suptitle(title)
+    fig2.tight_layout()
+    return fig1, fig2
+
+
+def main(argv=None):
+    p = cli.parser(__doc__.splitlines()[0])
+    args = p.parse_args(argv)
+    runs = grid(args.preset)
+    store = args.results / "sharp_minima"
+    lines = []
+    for network, spec in PRESETS[args.preset].items():
+        configs = [c for (n, _), c in runs.items() if n == network]
+        sweep = Sweep(store, verbose=int(args.verbose), measure=Measure(store, spec["examples"]),
+                      describe=lambda c: f"{c.model} batch {c.batch_size}")
+        sweep.run(configs)
+        lines.append(line(store, configs[0], configs[-1]).assign(network=network))
+    lines = pd.concat(lines, ignore_index=True)
+    per_batch, table = tables(sweep, runs)
+    title = "Adam 1e-3, same initial weights; batch norm in inference mode; " + "; ".join(
+        f"{n}: {s['base'].train_size or 'all'} images, {s['base'].epochs} epochs"
+        for n, s in PRESETS[args.preset].items())
+    name = "sharp_minima" + ("" if args.preset == "quick" else f"_{args.preset}")
+    cli.save_csv(per_batch, args.out / f"{name}.csv")
+    cli.save_csv(table, args.out / f"{name}_table.csv")
+    cli.save_csv(lines, args.out / f"{name}_line.csv")
+    for fig, suffix in zip(plot(lines, per_batch, title), ("line", "batch_size")):
+        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
+    print(table.to_string(index=False))
+    print(f"wrote {args.out}/{name}*.png and .csv")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Smoke presets of the figure targets, checked against hand-computed schedules."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import needs_cifar10, needs_mnist
+
+
+def _run(module, tmp_path, *extra):
+    module.main(["--preset", "smoke", "--out", str(tmp_path / "fig"),
+                 "--results", str(tmp_path / "res"), *extra])
+    return tmp_path / "fig"
+
+
+@needs_cifar10
+def test_dont_decay_records_the_configured_schedules_and_their_update_counts(tmp_path):
+    from reproduce import dont_decay
+
+    fig = _run(dont_decay, tmp_path)
+    frame = pd.read_csv(fig / "dont_decay_smoke.csv")
+    # Hand-written: N = 256, B0 = 8, x5 at epochs 1, 2, 3, lr 0.1, cap 40 x B0 = 320.
+    expected = {
+        ("sgd", "decaying learning rate"): ([8, 8, 8, 8], [0.1, 0.02, 0.004, 0.0008]),
+        ("sgd", "hybrid"): ([8, 40, 40, 40], [0.1, 0.1, 0.02, 0.004]),
+        ("sgd", "increasing batch size"): ([8, 40, 200, 1000], [0.1] * 4),
+        ("fig5", "original schedule"): ([8, 8, 8, 8], [0.1, 0.02, 0.004, 0.0008]),
+        ("fig5", "increasing batch"): ([8, 40, 200, 320], [0.1, 0.1, 0.1, 0.1 * 320 / 1000]),
+        ("fig5", "higher initial lr"): ([40, 200, 320, 320],
+                                        [0.5, 0.5, 0.5 * 320 / 1000, 0.5 * 320 / 5000]),
+        ("fig5", "+ higher momentum"): ([200, 320, 320, 320],
+                                        [0.5, 0.5 * 320 / 1000, 0.5 * 320 / 5000,
+                                         0.5 * 320 / 25000]),
+    }
+    assert set(zip(frame.figure, frame.run)) == set(expected)
+    for (figure, name), (batches, lrs) in expected.items():
+        run = frame[(frame.figure == figure) & (frame.run == name)].sort_values("epoch")
+        assert list(run.batch_size) == batches, (figure, name)
+        np.testing.assert_allclose(run.lr, lrs, rtol=1e-6, err_msg=str((figure, name)))
+        # Updates: ceil(N / B) per epoch, counted by the optimizer (accumulated
+        # batches above max_device_batch = 128 still count one update each).
+        assert list(run.updates) == list(np.cumsum([math.ceil(256 / b) for b in batches]))
+        assert (run.momentum == (0.98 if name == "+ higher momentum" else 0.9)).all()
+    table = pd.read_csv(fig / "dont_decay_smoke_table.csv")
+    assert (table.updates == table.scheduled_updates).all()
+    assert table.loc[table.run == "increasing batch size", "accumulated_epochs"].item() == 2
+    for suffix in ("schedules", "loss", "accuracy", "updates"):
+        assert (fig / f"dont_decay_smoke_{suffix}.png").stat().st_size > 1000
+
+
+@needs_mnist
+def test_mnist_batch_size_accumulated_run_makes_the_large_batch_updates(tmp_path):
+    from reproduce import mnist_batch_size
+
+    fig = _run(mnist_batch_size, tmp_path)
+    table = pd.read_csv(fig / "mnist_batch_size_smoke_table.csv")
+    assert list(table.batch_size) == [32, 128]
+    assert list(table.article_val_accuracy_epoch20) == [0.9818, 0.9863]
+    assert list(table.updates) == [2 * 16, 2 * 4]  # 512 examples, 2 epochs
+    summary = pd.read_csv(fig / "mnist_batch_size_smoke_accumulation.csv")
+    updates = dict(zip(summary.experiment + "/" + summary.case, summary.updates))
+    for norm in ("batch", "group"):
+        # 32 x 4 accumulated = one update per 128 examples, like native 128.
+        assert updates[f"accumulation, {norm} norm/32 x 4 accumulated"] == 8
+        assert updates[f"accumulation, {norm} norm/native 128"] == 8
+        assert updates[f"accumulation, {norm} norm/native 32"] == 32
+    frame = pd.read_csv(fig / "mnist_batch_size_smoke.csv")
+    assert set(frame[frame.case.str.contains("accumulated")].accumulation) == {4}
+    for suffix in ("curves", "accumulation"):
+        assert (fig / f"mnist_batch_size_smoke_{suffix}.png").stat().st_size > 1000
+
+
+@needs_mnist
+def test_lr_scaling_rules_and_measures(tmp_path):
+    from reproduce import lr_scaling
+
+    fig = _run(lr_scaling, tmp_path)
+    measures = pd.read_csv(fig / "lr_scaling_smoke_measures.csv")
+    lr = {(r, b): v for r, b, v in zip(measures.rule, measures.batch_size, measures.lr)}
+    assert lr[("fixed", 256)] == pytest.approx(0.05)
+    assert lr[("linear", 256)] == pytest.approx(0.2)  # 0.05 x 256/64
+    assert lr[("sqrt", 256)] == pytest.approx(0.1)  # 0.05 x sqrt(256/64)
+    assert lr[("linear", 64)] == lr[("sqrt", 64)] == lr[("fixed", 64)]
+    per_layer = measures[[c for c in measures if c.startswith("distance_")]]
+    np.testing.assert_allclose(measures.distance, np.sqrt((per_layer ** 2).sum(axis=1)), rtol=1e-6)
+    finished = measures[measures.status == "finished"]
+    assert (finished.distance > 0).all()
+    # A larger rate at the same batch moves the weights further.
+    d = {(r, b): v for r, b, v in zip(measures.rule, measures.batch_size, measures.distance)}
+    assert d[("linear", 256)] > d[("fixed", 256)]
+    # Every weight is in the |w - w0| histogram; one gradient norm per sample.
+    import json
+
+    import models
+    params = models.build("f1", (28, 28, 1), 10, norm="none").count_params()
+    for path in (tmp_path / "res" / "lr_scaling").glob("*.json"):
+        m = json.loads(path.read_text())["measures"]
+        assert sum(m["weight_change_histogram"]) == params
+        assert len(m["gradient_norms"]) == lr_scaling.GRADIENT_SAMPLES
+    for suffix in ("accuracy", "distributions"):
+        assert (fig / f"lr_scaling_smoke_{suffix}.png").stat().st_size > 1000
+
+
+@needs_mnist
+def test_generalization_gap_regime_adaptation_matches_the_small_batch_updates(tmp_path):
+    from reproduce import generalization_gap
+
+    fig = _run(generalization_gap, tmp_path)
+    table = pd.read_csv(fig / "generalization_gap_smoke_table.csv").set_index("column")
+    # Smoke: N = 512, SB 32 for 4 epochs = 64 updates; LB 128 = 4 per epoch.
+    assert table.loc["SB", "updates"] == 4 * 16
+    assert table.loc["LB", "updates"] == 4 * 4
+    assert table.loc["+RA", "epochs"] == 4 * 4  # epochs x B_L / B_S
+    assert table.loc["+RA", "updates"] == table.loc["SB", "updates"]
+    assert table.loc["+RA", "lr_milestones"] == str((4, 8, 12))  # (1, 2, 3) x 4
+    assert table.loc["+LR", "initial_lr"] == pytest.approx(0.1 * math.sqrt(128 / 32))
+    assert table.loc["+GBN", "norm"] == "ghost:32" and table.loc["LB", "norm"] == "batch"
+    distance = pd.read_csv(fig / "generalization_gap_smoke_distance.csv")
+    sb = distance[distance.run == "SB"]
+    assert sb.iteration.iloc[0] == 0 and sb.distance.iloc[0] == 0.0
+    assert sb.iteration.max() == 64 and (sb.distance.iloc[1:] > 0).all()
+    for suffix in ("error", "distance", "adapted"):
+        assert (fig / f"generalization_gap_smoke_{suffix}.png").stat().st_size > 1000
+
+
+@needs_mnist
+def test_sharp_minima_line_ends_are_the_two_trained_models(tmp_path):
+    from reproduce import sharp_minima
+
+    fig = _run(sharp_minima, tmp_path)
+    line = pd.read_csv(fig / "sharp_minima_smoke_line.csv")
+    runs = pd.read_csv(fig / "sharp_minima_smoke.csv").set_index("batch_size")
+    small, large = runs.index.min(), runs.index.max()
+    test = line[line.split == "test"].set_index("alpha")
+    # alpha = 0 is the small-batch model, alpha = 1 the large-batch one, as the
+    # runner evaluated them at the end of training.
+    assert test.loc[0.0, "accuracy"] == pytest.approx(runs.loc[small, "test_accuracy"], abs=1e-6)
+    assert test.loc[1.0, "accuracy"] == pytest.approx(runs.loc[large, "test_accuracy"], abs=1e-6)
+    assert len(test) == 25 and test.index.min() == -1 and test.index.max() == 2
+    assert (runs.sharpness_full >= 0).all() and (runs.sharpness_subspace >= 0).all()
+    table = pd.read_csv(fig / "sharp_minima_smoke_table.csv")
+    assert list(table.regime) == ["SB", "LB"] and list(table.paper_test_accuracy) == [98.03, 97.81]
+    for suffix in ("line", "batch_size"):
+        assert (fig / f"sharp_minima_smoke_{suffix}.png").stat().st_size > 1000
