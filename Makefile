@@ -69,7 +69,7 @@ fig-lr-scaling:
 
 figures:
 	for target in $(FIGURES); do $(MAKE) --no-print-directory $$target PRESET=quick || exit 1; done
-	@echo "figures and CSVs in figures/; the report is figures/README.md"
+	$(PYTHON) -m reproduce.report
 
 kaggle-data-from-mnist:
 	$(PYTHON) -m reproduce.kaggle data-from-mnist

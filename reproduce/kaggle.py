@@ -255,11 +255,11 @@ def submit(args):
           f"({time.perf_counter() - started:.0f}s); training on {len(x_tr)}, validating on "
           f"{len(x_val)}: digit_cnn ({args.norm}), Adam 1e-3, batch {args.batch} x "
           f"{args.steps} accumulation steps = {config.batch_size}, {epochs} epochs")
+    progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
+        f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}, validation accuracy "
+        f"{logs['val_accuracy']:.4f} ({time.perf_counter() - started:.0f}s)", flush=True))
     result, model = train(config, verbose=int(args.verbose), return_model=True,
-                          data=(x_tr, y_tr, x_val, y_val))
-    for row in result["rows"]:
-        print(f"epoch {row['epoch']}: {row['updates']} updates, loss {row['loss']:.4f}, "
-              f"validation accuracy {row['test_accuracy']:.4f}")
+                          data=(x_tr, y_tr, x_val, y_val), callbacks=[progress])
     if result["status"] != "finished":
         cli.fail(f"training {result['status']} (loss not finite); no submission written")
     logits = model.predict(x_test, batch_size=1000, verbose=0)
