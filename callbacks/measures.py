@@ -199,7 +199,8 @@ class Sharpness(keras.callbacks.Callback):
 
 
 # -- Keskar et al.: parametric interpolation (Fig 3) -------------------------
-def interpolate(model, weights_a, weights_b, alphas, splits, batch_size=1000):
+def interpolate(model, weights_a, weights_b, alphas, splits, batch_size=1000,
+                bn_mode="moving", loss_fn=None):
     """Loss and accuracy at alpha * a + (1 - alpha) * b for each alpha.
 
     Args:
@@ -209,22 +210,61 @@ def interpolate(model, weights_a, weights_b, alphas, splits, batch_size=1000):
             batch-norm statistics included).
         alphas: e.g. np.linspace(-1, 2, 25).
         splits: {"train": (x, y), "test": (x, y)}.
+        batch_size: evaluation batch (in "batch" mode also the batch whose
+            statistics normalise it).
+        bn_mode: "moving" evaluates in inference mode with the moving
+            statistics interpolated like the weights (past alpha = 1 or below
+            0 an extrapolated variance can turn negative: the loss is then
+            NaN); "batch" normalises with each evaluation batch's own
+            statistics, as Keskar et al.'s plotting code (dropout is then
+            active too).
+        loss_fn: for "batch" mode; default sparse categorical cross-entropy
+            from logits.
 
     Returns:
         DataFrame with columns alpha, split, loss, accuracy.
+
+    Example:
+
+    >>> interpolate(model, w_large, w_small, np.linspace(-1, 2, 25),
+    ...             {"train": (x, y), "test": (x_test, y_test)}, bn_mode="batch")
     """
+    if bn_mode not in ("moving", "batch"):
+        raise ValueError(f"bn_mode={bn_mode!r}: expected 'moving' or 'batch'.")
+    loss_fn = loss_fn or keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=None)
     original = model.get_weights()
     rows = []
     try:
         for alpha in alphas:
             model.set_weights([alpha * a + (1 - alpha) * b for a, b in zip(weights_a, weights_b)])
             for split, (x, y) in splits.items():
-                result = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
-                rows.append(dict(alpha=float(alpha), split=split, loss=result["loss"],
-                                 accuracy=result.get("accuracy", np.nan)))
+                if bn_mode == "moving":
+                    result = model.evaluate(x, y, batch_size=batch_size, verbose=0,
+                                            return_dict=True)
+                    loss, accuracy = result["loss"], result.get("accuracy", np.nan)
+                else:
+                    loss, accuracy = _evaluate_with_batch_statistics(
+                        model, loss_fn, x, y, batch_size)
+                rows.append(dict(alpha=float(alpha), split=split, loss=loss, accuracy=accuracy))
     finally:
         model.set_weights(original)
     return pd.DataFrame(rows)
+
+
+def _evaluate_with_batch_statistics(model, loss_fn, x, y, batch_size):
+    """Mean loss and accuracy with the model in training mode, statelessly
+    (the moving statistics are read but not updated)."""
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        y_pred, _ = model.stateless_call(trainable, non_trainable, xb, training=True)
+        total_loss += float(keras.ops.sum(loss_fn(yb, y_pred)))
+        predicted = keras.ops.convert_to_numpy(keras.ops.argmax(y_pred, axis=-1))
+        correct += int(np.sum(predicted == np.asarray(yb).reshape(-1)))
+    return total_loss / len(x), correct / len(x)
 
 
 # -- McCandlish et al.: the simple gradient noise scale ---------------------

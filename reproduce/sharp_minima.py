@@ -12,11 +12,12 @@ of the training set), from the same initial weights (the same seed). Then:
   10 L-BFGS-B iterations) in the full space; Table 4: in a random
   100-dimensional subspace.
 
-Batch norm at evaluation: inference mode (moving statistics) throughout, for
-accuracy, the line and the sharpness. Keskar et al.'s plotting code used batch
-statistics also at test time; `callbacks.sharpness(..., bn_mode="batch")`
-does that. On the line, the batch-norm moving statistics are interpolated
-like the weights. The sharpness is measured on `SHARPNESS_EXAMPLES` training
+Batch norm at evaluation: inference mode (moving statistics) for the test
+accuracy and the sharpness; on the line, batch statistics of each evaluation
+batch of 1,000, as Keskar et al.'s plotting code (interpolating the moving
+statistics instead extrapolates some variances below zero past alpha = 1,
+which makes the loss NaN). `callbacks.sharpness(..., bn_mode="batch")` gives
+the sharpness in their mode too. The sharpness is measured on `SHARPNESS_EXAMPLES` training
 examples.
 
     python -m reproduce.sharp_minima --preset quick     # the default
@@ -52,8 +53,8 @@ C1 = RunConfig(dataset="cifar10", model="c1", norm="batch", optimizer="adam", lr
 PRESETS = {
     "smoke": {"F1 / MNIST": dict(base=F1.replace(train_size=512, test_size=256, epochs=2),
                                  batch_sizes=(32, 52), examples=256)},
-    "quick": {"F1 / MNIST": dict(base=F1.replace(train_size=10000, test_size=5000, epochs=10),
-                                 batch_sizes=(64, 128, 256, 500, 1000), examples=2000)},
+    "quick": {"F1 / MNIST": dict(base=F1.replace(train_size=30000, epochs=10),
+                                 batch_sizes=(64, 256, 1024, 3000), examples=2000)},
     "paper": {"F1 / MNIST": dict(base=F1.replace(epochs=20),
                                  batch_sizes=(256, 512, 1024, 2048, 6000), examples=SHARPNESS_EXAMPLES),
               "C1 / CIFAR-10": dict(base=C1.replace(epochs=20),
@@ -97,8 +98,10 @@ def line(store, small, large):
     model = build_model(small, x.shape[1:], int(y.max()) + 1)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
+    # Batch statistics on the line, as Keskar et al.'s code: interpolating the
+    # moving variances extrapolates them below zero for some alpha > 1.
     return interpolate(model, load_weights(store, large), load_weights(store, small), ALPHAS,
-                       {"train": (x, y), "test": (x_test, y_test)})
+                       {"train": (x, y), "test": (x_test, y_test)}, bn_mode="batch")
 
 
 def tables(sweep, runs):
@@ -131,7 +134,7 @@ def plot(lines, per_batch, title):
     import matplotlib.pyplot as plt
 
     networks = list(dict.fromkeys(per_batch.network))
-    fig1, axes = plt.subplots(1, len(networks), figsize=(6.5 * len(networks), 4.5), squeeze=False)
+    fig1, axes = plt.subplots(1, len(networks), figsize=(6.5 * len(networks), 5.2), squeeze=False)
     for ax, network in zip(axes[0], networks):
         d = lines[lines.network == network]
         right = ax.twinx()
@@ -146,11 +149,12 @@ def plot(lines, per_batch, title):
         ax.grid(alpha=0.3)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = right.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center")
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, ncol=2, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.15))
     fig1.suptitle(title)
     fig1.tight_layout()
 
-    fig2, axes = plt.subplots(1, len(networks), figsize=(6.5 * len(networks), 4.5), squeeze=False)
+    fig2, axes = plt.subplots(1, len(networks), figsize=(6.5 * len(networks), 5.2), squeeze=False)
     for ax, network in zip(axes[0], networks):
         d = per_batch[per_batch.network == network]
         right = ax.twinx()
@@ -166,7 +170,8 @@ def plot(lines, per_batch, title):
         ax.grid(alpha=0.3)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = right.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=8)
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, ncol=2, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.15))
     fig2.suptitle(title)
     fig2.tight_layout()
     return fig1, fig2
@@ -186,7 +191,8 @@ def main(argv=None):
         lines.append(line(store, configs[0], configs[-1]).assign(network=network))
     lines = pd.concat(lines, ignore_index=True)
     per_batch, table = tables(sweep, runs)
-    title = "Adam 1e-3, same initial weights; batch norm in inference mode; " + "; ".join(
+    title = ("Adam 1e-3, same initial weights; batch norm: moving statistics for accuracy and "
+             "sharpness, batch statistics on the line\n") + "; ".join(
         f"{n}: {s['base'].train_size or 'all'} images, {s['base'].epochs} epochs"
         for n, s in PRESETS[args.preset].items())
     name = "sharp_minima" + ("" if args.preset == "quick" else f"_{args.preset}")

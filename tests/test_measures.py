@@ -114,6 +114,43 @@ def test_interpolation_at_0_and_1_equals_evaluating_the_two_models():
     assert len(curve) == 6
 
 
+def test_interpolation_with_batch_statistics_normalises_each_batch_by_itself():
+    # Reference: the model called in training mode on one batch (BN uses that
+    # batch's mean and variance), by hand; the moving statistics are left alone.
+    rng = np.random.default_rng(1)
+    x = (3.0 + 2.0 * rng.normal(size=(50, 5))).astype("float32")
+    y = rng.integers(0, 3, 50)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(3)])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    w = model.get_weights()
+    curve = interpolate(model, w, w, [1.0], {"train": (x, y)}, batch_size=50, bn_mode="batch")
+    moving = interpolate(model, w, w, [1.0], {"train": (x, y)}, batch_size=50)
+    for before, after in zip(w, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+    dense1, bn, dense2 = (layer.get_weights() for layer in model.layers)
+    h = x @ dense1[0] + dense1[1]
+    h = bn[0] * (h - h.mean(0)) / np.sqrt(h.var(0) + bn_epsilon(model)) + bn[1]
+    logits = h @ dense2[0] + dense2[1]
+    log_p = logits - logits.max(1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(1, keepdims=True))
+    expected_loss = -log_p[np.arange(50), y].mean()
+    row = curve.iloc[0]
+    assert row.loss == pytest.approx(expected_loss, rel=1e-4)
+    assert row.accuracy == pytest.approx(np.mean(logits.argmax(1) == y))
+    # Inference mode uses the (fresh) moving statistics: a different loss here.
+    assert abs(moving.iloc[0].loss - row.loss) > 1e-3
+    with pytest.raises(ValueError, match="bn_mode"):
+        interpolate(model, w, w, [1.0], {"train": (x, y)}, bn_mode="train")
+
+
+def bn_epsilon(model):
+    return model.layers[1].epsilon
+
+
 def test_sharpness_and_noise_scale_run_on_jax_too():
     import os
     import subprocess
