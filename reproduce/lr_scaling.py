@@ -46,8 +46,7 @@ PRESETS = {
     "smoke": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05,
                                  train_size=512, test_size=256, epochs=2),
                   batch_sizes=(64, 256)),
-    "quick": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05,
-                                 train_size=30000, epochs=4),
+    "quick": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05, epochs=5),
                   batch_sizes=(64, 256, 1024)),
     "paper": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05, epochs=30),
                   batch_sizes=(64, 256, 1024)),
@@ -104,7 +103,9 @@ def tables(sweep, configs):
             distance=m.get("distance"),
             gradient_norm_median=float(np.median(m["gradient_norms"])) if m else None,
             gradient_norm_p95=float(np.percentile(m["gradient_norms"], 95)) if m else None,
-            **{f"distance_{k}": v for k, v in (m.get("distance_per_layer") or {}).items()}))
+            # Keras names layers per process (dense, dense_7, ...): label them by depth.
+            **{f"distance_layer{i}": v for i, v in enumerate(
+                (m.get("distance_per_layer") or {}).values(), start=1)}))
     frame = pd.concat(rows, ignore_index=True)
     frame = frame[["rule", "batch_size", "lr", "epoch", "updates", "loss", "accuracy",
                    "test_loss", "test_accuracy", "status", "wall_time"]]
@@ -123,8 +124,9 @@ def plot(frame, sweep, configs, title):
     fig1, axes = plt.subplots(1, len(RULES), figsize=(5 * len(RULES), 4.2), sharey=True)
     for ax, (rule, group) in zip(axes, frame.groupby("rule", sort=False)):
         for b, run in group.groupby("batch_size"):
+            diverged = " (diverged: NaN loss)" if (run.status == "diverged").any() else ""
             ax.plot(run.epoch, run.test_accuracy, "o-", ms=3, color=colors[b],
-                    label=f"batch {b}, lr {run.lr.iloc[0]:.3g}")
+                    label=f"batch {b}, lr {run.lr.iloc[0]:.3g}{diverged}")
         ax.set(title=f"{rule} learning rate", xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -136,19 +138,30 @@ def plot(frame, sweep, configs, title):
 
     fig2, axes = plt.subplots(2, len(RULES), figsize=(5 * len(RULES), 7.5))
     centers = np.sqrt(WEIGHT_BINS[:-1] * WEIGHT_BINS[1:])
+    # One set of log-spaced gradient-norm bins for every panel, so bars compare.
+    all_norms = np.concatenate([np.asarray((sweep.load(c) or {}).get("measures", {}).get(
+        "gradient_norms", []), float) for c in configs.values()])
+    all_norms = all_norms[np.isfinite(all_norms) & (all_norms > 0)]
+    norm_bins = (np.logspace(np.log10(all_norms.min()), np.log10(all_norms.max()), 30)
+                 if len(all_norms) else 20)
     for col, rule in enumerate(RULES):
+        diverged = []
         for (r, b), config in configs.items():
             m = (sweep.load(config) or {}).get("measures")
             if r != rule or not m:
+                continue
+            if not np.isfinite(m["distance"]):
+                diverged.append(str(b))  # nothing to draw
                 continue
             counts = np.asarray(m["weight_change_histogram"], float)
             axes[0, col].plot(centers, counts / counts.sum(), color=colors[b],
                               label=f"batch {b}: ||w-w0|| = {m['distance']:.2f}")
             norms = np.asarray(m["gradient_norms"])
-            axes[1, col].hist(norms[np.isfinite(norms)], bins=20, alpha=0.5, color=colors[b],
+            axes[1, col].hist(norms[np.isfinite(norms)], bins=norm_bins, alpha=0.5, color=colors[b],
                               label=f"batch {b}: median {np.median(norms):.3g}")
         axes[0, col].set(xscale="log", xlabel="|w - w0| per weight", ylabel="fraction of weights",
-                         title=f"{rule} lr: distance from the initial weights")
+                         title=f"{rule} lr: distance from the initial weights"
+                         + (f"\n(diverged, not drawn: batch {', '.join(diverged)})" if diverged else ""))
         axes[1, col].set(xscale="log", xlabel="minibatch gradient norm at the final weights",
                          ylabel=f"count of {GRADIENT_SAMPLES} minibatches")
         for ax in axes[:, col]:
