@@ -64,12 +64,17 @@ def case_pipeline(batch, n, rounds=5):
     }
     for kind in PIPELINE_KINDS:
         fit[kind]()  # compile, warm up
-    times = {kind: [] for kind in PIPELINE_KINDS}
-    for _ in range(rounds):
+    times = {kind: [] for kind in PIPELINE_KINDS + ("epoch_arrays alone",)}
+    for r in range(rounds):
         for kind in PIPELINE_KINDS:
             start = time.perf_counter()
             fit[kind]()
             times[kind].append((time.perf_counter() - start) / n)
+        # The runner's only work beyond the pre-batched case, timed on its own:
+        # a difference of two noisy epoch times cannot resolve a few percent.
+        start = time.perf_counter()
+        epoch_arrays(x, y, 10**6 + r, augment=True)
+        times["epoch_arrays alone"].append((time.perf_counter() - start) / n)
     return {kind: float(np.median(t)) for kind, t in times.items()}
 
 
@@ -124,15 +129,18 @@ def bench_pipeline():
     print(f"Input-pipeline overhead, ResNet-20 training step, {_machine()}")
     print("(ms per example, median of 5 epochs; the three kinds take turns epoch by epoch")
     print(" in one process, each on its own model; overhead relative to one fixed")
-    print(" pre-batched epoch)")
+    print(" pre-batched epoch; the last two columns time the runner's extra work,")
+    print(" shuffle + pad-crop-flip of the epoch, on its own)")
     print("| batch | pre-batched arrays | runner (epoch_arrays + fit) | overhead "
-          "| EpochBatches (PyDataset) | overhead |")
-    print("|---:|---:|---:|---:|---:|---:|")
+          "| EpochBatches (PyDataset) | overhead | epoch_arrays alone | share of the step |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for batch, n in ((2, 256), (32, 1024), (1024, 2048)):
         r = _run_case("pipeline", batch=batch, n=n)
         a, e, p = (r[k] for k in PIPELINE_KINDS)
+        prep = r["epoch_arrays alone"]
         print(f"| {batch} | {a * 1e3:.2f} | {e * 1e3:.2f} | {e / a - 1:+.1%} "
-              f"| {p * 1e3:.2f} | {p / a - 1:+.1%} |", flush=True)
+              f"| {p * 1e3:.2f} | {p / a - 1:+.1%} | {prep * 1e3:.3f} | {prep / a:.2%} |",
+              flush=True)
 
 
 def bench_accumulation():
