@@ -34,18 +34,78 @@ def pad_crop_flip(x, rng, pad=4, flip=True):
     horizontal flip. x: (N, H, W, C) float32, already standardized (so the
     padding is the mean image, as in the papers' Torch code after mean removal).
     With flip=False it is a random shift by up to `pad` pixels (digits)."""
-    n, h, w, _ = x.shape
-    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    n = len(x)
     dy = rng.integers(0, 2 * pad + 1, n)
     dx = rng.integers(0, 2 * pad + 1, n)
+    flips = rng.random(n) < (0.5 if flip else 0.0)
+    return crop(x, dy, dx, flips, pad)
+
+
+def crop(x, dy, dx, flip, pad):
+    """numpy: pad x (N, H, W, C) by `pad` with zeros, then take each example's
+    H x W window at offset (dy, dx), mirrored where `flip`."""
+    n, h, w, _ = x.shape
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     rows = dy[:, None] + np.arange(h)[None, :]
     cols = dx[:, None] + np.arange(w)[None, :]
-    flip = rng.random(n) < (0.5 if flip else 0.0)
     cols = np.where(flip[:, None], cols[:, ::-1], cols)
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+def crop_on_device(x, dy, dx, flip, pad):
+    """`crop` in keras.ops, for a batch already on the device (any backend):
+    one gather from the padded batch, so the result equals `crop`'s exactly."""
+    from keras import ops
+
+    n, h, w, c = x.shape
+    hp, wp = h + 2 * pad, w + 2 * pad
+    padded = ops.reshape(ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), (n * hp * wp, c))
+    dy, dx = ops.cast(dy, "int32")[:, None], ops.cast(dx, "int32")[:, None]
+    rows = dy + ops.arange(h, dtype="int32")[None, :]
+    cols = ops.where(ops.cast(flip, "bool")[:, None],
+                     dx + ops.arange(w - 1, -1, -1, dtype="int32")[None, :],
+                     dx + ops.arange(w, dtype="int32")[None, :])
+    flat = ((ops.arange(n, dtype="int32")[:, None, None] * hp + rows[:, :, None]) * wp
+            + cols[:, None, :])
+    return ops.reshape(ops.take(padded, ops.reshape(flat, (-1,)), axis=0), (n, h, w, c))
+
+
 AUGMENTATIONS = (False, True, "shift")
+
+
+class EpochPlan:
+    """An epoch's random draws, made on the host from (seed, epoch): the order
+    of the examples and, when augmenting, each position's crop offset and flip.
+
+    Applying a plan is the pipeline's real work; `epoch_arrays` does it with
+    numpy, the fast engine (`reproduce.engine`) on the device, batch by
+    batch, so both see exactly the same batches.
+
+    Attributes:
+        order: (N,) example indices in batch order.
+        pad: crop padding (0: no augmentation).
+        dy, dx, flip: (N,) per position in `order`, or None without augmentation.
+    """
+
+    def __init__(self, n, epoch, seed=0, shuffle=True, augment=False):
+        if not any(augment is a for a in AUGMENTATIONS):
+            raise ValueError(f"augment={augment!r}: expected one of {AUGMENTATIONS}.")
+        rng = np.random.default_rng([seed, epoch])
+        self.order = rng.permutation(n) if shuffle else np.arange(n)
+        self.pad, self.dy, self.dx, self.flip = 0, None, None, None
+        if augment:
+            self.pad, mirror = (4, True) if augment is True else (2, False)
+            # The draws of pad_crop_flip, in its order.
+            self.dy = rng.integers(0, 2 * self.pad + 1, n)
+            self.dx = rng.integers(0, 2 * self.pad + 1, n)
+            self.flip = rng.random(n) < (0.5 if mirror else 0.0)
+
+    def apply(self, x, y):
+        """numpy: the epoch's inputs and labels, in batch order."""
+        x = x[self.order]
+        if self.pad:
+            x = crop(x, self.dy, self.dx, self.flip, self.pad)
+        return x, np.asarray(y)[self.order].astype(np.int32)
 
 
 def epoch_arrays(x, y, epoch, seed=0, shuffle=True, augment=False):
@@ -64,14 +124,7 @@ def epoch_arrays(x, y, epoch, seed=0, shuffle=True, augment=False):
     >>> xe, ye = epoch_arrays(x, y, epoch=3, seed=0, augment=True)
     >>> model.fit(xe, ye, batch_size=128, shuffle=False, initial_epoch=3, epochs=4)
     """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
-    x = x[order]
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"augment={augment!r}: expected one of {AUGMENTATIONS}.")
-    if augment:
-        x = pad_crop_flip(x, rng, **({} if augment is True else dict(pad=2, flip=False)))
-    return x, np.asarray(y)[order].astype(np.int32)
+    return EpochPlan(len(x), epoch, seed, shuffle, augment).apply(x, y)
 
 
 class EpochBatches(keras.utils.PyDataset):
