@@ -91,6 +91,7 @@ class WeightDistance(keras.callbacks.Callback):
         self.records = []
         self.iteration = 0
         self._next = 0
+        self._epoch_start = 0
 
     def on_train_begin(self, logs=None):
         if self.initial is None:
@@ -112,12 +113,21 @@ class WeightDistance(keras.callbacks.Callback):
         self.records.append(dict(iteration=self.iteration, total=total, **per_layer))
         return total
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self.iteration
+
     def on_train_batch_end(self, batch, logs=None):
-        self.iteration += 1
+        # `batch` is the last step run: with steps_per_execution or the fast
+        # engine, one call runs several.
+        self.iteration = self._epoch_start + batch + 1
         if self.iteration >= self._next:
             self._record()
             self._next = max(self.iteration + 1,
                              int(10 ** (math.log10(self.iteration) + 1 / self.per_decade)))
+
+    def steps_until_due(self):
+        """Steps until the next record: the fast engine stops there to call back."""
+        return self._next - self.iteration
 
     def on_epoch_end(self, epoch, logs=None):
         total = self._record() if self.records[-1]["iteration"] != self.iteration else \
