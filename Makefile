@@ -12,7 +12,9 @@ export DATA_DIR DATA_MIRROR
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-FIGURE_ARGS = --preset $(PRESET)
+# ENGINE=fit trains with model.fit instead of the fast engine (same results).
+ENGINE     ?=
+FIGURE_ARGS = --preset $(PRESET) $(if $(ENGINE),--engine $(ENGINE))
 # Batches above this go through gradient accumulation (fig-dont-decay); empty: the preset's.
 MAX_DEVICE_BATCH ?=
 KAGGLE_ARGS ?=
@@ -21,7 +23,7 @@ FIGURES = fig-small-batch fig-dont-decay fig-generalization-gap fig-sharp-minima
 	fig-mnist-batch-size fig-lr-scaling
 
 .PHONY: setup test clean help figures $(FIGURES) kaggle-data-from-mnist kaggle-submission \
-	bench-pipeline bench-accumulation
+	bench-pipeline bench-accumulation bench-throughput
 
 help:
 	@echo "make setup [GPU=1]            create $(VENV) and install requirements"
@@ -32,7 +34,8 @@ help:
 	@echo "make figures                  every figure target's quick preset in a row"
 	@echo "make kaggle-data-from-mnist   MNIST stand-in for the Kaggle Digit Recognizer files"
 	@echo "make kaggle-submission [KAGGLE_ARGS='--full --norm group ...']"
-	@echo "make bench-pipeline | bench-accumulation"
+	@echo "     [ENGINE=fit]                model.fit instead of the fast engine"
+	@echo "make bench-pipeline | bench-accumulation | bench-throughput"
 	@echo "make clean                    remove results/ and caches (figures stay)"
 
 $(PYTHON):
@@ -75,13 +78,16 @@ kaggle-data-from-mnist:
 	$(PYTHON) -m reproduce.kaggle data-from-mnist
 
 kaggle-submission:
-	$(PYTHON) -m reproduce.kaggle submit $(KAGGLE_ARGS)
+	$(PYTHON) -m reproduce.kaggle submit $(if $(ENGINE),--engine $(ENGINE)) $(KAGGLE_ARGS)
 
 bench-pipeline:
 	$(PYTHON) -m reproduce.bench pipeline
 
 bench-accumulation:
 	$(PYTHON) -m reproduce.bench accumulation
+
+bench-throughput:
+	$(PYTHON) -m reproduce.bench throughput
 
 clean:
 	rm -rf results .pytest_cache

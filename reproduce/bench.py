@@ -2,6 +2,7 @@
 
     python -m reproduce.bench pipeline      # input-pipeline overhead, ResNet-20
     python -m reproduce.bench accumulation  # accumulation time and peak memory
+    python -m reproduce.bench throughput    # fit vs the fast engine, samples/s
 
 Each case runs in its own subprocess so peak memory (max RSS) is its own.
 Synthetic CIFAR-sized data: the numbers are about the loop, not the data.
@@ -17,19 +18,20 @@ import time
 import numpy as np
 
 
-def _data(n, seed=0):
+def _data(n, seed=0, shape=(32, 32, 3)):
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, 32, 32, 3)).astype("float32"), rng.integers(0, 10, n).astype("int32")
+    return rng.normal(size=(n, *shape)).astype("float32"), rng.integers(0, 10, n).astype("int32")
 
 
-def _model(optimizer):
+def _model(optimizer, name="resnet20", shape=(32, 32, 3), metrics=None):
     import keras
 
     import models
 
     keras.utils.set_random_seed(0)
-    model = models.build("resnet20", (32, 32, 3), 10, norm="batch")
-    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = models.build(name, shape, 10, norm="batch")
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=metrics)
     return model
 
 
@@ -99,6 +101,50 @@ def case_accumulation(kind, n=2048):
     return dict(seconds_per_1024=(time.perf_counter() - start) / n * 1024)
 
 
+THROUGHPUT_MODELS = {"ResNet-20": ("resnet20", (32, 32, 3), True),
+                     "MNIST CNN": ("digit_cnn", (28, 28, 1), "shift")}
+
+
+def case_throughput(model, batch, n, rounds=3):
+    """Training samples/s of one epoch of n examples (median of `rounds`), for
+    the runner's two engines on the same model, data and augmentation: "fit"
+    (epoch_arrays + model.fit, one fit per epoch), "fast"
+    (reproduce.engine.FastEngine, 100 steps per call) and "fast1" (the same
+    with one step per call: what device-resident data alone buys). They take
+    turns epoch by epoch, each on its own model; the first epoch of each
+    (compilation) is not timed."""
+    import keras
+
+    from reproduce.engine import FastEngine
+    from reproduce.pipeline import epoch_arrays
+
+    name, shape, augment = THROUGHPUT_MODELS[model]
+    x, y = _data(n, shape=shape)
+    models = {kind: _model(keras.optimizers.SGD(0.01, momentum=0.9), name, shape, ["accuracy"])
+              for kind in ("fit", "fast", "fast1")}
+    engines = {"fast": FastEngine(models["fast"], x, y),
+               "fast1": FastEngine(models["fast1"], x, y, steps_per_call=1)}
+    epoch = dict.fromkeys(models, 0)
+
+    def fit():
+        models["fit"].fit(*epoch_arrays(x, y, epoch["fit"], augment=augment), batch_size=batch,
+                          shuffle=False, verbose=0)
+
+    def fast(kind):
+        engines[kind].fit(epoch[kind] + 1, batch, augment=augment, initial_epoch=epoch[kind])
+
+    run = {"fit": fit, "fast": lambda: fast("fast"), "fast1": lambda: fast("fast1")}
+    times = {kind: [] for kind in run}
+    for r in range(rounds + 1):
+        for kind in run:
+            start = time.perf_counter()
+            run[kind]()
+            epoch[kind] += 1
+            if r:
+                times[kind].append(time.perf_counter() - start)
+    return {kind: n / float(np.median(t)) for kind, t in times.items()}
+
+
 def _run_case(name, **kwargs):
     code = (f"import json, resource; from reproduce.bench import case_{name} as f; "
             f"r = f(**{kwargs!r}); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF)"
@@ -152,11 +198,31 @@ def bench_accumulation():
         print(f"| {kind} | {r['seconds_per_1024']:.2f} | {r['peak_rss_mb']:.0f} |", flush=True)
 
 
+# Examples per timed epoch: enough steps at small batches, a few at large.
+THROUGHPUT_EPOCH = {2: 256, 32: 1024, 128: 2048, 1024: 2048}
+
+
+def bench_throughput():
+    print(f"Training throughput, samples/s (higher is better), {_machine()}")
+    print("(median of 3 epochs after a compiling one; synthetic data, SGD momentum 0.9,")
+    print(" batch norm, the models' augmentation; both engines see the same batches)")
+    print("| model | batch | fit (epoch_arrays + model.fit) | fast engine | fast / fit "
+          "| fast engine, 1 step per call | its / fit |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for model in THROUGHPUT_MODELS:
+        for batch, n in THROUGHPUT_EPOCH.items():
+            r = _run_case("throughput", model=model, batch=batch, n=n)
+            print(f"| {model} | {batch} | {r['fit']:,.0f} | {r['fast']:,.0f} "
+                  f"| {r['fast'] / r['fit']:.2f}x | {r['fast1']:,.0f} "
+                  f"| {r['fast1'] / r['fit']:.2f}x |", flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("which", choices=("pipeline", "accumulation"))
+    p.add_argument("which", choices=("pipeline", "accumulation", "throughput"))
     args = p.parse_args(argv)
-    {"pipeline": bench_pipeline, "accumulation": bench_accumulation}[args.which]()
+    {"pipeline": bench_pipeline, "accumulation": bench_accumulation,
+     "throughput": bench_throughput}[args.which]()
 
 
 if __name__ == "__main__":

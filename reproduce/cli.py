@@ -28,6 +28,9 @@ def parser(description):
     p.add_argument("--results", type=Path, default=RESULTS,
                    help="results store (finished runs are reused)")
     p.add_argument("--verbose", action="store_true", help="Keras progress bars")
+    p.add_argument("--engine", choices=("fast", "fit"), default="fast",
+                   help="fast: data on the device, many steps per call (reproduce.engine); "
+                        "fit: model.fit. Same results; runs stored by either are reused")
     return p
 
 

@@ -202,7 +202,7 @@ def main(argv=None):
     if args.max_device_batch is not None and args.max_device_batch < 1:
         cli.fail(f"--max-device-batch {args.max_device_batch}: expected an integer >= 1")
     runs = grid(args.preset, args.max_device_batch)
-    sweep = Sweep(args.results / "dont_decay", verbose=int(args.verbose), describe=lambda c: (
+    sweep = Sweep(args.results / "dont_decay", verbose=int(args.verbose), engine=args.engine, describe=lambda c: (
         f"{c.optimizer} lr {c.lr:g} m {c.momentum:g} B0 {c.batch_size} cap {c.max_batch_size}"))
     sweep.run(list(runs.values()))
     frame, plan, table = tables(sweep, runs)

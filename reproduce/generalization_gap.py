@@ -200,7 +200,7 @@ def main(argv=None):
     p = cli.parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
     runs = grid(args.preset)
-    sweep = Sweep(args.results / "generalization_gap", verbose=int(args.verbose),
+    sweep = Sweep(args.results / "generalization_gap", verbose=int(args.verbose), engine=args.engine,
                   callbacks=weight_distance, measure=distance_history,
                   describe=lambda c: (f"{c.model} b={c.batch_size} lr={c.lr:.3g} {c.norm} "
                                       f"{c.epochs} epochs"))

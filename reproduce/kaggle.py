@@ -249,7 +249,8 @@ def submit(args):
     if preset["train_rows"]:
         x, y = x[:preset["train_rows"]], y[:preset["train_rows"]]
     epochs = args.epochs or preset["epochs"]
-    config = run_config(args.batch, args.steps, epochs, args.norm, args.augment, args.seed)
+    config = run_config(args.batch, args.steps, epochs, args.norm, args.augment,
+                        args.seed).replace(engine=args.engine)
     x_tr, y_tr, x_val, y_val, x_test = split_and_standardize(x, y, x_test, 0.2, args.seed)
     print(f"read {len(x)} training and {len(x_test)} test images from {folder} "
           f"({time.perf_counter() - started:.0f}s); training on {len(x_tr)}, validating on "
@@ -292,6 +293,8 @@ def main(argv=None):
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", type=Path, help="submission path (default results/<data>/submission.csv)")
     s.add_argument("--verbose", action="store_true", help="Keras progress bars")
+    s.add_argument("--engine", choices=("fast", "fit"), default="fast",
+                   help="fast: data on the device (reproduce.engine); fit: model.fit")
     args = p.parse_args(argv)
     if args.command == "data-from-mnist":
         folder = make_standin(args.data_dir)

@@ -176,7 +176,7 @@ def main(argv=None):
     p = cli.parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
     configs = grid(args.preset)
-    sweep = Sweep(args.results / "lr_scaling", verbose=int(args.verbose), measure=measure,
+    sweep = Sweep(args.results / "lr_scaling", verbose=int(args.verbose), engine=args.engine, measure=measure,
                   describe=lambda c: f"batch {c.batch_size:<4d} lr {c.lr:.4g}")
     sweep.run(list(configs.values()))
     frame, measures = tables(sweep, configs)

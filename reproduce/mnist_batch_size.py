@@ -157,7 +157,7 @@ def main(argv=None):
     p = cli.parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
     configs, accumulation = grid(args.preset)
-    sweep = Sweep(args.results / "mnist_batch_size", verbose=int(args.verbose), describe=lambda c: (
+    sweep = Sweep(args.results / "mnist_batch_size", verbose=int(args.verbose), engine=args.engine, describe=lambda c: (
         f"batch {c.batch_size:<4d} norm={c.norm:<5s} accumulation {c.accumulation}"))
     sweep.run([*configs, *accumulation.values()])
     frame, table = tables(sweep, configs, accumulation)

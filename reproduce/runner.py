@@ -1,8 +1,9 @@
 """The one experiment runner every figure uses.
 
 A `RunConfig` says everything about a run (data, model, optimizer, schedule,
-seed); `train(config)` trains it with `model.fit` and returns one row per
-epoch; `Sweep` runs a list of configs into a results store with one JSON file
+seed); `train(config)` trains it with the fast engine (`reproduce.engine`:
+data on the device, many steps per compiled call) or with `model.fit`
+(`engine="fit"`), which give the same numbers, and returns one row per epoch; `Sweep` runs a list of configs into a results store with one JSON file
 per run, named by the config's hash. A finished run is never trained twice,
 so a sweep that was interrupted (Ctrl-C, kill -9) resumes with the runs it
 lacks; files are written whole (temp file + rename) or not at all. A run whose
@@ -27,6 +28,7 @@ from callbacks.schedules import BatchSizeSchedule, WarmupStepDecay, current_lear
 from optimizers import GradientAccumulator
 from reproduce import datasets
 from reproduce.cli import save_atomic
+from reproduce.engine import ENGINES, FastEngine, fast_engine_available
 from reproduce.pipeline import AUGMENTATIONS, channel_stats, epoch_arrays, standardize
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
@@ -44,6 +46,9 @@ class RunConfig:
     decays instead: `callbacks.BatchSizeSchedule`). Batches above
     `max_device_batch` are accumulated (`optimizers.GradientAccumulator`);
     `accumulation` > 1 forces k micro-batches of batch_size / k.
+    Engine: "fast" (`reproduce.engine.FastEngine`) or "fit" (`model.fit`);
+    not part of the key, since both train the same run (a sweep resumes with
+    runs the other engine stored).
     """
 
     dataset: str = "cifar10"
@@ -69,6 +74,7 @@ class RunConfig:
     train_size: int = None
     test_size: int = None
     seed: int = 0
+    engine: str = "fast"
 
     def __post_init__(self):
         for name in ("lr_milestones", "batch_milestones"):
@@ -93,11 +99,14 @@ class RunConfig:
         need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(any(self.augment is a for a in AUGMENTATIONS) or self.augment == "shift",
              "augment", "False, True (pad-crop-flip) or 'shift'")
+        need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
         models.parse_norm(self.norm)
 
     @property
     def key(self):
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        del fields["engine"]
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def replace(self, **changes):
@@ -196,15 +205,18 @@ class EpochRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=None):
+def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=None,
+          log=sys.stdout):
     """Trains one run; returns {"status", "rows", "wall_time"} (and the model).
 
     `data`, if given, is (x, y, x_test, y_test), already standardized, in
     place of `prepared_data(config.dataset, ...)` (e.g. the Kaggle CSVs).
 
-    The run trains one `fit` per epoch, on that epoch's shuffled and augmented
-    arrays (`pipeline.epoch_arrays`) with that epoch's physical batch size,
-    and the same callbacks throughout, so callbacks see one run.
+    Both engines train each epoch on the batches of its `pipeline.EpochPlan`
+    (order and augmentation drawn from (seed, epoch)) at that epoch's
+    physical batch size, with the same callbacks throughout. The fast engine
+    applies the plan on the device; with engine="fit" the run trains one
+    `fit` per epoch on the plan's arrays (`pipeline.epoch_arrays`).
     """
     x, y, x_test, y_test = data or prepared_data(config.dataset, config.train_size,
                                                  config.test_size)
@@ -218,8 +230,18 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
     recorder = EpochRecorder(schedule)
     all_callbacks = [schedule, *callbacks, recorder]
     started = time.perf_counter()
+    engine = config.engine
+    if engine == "fast" and not fast_engine_available():
+        print(f"the fast engine needs the JAX or TensorFlow backend, not "
+              f"{keras.backend.backend()}; training with fit", file=log, flush=True)
+        engine = "fit"
     with np.errstate(all="ignore"):
-        for epoch in range(config.epochs):
+        if engine == "fast":
+            FastEngine(model, x, y, log=log).fit(
+                config.epochs, lambda epoch: schedule.split(epoch)[0], seed=config.seed,
+                augment=config.augment, validation_data=(x_test, y_test),
+                callbacks=all_callbacks, verbose=verbose)
+        for epoch in range(config.epochs if engine == "fit" else 0):
             x_epoch, y_epoch = epoch_arrays(x, y, epoch, config.seed, augment=config.augment)
             model.fit(x_epoch, y_epoch, batch_size=schedule.split(epoch)[0], shuffle=False,
                       epochs=epoch + 1, initial_epoch=epoch, verbose=verbose,
@@ -243,7 +265,9 @@ class Sweep:
     Args:
         store: folder of the results, one `<key>.json` per finished run.
         describe: config -> short label for the progress line.
-        verbose: passed to `fit` (1 shows Keras's progress bar).
+        verbose: 1 shows Keras's progress bar.
+        engine: "fast" or "fit" for every run (`RunConfig.engine`); None:
+            each config's own.
         callbacks: optional `config -> list` of extra callbacks for that run
             (e.g. a `WeightDistance`).
         measure: optional `(config, trained model, data, callbacks) -> dict` of
@@ -258,8 +282,9 @@ class Sweep:
     """
 
     def __init__(self, store, describe=None, verbose=0, log=sys.stdout, callbacks=None,
-                 measure=None):
+                 measure=None, engine=None):
         self.store = Path(store)
+        self.engine = engine
         self.callbacks, self.measure = callbacks, measure
         self.describe = describe or (lambda c: c.key)
         self.verbose = verbose
@@ -287,8 +312,9 @@ class Sweep:
         for i, config in enumerate(todo, 1):
             started = time.perf_counter()
             extra = self.callbacks(config) if self.callbacks else []
-            result, model = train(config, verbose=self.verbose, callbacks=extra,
-                                  return_model=True)
+            chosen = config.replace(engine=self.engine) if self.engine else config
+            result, model = train(chosen, verbose=self.verbose, callbacks=extra,
+                                  return_model=True, log=self.log)
             if self.measure is not None:
                 data = prepared_data(config.dataset, config.train_size, config.test_size)
                 result["measures"] = self.measure(config, model, data, extra)

@@ -185,7 +185,7 @@ def main(argv=None):
     lines = []
     for network, spec in PRESETS[args.preset].items():
         configs = [c for (n, _), c in runs.items() if n == network]
-        sweep = Sweep(store, verbose=int(args.verbose), measure=Measure(store, spec["examples"]),
+        sweep = Sweep(store, verbose=int(args.verbose), engine=args.engine, measure=Measure(store, spec["examples"]),
                       describe=lambda c: f"{c.model} batch {c.batch_size}")
         sweep.run(configs)
         lines.append(line(store, configs[0], configs[-1]).assign(network=network))

@@ -155,7 +155,7 @@ def main(argv=None):
         cli.fail(f"unknown --variant {args.variant!r}: expected bn, no-bn, warmup or ghost:<g>")
     spec = PRESETS[args.preset]
     configs = grid(args.preset, args.variant)
-    sweep = Sweep(args.results / "small_batch", verbose=int(args.verbose),
+    sweep = Sweep(args.results / "small_batch", verbose=int(args.verbose), engine=args.engine,
                   describe=lambda c: f"m={c.batch_size:<5d} log2(eta~)={math.log2(c.lr / c.batch_size):+.0f}")
     sweep.run(configs)
     frame = results_frame(configs, sweep, spec["last_epochs"])
