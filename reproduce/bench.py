@@ -145,13 +145,65 @@ def case_throughput(model, batch, n, rounds=3):
     return {kind: n / float(np.median(t)) for kind, t in times.items()}
 
 
-def _run_case(name, **kwargs):
+def case_torch_reference(batch, n, rounds=3):
+    """Samples/s of a plain PyTorch loop training the same ResNet-20 (option-A
+    shortcuts, batch norm, SGD momentum 0.9) on batches gathered from tensors
+    already in memory, without augmentation: the reference the fast engine's
+    targets are set against. Needs `pip install torch` (not a requirement)."""
+    import torch
+    from torch import nn
+
+    def conv_bn(cin, cout, stride):
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.body = nn.Sequential(*conv_bn(cin, cout, stride), nn.ReLU(),
+                                      *conv_bn(cout, cout, 1))
+            self.pad = (cout - cin) // 2 if stride == 2 else 0
+
+        def forward(self, x):
+            shortcut = x[:, :, ::2, ::2] if self.pad else x
+            if self.pad:
+                shortcut = nn.functional.pad(shortcut, (0, 0, 0, 0, self.pad, self.pad))
+            return torch.relu(shortcut + self.body(x))
+
+    blocks, cin = [], 16
+    for stage, width in enumerate((16, 32, 64)):
+        for block in range(3):
+            blocks.append(Block(cin, width, 2 if stage and not block else 1))
+            cin = width
+    torch.manual_seed(0)
+    model = nn.Sequential(*conv_bn(3, 16, 1), nn.ReLU(), *blocks, nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(64, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = _data(n)
+    x, y = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long()
+    times = []
+    for r in range(rounds + 1):
+        start = time.perf_counter()
+        order = torch.randperm(n)
+        for i in range(0, n, batch):
+            index = order[i:i + batch]
+            loss = nn.functional.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if r:
+            times.append(time.perf_counter() - start)
+    return {"torch": n / float(np.median(times))}
+
+
+def _run_case(name, optional=False, **kwargs):
     code = (f"import json, resource; from reproduce.bench import case_{name} as f; "
             f"r = f(**{kwargs!r}); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF)"
             f".ru_maxrss / 1024; print('RESULT', json.dumps(r))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
+    if not lines and optional and "ModuleNotFoundError" in out.stderr:
+        return None
     if not lines:
         raise SystemExit(f"benchmark case {name} {kwargs} failed:\n{out.stderr[-2000:]}")
     return json.loads(lines[0][6:])
@@ -206,15 +258,22 @@ def bench_throughput():
     print(f"Training throughput, samples/s (higher is better), {_machine()}")
     print("(median of 3 epochs after a compiling one; synthetic data, SGD momentum 0.9,")
     print(" batch norm, the models' augmentation; both engines see the same batches)")
+    print(" the PyTorch column: a plain loop on the same ResNet-20, no augmentation,")
+    print(" where torch is installed)")
     print("| model | batch | fit (epoch_arrays + model.fit) | fast engine | fast / fit "
-          "| fast engine, 1 step per call | its / fit |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| fast engine, 1 step per call | its / fit | PyTorch loop | fast / PyTorch |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in THROUGHPUT_MODELS:
         for batch, n in THROUGHPUT_EPOCH.items():
             r = _run_case("throughput", model=model, batch=batch, n=n)
+            torch = "| n/a | |"
+            if model == "ResNet-20":
+                ref = _run_case("torch_reference", optional=True, batch=batch, n=n)
+                torch = ("| torch not installed | |" if ref is None else
+                         f"| {ref['torch']:,.0f} | {r['fast'] / ref['torch']:.2f}x |")
             print(f"| {model} | {batch} | {r['fit']:,.0f} | {r['fast']:,.0f} "
                   f"| {r['fast'] / r['fit']:.2f}x | {r['fast1']:,.0f} "
-                  f"| {r['fast1'] / r['fit']:.2f}x |", flush=True)
+                  f"| {r['fast1'] / r['fit']:.2f}x {torch}", flush=True)
 
 
 def main(argv=None):

@@ -1,11 +1,12 @@
-"""The input pipeline: numpy only, so it runs on any Keras backend.
+"""The input pipeline: numpy and keras.ops, so it runs on any Keras backend.
 
-`epoch_arrays` draws an epoch's order and augmentation from `(seed, epoch)`,
-so a run is reproducible and a resumed run sees the same batches. The runner
-hands each epoch's arrays to `model.fit(..., shuffle=False)` with that epoch's
-batch size (one `fit` per epoch): Keras's own array path is the fastest input
-it has, and the batch size can change between epochs with the right number of
-steps and a correct progress bar.
+An `EpochPlan` draws an epoch's order and augmentation (crop offsets, flips)
+from `(seed, epoch)`, so a run is reproducible and a resumed run sees the same
+batches. The fast engine (`reproduce.engine`) applies the plan on the device
+(`crop_on_device`); with engine="fit" the runner applies it with numpy
+(`epoch_arrays`) and hands each epoch's arrays to `model.fit(...,
+shuffle=False)` with that epoch's batch size (one `fit` per epoch), so the
+batch size can change between epochs with the right number of steps.
 
 `EpochBatches` serves the same batches as a `keras.utils.PyDataset`, for code
 that wants one object for several epochs. It is slower at small batches on the
