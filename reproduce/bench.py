@@ -104,106 +104,136 @@ def case_accumulation(kind, n=2048):
 THROUGHPUT_MODELS = {"ResNet-20": ("resnet20", (32, 32, 3), True),
                      "MNIST CNN": ("digit_cnn", (28, 28, 1), "shift")}
 
-
-def case_throughput(model, batch, n, rounds=3):
-    """Training samples/s of one epoch of n examples (median of `rounds`), for
-    the runner's two engines on the same model, data and augmentation: "fit"
-    (epoch_arrays + model.fit, one fit per epoch), "fast"
-    (reproduce.engine.FastEngine, 100 steps per call) and "fast1" (the same
-    with one step per call: what device-resident data alone buys). They take
-    turns epoch by epoch, each on its own model; the first epoch of each
-    (compilation) is not timed."""
-    import keras
-
-    from reproduce.engine import FastEngine
-    from reproduce.pipeline import epoch_arrays
-
-    name, shape, augment = THROUGHPUT_MODELS[model]
-    x, y = _data(n, shape=shape)
-    models = {kind: _model(keras.optimizers.SGD(0.01, momentum=0.9), name, shape, ["accuracy"])
-              for kind in ("fit", "fast", "fast1")}
-    engines = {"fast": FastEngine(models["fast"], x, y),
-               "fast1": FastEngine(models["fast1"], x, y, steps_per_call=1)}
-    epoch = dict.fromkeys(models, 0)
-
-    def fit():
-        models["fit"].fit(*epoch_arrays(x, y, epoch["fit"], augment=augment), batch_size=batch,
-                          shuffle=False, verbose=0)
-
-    def fast(kind):
-        engines[kind].fit(epoch[kind] + 1, batch, augment=augment, initial_epoch=epoch[kind])
-
-    run = {"fit": fit, "fast": lambda: fast("fast"), "fast1": lambda: fast("fast1")}
-    times = {kind: [] for kind in run}
-    for r in range(rounds + 1):
-        for kind in run:
-            start = time.perf_counter()
-            run[kind]()
-            epoch[kind] += 1
-            if r:
-                times[kind].append(time.perf_counter() - start)
-    return {kind: n / float(np.median(t)) for kind, t in times.items()}
+# The columns of `make bench-throughput`: {kind: (environment, what it is)}.
+# Each kind is one long-lived worker process (a backend and oneDNN are fixed
+# when a process starts), and the workers take turns, one epoch each.
+_TF = {"KERAS_BACKEND": "tensorflow"}
+THROUGHPUT_KINDS = {
+    "TF default": ({**_TF, "TF_ENABLE_ONEDNN_OPTS": "0"},
+                   "TensorFlow as shipped (oneDNN off on CPUs without AVX-512), fast engine"),
+    "TF + oneDNN": ({**_TF, "TF_ENABLE_ONEDNN_OPTS": "1"},
+                    "TF_ENABLE_ONEDNN_OPTS=1 (this suite's default on x86), fast engine"),
+    "TF + oneDNN + XLA": ({**_TF, "TF_ENABLE_ONEDNN_OPTS": "1"},
+                          "the same, model compiled with jit_compile=True; XLA:CPU trains at a "
+                          "few samples/s here, so it is timed at batch 128 only, on epochs of "
+                          "256 examples"),
+    "JAX": ({"KERAS_BACKEND": "jax"}, "KERAS_BACKEND=jax, fast engine (jitted steps)"),
+    "PyTorch": ({}, "a plain PyTorch loop on the same network, batches indexed from "
+                    "tensors in memory, no augmentation"),
+}
 
 
-def case_torch_reference(batch, n, rounds=3):
-    """Samples/s of a plain PyTorch loop training the same ResNet-20 (option-A
-    shortcuts, batch norm, SGD momentum 0.9) on batches gathered from tensors
-    already in memory, without augmentation: the reference the fast engine's
-    targets are set against. Needs `pip install torch` (not a requirement)."""
-    import torch
-    from torch import nn
+class _KerasEpochs:
+    """One worker's training: the fast engine on one of the models, epoch by epoch."""
 
-    def conv_bn(cin, cout, stride):
-        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
+    def __init__(self, kind, model, batch, n):
+        import keras
 
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.body = nn.Sequential(*conv_bn(cin, cout, stride), nn.ReLU(),
-                                      *conv_bn(cout, cout, 1))
-            self.pad = (cout - cin) // 2 if stride == 2 else 0
+        import models
+        from reproduce.engine import FastEngine
 
-        def forward(self, x):
-            shortcut = x[:, :, ::2, ::2] if self.pad else x
-            if self.pad:
-                shortcut = nn.functional.pad(shortcut, (0, 0, 0, 0, self.pad, self.pad))
-            return torch.relu(shortcut + self.body(x))
+        name, shape, self.augment = THROUGHPUT_MODELS[model]
+        x, y = _data(n, shape=shape)
+        keras.utils.set_random_seed(0)
+        net = models.build(name, shape, 10, norm="batch")
+        net.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=["accuracy"], jit_compile=kind.endswith("XLA"))
+        self.engine, self.batch, self.epoch = FastEngine(net, x, y), batch, 0
 
-    blocks, cin = [], 16
-    for stage, width in enumerate((16, 32, 64)):
-        for block in range(3):
-            blocks.append(Block(cin, width, 2 if stage and not block else 1))
+    def __call__(self):
+        self.engine.fit(self.epoch + 1, self.batch, augment=self.augment,
+                        initial_epoch=self.epoch)
+        self.epoch += 1
+
+
+class _TorchEpochs:
+    """A plain PyTorch loop training the same network (ResNet-20: option-A
+    shortcuts, batch norm; the MNIST CNN: the digit_cnn layout), SGD momentum
+    0.9, on batches gathered from tensors already in memory, no augmentation:
+    the reference the fast engine's targets are set against."""
+
+    def __init__(self, kind, model, batch, n):
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        self.torch, self.nn = torch, nn
+        name, shape, _ = THROUGHPUT_MODELS[model]
+        self.net = self._resnet20() if name == "resnet20" else self._digit_cnn()
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9)
+        x, y = _data(n, shape=shape)
+        self.x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+        self.y = torch.from_numpy(y).long()
+        self.batch, self.n = batch, n
+
+    def _resnet20(self):
+        torch, nn = self.torch, self.nn
+
+        def conv_bn(cin, cout, stride):
+            return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
+
+        class Block(nn.Module):
+            def __init__(self, cin, cout, stride):
+                super().__init__()
+                self.body = nn.Sequential(*conv_bn(cin, cout, stride), nn.ReLU(),
+                                          *conv_bn(cout, cout, 1))
+                self.pad = (cout - cin) // 2 if stride == 2 else 0
+
+            def forward(self, x):
+                shortcut = x[:, :, ::2, ::2] if self.pad else x
+                if self.pad:
+                    shortcut = nn.functional.pad(shortcut, (0, 0, 0, 0, self.pad, self.pad))
+                return torch.relu(shortcut + self.body(x))
+
+        blocks, cin = [], 16
+        for stage, width in enumerate((16, 32, 64)):
+            for block in range(3):
+                blocks.append(Block(cin, width, 2 if stage and not block else 1))
+                cin = width
+        return nn.Sequential(*conv_bn(3, 16, 1), nn.ReLU(), *blocks, nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(64, 10))
+
+    def _digit_cnn(self):
+        nn = self.nn
+        layers, cin = [], 1
+        for width in (32, 64, 128):
+            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.Conv2d(width, width, 3, bias=False),
+                       nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.4)]
             cin = width
-    torch.manual_seed(0)
-    model = nn.Sequential(*conv_bn(3, 16, 1), nn.ReLU(), *blocks, nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(64, 10))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = _data(n)
-    x, y = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long()
-    times = []
-    for r in range(rounds + 1):
-        start = time.perf_counter()
-        order = torch.randperm(n)
-        for i in range(0, n, batch):
-            index = order[i:i + batch]
-            loss = nn.functional.cross_entropy(model(x[index]), y[index])
-            optimizer.zero_grad()
+        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(128, 256), nn.BatchNorm1d(256),
+                             nn.ReLU(), nn.Dropout(0.4), nn.Linear(256, 10))
+
+    def __call__(self):
+        order = self.torch.randperm(self.n)
+        for i in range(0, self.n, self.batch):
+            index = order[i:i + self.batch]
+            loss = self.nn.functional.cross_entropy(self.net(self.x[index]), self.y[index])
+            self.optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
-        if r:
-            times.append(time.perf_counter() - start)
-    return {"torch": n / float(np.median(times))}
+            self.optimizer.step()
 
 
-def _run_case(name, optional=False, **kwargs):
+def throughput_worker(kind, model, batch, n):
+    """A worker process: trains one epoch (the first compiles, untimed) per
+    line read from stdin and answers with its seconds."""
+    make = _TorchEpochs if kind == "PyTorch" else _KerasEpochs
+    epoch = make(kind, model, batch, n)
+    epoch()
+    print("READY", flush=True)
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        epoch()
+        print(f"{time.perf_counter() - start:.6f}", flush=True)
+
+
+def _run_case(name, **kwargs):
     code = (f"import json, resource; from reproduce.bench import case_{name} as f; "
             f"r = f(**{kwargs!r}); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF)"
             f".ru_maxrss / 1024; print('RESULT', json.dumps(r))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
-    if not lines and optional and "ModuleNotFoundError" in out.stderr:
-        return None
     if not lines:
         raise SystemExit(f"benchmark case {name} {kwargs} failed:\n{out.stderr[-2000:]}")
     return json.loads(lines[0][6:])
@@ -251,29 +281,111 @@ def bench_accumulation():
 
 
 # Examples per timed epoch: enough steps at small batches, a few at large.
-THROUGHPUT_EPOCH = {2: 256, 32: 1024, 128: 2048, 1024: 2048}
+THROUGHPUT_EPOCH = {2: 256, 32: 1024, 128: 2048, 1024: 4096}
+# The targets the fast engine (with this suite's default settings) is held to,
+# as a multiple of the PyTorch loop, per batch size.
+THROUGHPUT_TARGETS = {2: 1.0, 32: 1.2, 128: 1.2, 1024: 1.2}
+DEFAULT_KIND = "TF + oneDNN"
+
+
+def _start_worker(kind, model, batch, n):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **THROUGHPUT_KINDS[kind][0]}
+    code = ("from reproduce.bench import throughput_worker as w; "
+            f"w({kind!r}, {model!r}, {batch}, {n})")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    if proc.stdout.readline().strip() != "READY":
+        error = proc.stderr.read()
+        if "No module named 'torch'" in error:
+            return None
+        raise SystemExit(f"benchmark worker {kind} ({model}, batch {batch}) failed:\n"
+                         f"{error[-2000:]}")
+    return proc
+
+
+# Kinds too slow to time everywhere: {kind: (the batch sizes timed, examples per epoch)}.
+SLOW_KINDS = {"TF + oneDNN + XLA": ((128,), 256)}
+
+
+def throughput_row(model, batch, n, rounds=3):
+    """{kind: samples/s; None where torch is missing; "" where not timed}: the
+    median of `rounds` epochs per kind, the kinds taking turns epoch by epoch
+    so the machine's noise hits all alike."""
+    sizes = {kind: SLOW_KINDS.get(kind, ((batch,), n)) for kind in THROUGHPUT_KINDS}
+    workers = {kind: _start_worker(kind, model, batch, size)
+               for kind, (batches, size) in sizes.items() if batch in batches}
+    times = {kind: [] for kind in workers}
+    for _ in range(rounds):
+        for kind, proc in workers.items():
+            if proc is not None:
+                proc.stdin.write("epoch\n")
+                proc.stdin.flush()
+                times[kind].append(float(proc.stdout.readline()))
+    for proc in workers.values():
+        if proc is not None:
+            proc.stdin.close()
+            proc.wait()
+    return {kind: "" if kind not in workers else sizes[kind][1] / float(np.median(times[kind]))
+            if times[kind] else None for kind in THROUGHPUT_KINDS}
+
+
+def peak_flops():
+    """(FLOP/s, how it was worked out): this CPU's fp32 vector peak, from its
+    flags and clock. An assumption, not a measurement."""
+    flags, mhz = set(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags") and not flags:
+                    flags = set(line.split(":")[1].split())
+                if line.startswith("cpu MHz") and mhz is None:
+                    mhz = float(line.split(":")[1])
+    except OSError:
+        pass
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    fma = 2 if "fma" in flags or lanes == 16 else 1  # a fused multiply-add is 2 FLOPs
+    per_cycle = 2 * lanes * fma  # 2 vector pipes per core
+    cores, ghz = os.cpu_count(), (mhz or 2000.0) / 1000
+    how = (f"{cores} cores x {ghz:.2f} GHz ('cpu MHz' in /proc/cpuinfo) x {per_cycle} fp32 "
+           f"FLOP/cycle ({'AVX-512' if lanes == 16 else 'AVX2' if lanes == 8 else 'SSE'}: "
+           f"2 vector pipes x {lanes} lanes{' x 2 (FMA)' if fma == 2 else ''})")
+    return cores * ghz * 1e9 * per_cycle, how
 
 
 def bench_throughput():
-    print(f"Training throughput, samples/s (higher is better), {_machine()}")
-    print("(median of 3 epochs after a compiling one; synthetic data, SGD momentum 0.9,")
-    print(" batch norm, the models' augmentation; both engines see the same batches)")
-    print(" the PyTorch column: a plain loop on the same ResNet-20, no augmentation,")
-    print(" where torch is installed)")
-    print("| model | batch | fit (epoch_arrays + model.fit) | fast engine | fast / fit "
-          "| fast engine, 1 step per call | its / fit | PyTorch loop | fast / PyTorch |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    import keras
+
+    import models
+    from models.flops import training_flops
+
+    peak, how = peak_flops()
+    flops = {m: training_flops(models.build(name, shape, 10))
+             for m, (name, shape, _) in THROUGHPUT_MODELS.items()}
+    print(f"Training throughput, samples/s (higher is better); {os.cpu_count()} CPU cores "
+          f"({_cpu_name()}), keras {keras.__version__}")
+    print("Each column is one worker process; the workers take turns, one epoch each, and a")
+    print("figure is the median of 3 timed epochs after an untimed, compiling one. Synthetic")
+    print("data, SGD momentum 0.9, batch norm; the Keras columns train with the fast engine")
+    print("and the models' augmentation (pad-crop-flip, shifts), PyTorch without any.")
+    for kind, (_, what) in THROUGHPUT_KINDS.items():
+        print(f"  {kind}: {what}")
+    print(f"Peak assumed: {peak / 1e9:.0f} GFLOP/s = {how}; an assumption, not a measurement.")
+    print("Training FLOPs per example (3 x forward, a multiply-add = 2 FLOPs; models/flops.py): "
+          + ", ".join(f"{m} {f / 1e9:.3f} GFLOP" for m, f in flops.items()))
+    kinds = list(THROUGHPUT_KINDS)
+    print("| model | batch | " + " | ".join(kinds) + f" | {DEFAULT_KIND} / PyTorch (target) "
+          f"| {DEFAULT_KIND}: share of peak |")
+    print("|---|---:|" + "---:|" * (len(kinds) + 2))
     for model in THROUGHPUT_MODELS:
         for batch, n in THROUGHPUT_EPOCH.items():
-            r = _run_case("throughput", model=model, batch=batch, n=n)
-            torch = "| n/a | |"
-            if model == "ResNet-20":
-                ref = _run_case("torch_reference", optional=True, batch=batch, n=n)
-                torch = ("| torch not installed | |" if ref is None else
-                         f"| {ref['torch']:,.0f} | {r['fast'] / ref['torch']:.2f}x |")
-            print(f"| {model} | {batch} | {r['fit']:,.0f} | {r['fast']:,.0f} "
-                  f"| {r['fast'] / r['fit']:.2f}x | {r['fast1']:,.0f} "
-                  f"| {r['fast1'] / r['fit']:.2f}x {torch}", flush=True)
+            r = throughput_row(model, batch, n)
+            cells = ["torch not installed" if r[k] is None else "not timed" if r[k] == ""
+                     else f"{r[k]:,.1f}" if r[k] < 10 else f"{r[k]:,.0f}" for k in kinds]
+            ours, ref, target = r[DEFAULT_KIND], r["PyTorch"], THROUGHPUT_TARGETS[batch]
+            ratio = "n/a" if ref is None else (
+                f"{ours / ref:.2f}x (>= {target:.1f}x: {'met' if ours / ref >= target else 'NOT met'})")
+            print(f"| {model} | {batch} | " + " | ".join(cells)
+                  + f" | {ratio} | {ours * flops[model] / peak:.1%} |", flush=True)
 
 
 def main(argv=None):
