@@ -2,6 +2,9 @@
 
 from callbacks.schedules import (
     BatchSizeSchedule,
+    LinearWarmup,
+    ScheduledEpoch,
+    TrainingSchedule,
     WarmupStepDecay,
     base_learning_rate,
     current_learning_rate,

@@ -1,6 +1,8 @@
 """Batch-size and learning-rate schedules of the papers.
 
-- `BatchSizeSchedule` (Smith et al. 2018): multiply the batch size at
+- `TrainingSchedule`: batch size, learning rate and momentum of every epoch
+  and every update, counted in updates; `BatchSizeSchedule` (Smith et al.
+  2018), the callback that applies it: multiply the batch size at
   milestones; past a cap, decay the learning rate instead.
 - learning-rate rules: `step_decay`, `linear_scaling`, `sqrt_scaling`
   (Hoffer et al.), `base_learning_rate` (Masters & Luschi), `WarmupStepDecay`
@@ -8,11 +10,12 @@
 - `regime_adaptation` (Hoffer et al.): stretch epochs and milestones by B_L/B_S.
 """
 
+import dataclasses
 import math
 
 import keras
 
-from optimizers import accumulator_of
+from optimizers import accumulator_of, inner_optimizer
 
 
 # -- learning-rate rules ---------------------------------------------------
@@ -98,7 +101,7 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
                     start_factor=self.start_factor)
 
 
-# -- batch-size schedule ---------------------------------------------------
+# -- the training schedule, in updates ---------------------------------------
 def split_batch(batch_size, max_device_batch=None):
     """(physical batch, accumulation steps) with physical * steps == batch_size
     and physical <= max_device_batch: the fewest steps that divide evenly."""
@@ -110,40 +113,271 @@ def split_batch(batch_size, max_device_batch=None):
     return batch_size // steps, steps
 
 
+@dataclasses.dataclass(frozen=True)
+class ScheduledEpoch:
+    """One epoch of a `TrainingSchedule`.
+
+    Attributes:
+        epoch: its index, from 0.
+        batch_size: examples per update.
+        physical_batch: examples per forward pass (a micro-batch when
+            accumulating).
+        accumulation_steps: micro-batches per update.
+        updates: updates made in this epoch, ceil(N / batch_size) (the last
+            update of an epoch takes what is left).
+        first_update: updates made before this epoch; the epoch's updates are
+            numbered first_update .. first_update + updates - 1, as the
+            optimizer's `iterations` counts them.
+        learning_rate: the epoch's rate before warm-up: the batch schedule's
+            rate (decayed past the batch cap) times the step decays so far.
+        momentum: the epoch's momentum.
+    """
+
+    epoch: int
+    batch_size: int
+    physical_batch: int
+    accumulation_steps: int
+    updates: int
+    first_update: int
+    learning_rate: float
+    momentum: float
+
+    @property
+    def cumulative_updates(self):
+        """Updates made by the end of this epoch."""
+        return self.first_update + self.updates
+
+
+class TrainingSchedule:
+    """Batch size, learning rate and momentum of every epoch and every update.
+
+    One value, computed once from the run's settings and the training-set
+    size, that every part of training reads: the batch each epoch trains at
+    (and how it is reached: physical batch x accumulation steps), how many
+    updates each epoch makes, and the learning rate at each update. Schedules
+    count *updates* (optimizer steps on the full batch): the learning-rate
+    milestones and the warm-up, given in epochs and in a fraction of
+    training, are placed at the update counts of those epochs, so they fall
+    where they should however the batch grows or is accumulated.
+
+    Batch size (Smith et al. 2018): the target batch is multiplied by
+    `batch_factor` at each epoch of `batch_milestones`; the batch used is the
+    target capped at `max_batch_size`, and past the cap the learning rate is
+    divided by what the cap withholds (target / cap), which keeps the SGD
+    noise scale g = lr N / (B (1 - momentum)) on the same schedule. Batches
+    above `max_device_batch` are physical x accumulation steps.
+
+    Learning rate: `learning_rate`, times the cap's decay, times `lr_decay`
+    at each epoch of `lr_milestones`; during the first `warmup` fraction of
+    all updates it rises linearly from `warmup_start_factor` of that (Goyal
+    et al. 2017; Masters & Luschi use lr/32 over 5%).
+
+    Args:
+        batch_size: initial batch size B0.
+        learning_rate: initial learning rate.
+        num_examples: training-set size N.
+        epochs: epochs of training (None: open-ended, then `warmup` must be 0).
+        batch_milestones, batch_factor, max_batch_size, max_device_batch:
+            the batch schedule, above.
+        momentum: a number, or (epoch, momentum) pairs in order, the first at
+            epoch 0 (Smith et al. raise the momentum).
+        lr_milestones, lr_decay: the step decay, in epochs.
+        warmup, warmup_start_factor: the linear warm-up.
+
+    Example:
+
+    >>> s = TrainingSchedule(1024, 0.1, 50000, epochs=10, lr_milestones=(1,),
+    ...                      max_device_batch=128, warmup=0.05)
+    >>> s[1].first_update, s[1].physical_batch, s[1].accumulation_steps
+    (49, 128, 8)
+    >>> s.warmup_updates
+    24
+    """
+
+    def __init__(self, batch_size, learning_rate, num_examples, epochs=None,
+                 batch_milestones=(), batch_factor=5, max_batch_size=None, momentum=0.0,
+                 max_device_batch=None, lr_milestones=(), lr_decay=0.1, warmup=0.0,
+                 warmup_start_factor=1 / 32):
+        if batch_size < 1 or learning_rate <= 0 or num_examples < 1:
+            raise ValueError(
+                "TrainingSchedule needs batch_size >= 1, learning_rate > 0 and num_examples "
+                f">= 1; got batch_size={batch_size}, learning_rate={learning_rate}, "
+                f"num_examples={num_examples}.")
+        if warmup and epochs is None:
+            raise ValueError(f"warmup={warmup} is a fraction of training: give epochs too.")
+        self.config = dict(
+            batch_size=int(batch_size), learning_rate=float(learning_rate),
+            num_examples=int(num_examples), epochs=epochs,
+            batch_milestones=tuple(sorted(int(m) for m in batch_milestones)),
+            batch_factor=batch_factor, max_batch_size=max_batch_size,
+            momentum=momentum if isinstance(momentum, (int, float)) else tuple(
+                (int(e), float(m)) for e, m in momentum),
+            max_device_batch=max_device_batch,
+            lr_milestones=tuple(sorted(int(m) for m in lr_milestones)), lr_decay=float(lr_decay),
+            warmup=float(warmup), warmup_start_factor=float(warmup_start_factor))
+        self.num_examples = self.config["num_examples"]
+        self.epochs = epochs
+        self._epochs = []
+        self.warmup_updates = int(warmup * self.total_updates()) if warmup else 0
+
+    def __getitem__(self, epoch):
+        """The `ScheduledEpoch` at `epoch` (0-based)."""
+        if epoch < 0 or (self.epochs is not None and epoch >= self.epochs):
+            raise IndexError(f"epoch {epoch} is outside this schedule's {self.epochs} epochs.")
+        while len(self._epochs) <= epoch:
+            self._epochs.append(self._next_epoch())
+        return self._epochs[epoch]
+
+    def __iter__(self):
+        if self.epochs is None:
+            raise TypeError("an open-ended TrainingSchedule (epochs=None) has no end to iterate to.")
+        return (self[e] for e in range(self.epochs))
+
+    def _next_epoch(self):
+        c, e = self.config, len(self._epochs)
+        target = c["batch_size"] * c["batch_factor"] ** sum(e >= m for m in c["batch_milestones"])
+        batch = int(min(target, c["max_batch_size"] or target))
+        physical, steps = split_batch(batch, c["max_device_batch"])
+        momentum = c["momentum"]
+        if not isinstance(momentum, (int, float)):
+            momentum = [m for start, m in momentum if start <= e][-1]
+        lr = (c["learning_rate"] * batch / target
+              * c["lr_decay"] ** sum(e >= m for m in c["lr_milestones"]))
+        first = self._epochs[-1].cumulative_updates if self._epochs else 0
+        return ScheduledEpoch(epoch=e, batch_size=batch, physical_batch=physical,
+                              accumulation_steps=steps, updates=math.ceil(self.num_examples / batch),
+                              first_update=first, learning_rate=lr, momentum=float(momentum))
+
+    def total_updates(self, epochs=None):
+        """Updates in the first `epochs` epochs (default: all)."""
+        epochs = self.epochs if epochs is None else epochs
+        return self[epochs - 1].cumulative_updates if epochs else 0
+
+    def epoch_of_update(self, update):
+        """The epoch in which update number `update` (0-based) is made."""
+        e = 0
+        while self[e].cumulative_updates <= update:
+            e += 1
+        return e
+
+    def learning_rate_at(self, update):
+        """The learning rate of update number `update` (0-based), warm-up included."""
+        lr = self[self.epoch_of_update(update)].learning_rate
+        if update < self.warmup_updates:
+            start = self.config["warmup_start_factor"]
+            lr *= start + (1 - start) * update / self.warmup_updates
+        return lr
+
+    def learning_rate_schedule(self):
+        """The rate as a Keras `LearningRateSchedule` over the optimizer's
+        `iterations` (updates): `learning_rate_at` for every update; a float
+        where the rate never changes."""
+        rates = [(s.first_update, s.learning_rate) for s in self]
+        changes = [(u, lr) for i, (u, lr) in enumerate(rates) if i == 0 or lr != rates[i - 1][1]]
+        if len(changes) == 1 and not self.warmup_updates:
+            return changes[0][1]
+        # PiecewiseConstantDecay moves to the next value for step > boundary,
+        # and update u is made with iterations == u.
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [u - 1 for u, _ in changes[1:]], [lr for _, lr in changes]) if len(changes) > 1 \
+            else changes[0][1]
+        if self.warmup_updates:
+            schedule = LinearWarmup(schedule, self.warmup_updates,
+                                    self.config["warmup_start_factor"])
+        return schedule
+
+    def noise_scale(self, epoch):
+        """Smith et al.'s SGD noise scale g = lr N / (B (1 - momentum)) at `epoch`."""
+        s = self[epoch]
+        return s.learning_rate * self.num_examples / (s.batch_size * (1 - s.momentum))
+
+    def phases(self, epochs=None):
+        """[(first_epoch, end_epoch, physical_batch, momentum)]: runs of epochs
+        one `fit` can train (physical batch and momentum constant)."""
+        out = []
+        for e in range(self.epochs if epochs is None else epochs):
+            key = (self[e].physical_batch, self[e].momentum)
+            if out and out[-1][2:] == key:
+                out[-1] = (out[-1][0], e + 1, *key)
+            else:
+                out.append((e, e + 1, *key))
+        return out
+
+    def get_config(self):
+        return dict(self.config)
+
+
+@keras.saving.register_keras_serializable(package="batchsize")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning rate (a number or a schedule) ramped up linearly over the
+    first `warmup_updates` updates, from `start_factor` of it to all of it.
+
+    Args:
+        learning_rate: a float or a `LearningRateSchedule`.
+        warmup_updates: updates of warm-up.
+        start_factor: the fraction of the rate at update 0.
+
+    Example:
+
+    >>> lr = LinearWarmup(keras.optimizers.schedules.PiecewiseConstantDecay([99], [0.1, 0.01]), 10)
+    >>> keras.optimizers.SGD(lr)
+    """
+
+    def __init__(self, learning_rate, warmup_updates, start_factor=1 / 32):
+        if isinstance(learning_rate, dict):
+            learning_rate = keras.saving.deserialize_keras_object(learning_rate)
+        self.learning_rate = learning_rate
+        self.warmup_updates = int(warmup_updates)
+        self.start_factor = float(start_factor)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        lr = self.learning_rate
+        lr = lr(step) if callable(lr) else lr
+        progress = keras.ops.minimum(step / max(self.warmup_updates, 1), 1.0)
+        return lr * (self.start_factor + (1 - self.start_factor) * progress)
+
+    def get_config(self):
+        lr = self.learning_rate
+        return dict(learning_rate=keras.saving.serialize_keras_object(lr) if callable(lr) else lr,
+                    warmup_updates=self.warmup_updates, start_factor=self.start_factor)
+
+
 @keras.saving.register_keras_serializable(package="batchsize")
 class BatchSizeSchedule(keras.callbacks.Callback):
     """Increase the batch size instead of decaying the learning rate.
 
-    Smith, Kindermans, Ying & Le (2018). At each milestone the *target* batch
-    size is multiplied by `factor`. The batch size used is the target capped
-    at `max_batch_size`; past the cap the learning rate is divided by what
-    the cap withholds (target / cap), which keeps the SGD noise scale
-    g = lr * N / (B * (1 - momentum)) on the same schedule. So:
+    Smith, Kindermans, Ying & Le (2018): at each milestone the target batch
+    is multiplied by `factor`, capped at `max_batch_size` (past the cap the
+    rate decays instead; see `TrainingSchedule`). So:
 
     - `max_batch_size=batch_size` is the classic decaying learning rate,
     - a cap of `batch_size * factor` is their "hybrid",
     - no cap is "increasing batch size"; their Fig 5 caps at 5120.
 
-    A batch larger than `max_device_batch` is reached as physical batch x
-    accumulation steps through `GradientAccumulator`. The callback sets, at
-    every epoch start, the learning rate, the momentum (where the optimizer
-    has one), the accumulation steps and the accumulator's epoch layout, and
-    at every epoch end logs `batch_size`, `lr`, `momentum`, `updates` and
-    `noise_scale`.
+    The callback applies a `TrainingSchedule`; it computes nothing itself. At
+    every epoch start it sets the accumulation steps and the accumulator's
+    epoch layout (`GradientAccumulator`, needed for batches above
+    `max_device_batch`), the momentum, and the learning rate where the
+    optimizer's rate is a number (give the optimizer
+    `schedule.learning_rate_schedule()` instead and the rate moves per
+    update). At every epoch end it logs `batch_size`, `lr`, `momentum`,
+    `updates` and `noise_scale`.
 
     A Keras `fit` cannot change its batch size mid-way: train one `fit` per
     phase of constant physical batch (`phases()`, or `reproduce.runner`,
     which does it). Within a phase the callback checks the step count.
 
     Args:
-        batch_size: initial batch size B0.
+        batch_size: initial batch size B0, or a whole `TrainingSchedule`
+            (then leave the other arguments out).
         learning_rate: initial learning rate.
-        num_examples: training-set size N (for steps and the noise scale).
+        num_examples: training-set size N.
         milestones: epochs at which the target batch is multiplied.
         factor: the multiplier (Smith et al.: 5).
         max_batch_size: the cap B_max (None: no cap).
-        momentum: a number, or a tuple of (epoch, momentum) pairs, in order,
-            the first at epoch 0 (Smith et al. raise momentum).
+        momentum: a number, or (epoch, momentum) pairs in order, the first at
+            epoch 0.
         max_device_batch: the largest batch one forward pass may take.
 
     Example:
@@ -153,122 +387,92 @@ class BatchSizeSchedule(keras.callbacks.Callback):
     [128, 640, 3200, 16000]
     """
 
-    def __init__(self, batch_size, learning_rate, num_examples, milestones=(), factor=5,
-                 max_batch_size=None, momentum=0.0, max_device_batch=None):
+    def __init__(self, batch_size, learning_rate=None, num_examples=None, milestones=(),
+                 factor=5, max_batch_size=None, momentum=0.0, max_device_batch=None):
         super().__init__()
-        if batch_size < 1 or learning_rate <= 0 or num_examples < 1:
-            raise ValueError(
-                "BatchSizeSchedule needs batch_size >= 1, learning_rate > 0 and "
-                f"num_examples >= 1; got {batch_size}, {learning_rate}, {num_examples}.")
-        self.initial_batch_size = int(batch_size)
-        self.initial_learning_rate = float(learning_rate)
-        self.num_examples = int(num_examples)
-        self.milestones = tuple(sorted(int(m) for m in milestones))
-        self.factor = factor
-        self.max_batch_size = max_batch_size
-        self.momentum = momentum if isinstance(momentum, (int, float)) else tuple(
-            (int(e), float(m)) for e, m in momentum)
-        self.max_device_batch = max_device_batch
+        if isinstance(batch_size, TrainingSchedule):
+            self.schedule = batch_size
+        else:
+            self.schedule = TrainingSchedule(
+                batch_size, learning_rate, num_examples, batch_milestones=milestones,
+                batch_factor=factor, max_batch_size=max_batch_size, momentum=momentum,
+                max_device_batch=max_device_batch)
+        self.num_examples = self.schedule.num_examples
 
-    # The schedule, epoch by epoch.
-    def _target(self, epoch):
-        return self.initial_batch_size * self.factor ** sum(epoch >= m for m in self.milestones)
-
+    # Readers of the schedule, epoch by epoch.
     def batch_size(self, epoch):
-        target = self._target(epoch)
-        return int(min(target, self.max_batch_size or target))
+        return self.schedule[epoch].batch_size
 
     def learning_rate(self, epoch):
-        return self.initial_learning_rate * self.batch_size(epoch) / self._target(epoch)
+        return self.schedule[epoch].learning_rate
 
     def momentum_at(self, epoch):
-        if isinstance(self.momentum, (int, float)):
-            return float(self.momentum)
-        return [m for e, m in self.momentum if e <= epoch][-1]
+        return self.schedule[epoch].momentum
 
     def split(self, epoch):
         """(physical batch, accumulation steps) at `epoch`."""
-        return split_batch(self.batch_size(epoch), self.max_device_batch)
-
-    def updates_per_epoch(self, epoch):
-        return math.ceil(self.num_examples / self.batch_size(epoch))
+        return self.schedule[epoch].physical_batch, self.schedule[epoch].accumulation_steps
 
     def total_updates(self, epochs):
-        return sum(self.updates_per_epoch(e) for e in range(epochs))
+        return self.schedule.total_updates(epochs)
 
     def noise_scale(self, epoch):
-        """g = lr * N / (B * (1 - momentum))."""
-        return self.learning_rate(epoch) * self.num_examples / (
-            self.batch_size(epoch) * (1 - self.momentum_at(epoch)))
+        return self.schedule.noise_scale(epoch)
 
     def phases(self, epochs):
-        """[(first_epoch, end_epoch, physical_batch, momentum)]: runs of epochs
-        one `fit` can train (physical batch and momentum constant)."""
-        out = []
-        for e in range(epochs):
-            key = (self.split(e)[0], self.momentum_at(e))
-            if out and out[-1][2:] == key:
-                out[-1] = (out[-1][0], e + 1, *key)
-            else:
-                out.append((e, e + 1, *key))
-        return out
+        return self.schedule.phases(epochs)
 
     # The callback.
     def on_epoch_begin(self, epoch, logs=None):
-        optimizer = self.model.optimizer
-        physical, steps = self.split(epoch)
-        expected = math.ceil(self.num_examples / physical)
+        optimizer, planned = self.model.optimizer, self.schedule[epoch]
+        expected = math.ceil(self.num_examples / planned.physical_batch)
         if self.params.get("steps") not in (None, expected):
             raise ValueError(
-                f"BatchSizeSchedule: epoch {epoch} needs physical batch {physical} "
+                f"BatchSizeSchedule: epoch {epoch} needs physical batch {planned.physical_batch} "
                 f"({expected} steps) but this fit runs {self.params['steps']} steps; "
                 "train one fit per phase (BatchSizeSchedule.phases or reproduce.runner).")
         accumulator = accumulator_of(optimizer)
-        if steps > 1 and accumulator is None:
+        if planned.accumulation_steps > 1 and accumulator is None:
             raise ValueError(
-                f"BatchSizeSchedule: batch {self.batch_size(epoch)} exceeds max_device_batch="
-                f"{self.max_device_batch}; compile with GradientAccumulator(optimizer).")
+                f"BatchSizeSchedule: batch {planned.batch_size} exceeds max_device_batch="
+                f"{self.schedule.config['max_device_batch']}; compile with "
+                "GradientAccumulator(optimizer).")
         if accumulator is not None:
             if not accumulator.built:
                 accumulator.build(self.model.trainable_variables)
-            accumulator.set_steps(steps)
-            accumulator.set_epoch(self.num_examples, physical)
+            accumulator.set_accumulation_steps(planned.accumulation_steps)
+            accumulator.set_epoch(self.num_examples, planned.physical_batch)
         inner = inner_optimizer(optimizer)
-        if not isinstance(inner._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-            optimizer.learning_rate = self.learning_rate(epoch)
-        if hasattr(inner, "momentum") and inner.momentum != self.momentum_at(epoch):
+        if not _has_schedule(inner):
+            optimizer.learning_rate = planned.learning_rate
+        if hasattr(inner, "momentum") and inner.momentum != planned.momentum:
             # A Python float baked into the compiled step: phases() splits fits
             # where it changes, and the step must be traced again.
-            inner.momentum = self.momentum_at(epoch)
+            inner.momentum = planned.momentum
             self.model.make_train_function(force=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        lr = current_learning_rate(self.model.optimizer)
-        momentum = self.momentum_at(epoch)
-        logs.update(batch_size=self.batch_size(epoch), lr=lr, momentum=momentum,
+        planned, lr = self.schedule[epoch], current_learning_rate(self.model.optimizer)
+        logs.update(batch_size=planned.batch_size, lr=lr, momentum=planned.momentum,
                     updates=int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
-                    noise_scale=lr * self.num_examples / (self.batch_size(epoch) * (1 - momentum)))
+                    noise_scale=lr * self.num_examples
+                    / (planned.batch_size * (1 - planned.momentum)))
 
     def get_config(self):
-        return dict(batch_size=self.initial_batch_size, learning_rate=self.initial_learning_rate,
-                    num_examples=self.num_examples, milestones=self.milestones,
-                    factor=self.factor, max_batch_size=self.max_batch_size,
-                    momentum=self.momentum, max_device_batch=self.max_device_batch)
+        c = self.schedule.get_config()
+        return dict(batch_size=c["batch_size"], learning_rate=c["learning_rate"],
+                    num_examples=c["num_examples"], milestones=c["batch_milestones"],
+                    factor=c["batch_factor"], max_batch_size=c["max_batch_size"],
+                    momentum=c["momentum"], max_device_batch=c["max_device_batch"])
+
+
+def _has_schedule(optimizer):
+    """Whether `optimizer`'s rate is a LearningRateSchedule (read from its public config)."""
+    return isinstance(optimizer.get_config().get("learning_rate"), dict)
 
 
 def current_learning_rate(optimizer):
     """The learning rate the next update will use, schedules included."""
-    inner = inner_optimizer(optimizer)
-    lr = inner._learning_rate
-    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-        lr = lr(inner.iterations)
-    return float(keras.ops.convert_to_numpy(lr))
-
-
-def inner_optimizer(optimizer):
-    """The optimizer that does the arithmetic, below any wrappers."""
-    while hasattr(optimizer, "inner_optimizer"):
-        optimizer = optimizer.inner_optimizer
-    return optimizer
+    return float(keras.ops.convert_to_numpy(inner_optimizer(optimizer).learning_rate))

@@ -4,6 +4,9 @@ from optimizers.accumulation import (
     EpochAlignedAccumulation,
     GradientAccumulator,
     accumulator_of,
+    inner_optimizer,
+    wrapped_optimizers,
 )
 
-__all__ = ["GradientAccumulator", "EpochAlignedAccumulation", "accumulator_of"]
+__all__ = ["GradientAccumulator", "EpochAlignedAccumulation", "accumulator_of",
+           "inner_optimizer", "wrapped_optimizers"]

@@ -1,12 +1,13 @@
 """Gradient accumulation that is exactly the large batch.
 
 `GradientAccumulator` wraps any Keras optimizer. It sums the gradients of
-`steps` micro-batches, each weighted by its number of examples, and then
-lets the inner optimizer take *one* step on their example-weighted mean. With
-a mean-reduced loss that mean is the gradient of the concatenated batch, so
-the step is the large-batch step: weight decay, clipping, EMA, learning-rate
-schedules and `iterations` all act once per update, and the inner optimizer's
-state (momentum, Adam moments) does not move between updates.
+`accumulation_steps` micro-batches, each weighted by its number of examples,
+and then lets the inner optimizer take *one* step on their example-weighted
+mean. With a mean-reduced loss that mean is the gradient of the concatenated
+batch, so the step is the large-batch step: weight decay, clipping, EMA,
+learning-rate schedules and `iterations` all act once per update, and the
+inner optimizer's state (momentum, Adam moments) does not move between
+updates.
 
 What batch normalization sees: every micro-batch is a separate forward pass,
 so batch statistics are computed per micro-batch. Accumulating k x m with
@@ -17,15 +18,13 @@ which has no batch dimension) accumulation equals the large batch.
 
 import keras
 from keras import ops
-from keras.src import backend as keras_backend  # StatelessScope, for JAX
-from keras.src.saving import serialization_lib
 
 
 @keras.saving.register_keras_serializable(package="batchsize")
 class GradientAccumulator(keras.optimizers.Optimizer):
     """Accumulates gradients over micro-batches, then steps the inner optimizer.
 
-    After `steps` micro-batches the weights equal one step of
+    After `accumulation_steps` micro-batches the weights equal one step of
     `inner_optimizer` on the concatenated batch with a mean-reduced loss.
 
     Micro-batch weighting and epoch ends. An optimizer never sees the data,
@@ -36,11 +35,12 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     callback, and it becomes exact for uneven epochs too: the short last
     micro-batch is weighted by its size, and the last window of the epoch is
     *flushed* (applied early, with fewer micro-batches), so an epoch makes
-    `ceil(num_examples / (batch_size * steps))` updates, as native large-batch
-    training does.
+    `ceil(num_examples / (batch_size * accumulation_steps))` updates, as
+    native large-batch training does.
 
-    The number of steps is a variable (`set_steps`): a callback may change it
-    between epochs without recompiling.
+    The number of micro-batches per update is a variable
+    (`set_accumulation_steps`): a callback may change it between epochs
+    without recompiling.
 
     Mixed precision: wrap the loss-scale optimizer, not the other way round,
     and compile with `auto_scale_loss=False`:
@@ -51,7 +51,7 @@ class GradientAccumulator(keras.optimizers.Optimizer):
 
     Args:
         inner_optimizer: the `keras.optimizers.Optimizer` that takes the steps.
-        steps: int >= 1, micro-batches per update.
+        accumulation_steps: int >= 1, micro-batches per update.
         name: optional name.
 
     Example:
@@ -62,11 +62,9 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     ...           callbacks=[EpochAlignedAccumulation(len(x), 128)])
     """
 
-    def __init__(self, inner_optimizer, steps=1, name=None, **kwargs):
+    def __init__(self, inner_optimizer, accumulation_steps=1, name=None, **kwargs):
         if isinstance(inner_optimizer, dict):
-            inner_optimizer = serialization_lib.deserialize_keras_object(
-                inner_optimizer
-            )
+            inner_optimizer = keras.saving.deserialize_keras_object(inner_optimizer)
         if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
             raise TypeError(
                 "GradientAccumulator wraps a keras.optimizers.Optimizer; got "
@@ -79,11 +77,11 @@ class GradientAccumulator(keras.optimizers.Optimizer):
                 f"{inner_optimizer.gradient_accumulation_steps}); "
                 "remove that argument and let GradientAccumulator do it."
             )
-        _check_steps(steps)
+        _check_accumulation_steps(accumulation_steps)
         kwargs.pop("learning_rate", None)  # from_config of the base class
         super().__init__(learning_rate=0.0, name=name, **kwargs)
         self.inner_optimizer = inner_optimizer
-        self.initial_steps = int(steps)
+        self.initial_accumulation_steps = int(accumulation_steps)
 
     # -- state -------------------------------------------------------------
     def build(self, var_list):
@@ -99,7 +97,9 @@ class GradientAccumulator(keras.optimizers.Optimizer):
                 name=name,
             )
 
-        self.steps = scalar("steps", "int32", self.initial_steps)
+        self.accumulation_steps = scalar(
+            "accumulation_steps", "int32", self.initial_accumulation_steps
+        )
         self.micro_step = scalar("micro_step", "int32")
         self.window_examples = scalar("window_examples", "float32")
         # How the current epoch is cut (0 = unknown: equal weights, carry).
@@ -123,10 +123,10 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     def variables(self):
         return self._variables + self.inner_optimizer.variables
 
-    def set_steps(self, steps):
+    def set_accumulation_steps(self, accumulation_steps):
         """Sets the micro-batches per update; takes effect at the next window."""
-        _check_steps(steps)
-        self.steps.assign(int(steps))
+        _check_accumulation_steps(accumulation_steps)
+        self.accumulation_steps.assign(int(accumulation_steps))
 
     def set_epoch(self, num_examples, batch_size):
         """Declares the next epoch: `num_examples` cut into `batch_size` batches.
@@ -142,27 +142,49 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         self.micro_batch_size.assign(int(batch_size))
         self.epoch_micro_step.assign(0)
 
-    # -- the step ----------------------------------------------------------
-    def _micro_batch(self):
-        """(weight of this micro-batch, does it close its window?)."""
+    # -- one micro-batch: the body every path shares ---------------------------
+    def _closes_window(self):
+        """(weight of the coming micro-batch, does it close its window?)."""
         known = ops.greater(self.epoch_examples, 0)
-        seen = self.epoch_micro_step * self.micro_batch_size
-        left = self.epoch_examples - seen
+        left = self.epoch_examples - self.epoch_micro_step * self.micro_batch_size
         n = ops.where(
             known, ops.minimum(left, self.micro_batch_size), ops.ones_like(left)
         )
         last_of_epoch = ops.logical_and(known, ops.less_equal(left, self.micro_batch_size))
         closes = ops.logical_or(
-            ops.greater_equal(self.micro_step + 1, self.steps), last_of_epoch
+            ops.greater_equal(self.micro_step + 1, self.accumulation_steps), last_of_epoch
         )
         return ops.cast(n, "float32"), closes
 
-    def _mean_gradients(self, accumulated, total, reference):
-        return [
-            ops.cast(ops.divide(a, total), v.dtype)
-            for a, v in zip(accumulated, reference)
-        ]
+    def _accumulate(self, grads, n, add=None):
+        """Adds the micro-batch's gradients, weighted by its `n` examples.
+        `add(accumulator, fn, grad)` applies fn per replica under tf.distribute."""
+        add = add or (lambda acc, fn, g: acc.assign(fn(acc, g)))
+        for acc, g in zip(self.accumulators, grads):
+            if g is not None:
+                add(acc, lambda a, g: a + n * ops.cast(g, "float32"), g)
+        self.window_examples.assign(self.window_examples + n)
+        self.epoch_micro_step.assign(self.epoch_micro_step + 1)
 
+    def _close_window(self, variables, step, per_replica=None):
+        """`step(mean gradients, variables)` on the window's example-weighted
+        mean, then an empty window. `per_replica(fn, *args)` computes the mean
+        per replica under tf.distribute."""
+        per_replica = per_replica or (lambda fn, *args: fn(*args))
+        mean = [
+            per_replica(lambda a, v: ops.cast(a / self.window_examples, v.dtype), a, v)
+            for a, v in zip(self.accumulators, variables)
+        ]
+        step(mean, variables)
+        for acc in self.accumulators:
+            acc.assign(ops.zeros(acc.shape, acc.dtype))
+        self.window_examples.assign(0.0)
+        self.micro_step.assign(0)
+
+    def _wait(self):
+        self.micro_step.assign(self.micro_step + 1)
+
+    # -- the three ways Keras applies gradients ------------------------------
     def apply(self, grads, trainable_variables=None):
         if not self.built:
             self.build(trainable_variables)
@@ -172,24 +194,15 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         if keras.backend.backend() == "tensorflow" and _needs_merge_call():
             self._tf_distributed_apply(grads, variables)
             return
-        n, closes = self._micro_batch()
-        for acc, g in zip(self.accumulators, grads):
-            if g is not None:
-                acc.assign(acc + n * ops.cast(g, "float32"))
-        self.window_examples.assign(self.window_examples + n)
-        ops.cond(closes, lambda: self._close_window(variables), self._wait)
-        self.epoch_micro_step.assign(self.epoch_micro_step + 1)
-
-    def _close_window(self, variables):
-        mean = self._mean_gradients(self.accumulators, self.window_examples, variables)
-        self.inner_optimizer.apply(mean, variables)
-        for acc in self.accumulators:
-            acc.assign(ops.zeros_like(acc))
-        self.window_examples.assign(0.0)
-        self.micro_step.assign(0)
-
-    def _wait(self):
-        self.micro_step.assign(self.micro_step + 1)
+        n, closes = self._closes_window()
+        self._accumulate(grads, n)
+        close = lambda: self._close_window(variables, self.inner_optimizer.apply)  # noqa: E731
+        if keras.backend.backend() == "jax":
+            # Eager only (compiled JAX steps use stateless_apply), and lax.cond
+            # cannot hold side effects: branch in Python.
+            (close if bool(closes) else self._wait)()
+        else:
+            ops.cond(closes, close, self._wait)
 
     def _tf_distributed_apply(self, grads, variables):
         """tf.distribute (MirroredStrategy): accumulate each replica's own
@@ -198,76 +211,48 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         import tensorflow as tf
 
         def merged(distribution, grads, variables):
-            n, closes = self._micro_batch()
-            for acc, g in zip(self.accumulators, grads):
-                if g is not None:
-                    distribution.extended.update(
-                        acc.value, lambda a, g: a.assign(a + n * tf.cast(g, "float32")),
-                        args=(g,), group=False)
-            self.window_examples.assign(self.window_examples + n)
+            extended = distribution.extended
+            n, closes = self._closes_window()
+            self._accumulate(grads, n, add=lambda acc, fn, g: extended.update(
+                acc.value, fn, args=(g,), group=False))
 
-            def per_replica_step(mean, variables):
-                distribution.extended.call_for_each_replica(
+            def step(mean, variables):
+                extended.call_for_each_replica(
                     self.inner_optimizer.apply, args=(mean, variables))
 
-            def close():
-                mean = [
-                    distribution.extended.call_for_each_replica(
-                        lambda a, v: tf.cast(a / self.window_examples, v.dtype), args=(a, v))
-                    for a, v in zip(self.accumulators, variables)
-                ]
-                per_replica_step(mean, variables)
-                for acc in self.accumulators:
-                    acc.assign(tf.zeros_like(acc))
-                self.window_examples.assign(0.0)
-                self.micro_step.assign(0)
+            def per_replica(fn, *args):
+                return extended.call_for_each_replica(fn, args=args)
 
-            ops.cond(closes, close, self._wait)
-            self.epoch_micro_step.assign(self.epoch_micro_step + 1)
+            ops.cond(closes, lambda: self._close_window(variables, step, per_replica),
+                     self._wait)
 
         tf.distribute.get_replica_context().merge_call(merged, args=(grads, variables))
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
-        # JAX: no side effects inside lax.cond, so each branch returns values.
-        own_count = len(self._variables)
+        # JAX: no side effects inside lax.cond, so each branch runs the shared
+        # body in a StatelessScope of its own and returns the new values.
         mapping = list(zip(self.variables, optimizer_variables))
-        with keras_backend.StatelessScope(state_mapping=mapping):
-            n, closes = self._micro_batch()
-            accumulated = [
-                acc if g is None else acc + n * ops.cast(g, "float32")
-                for acc, g in zip(
-                    [ops.convert_to_tensor(a) for a in self.accumulators], grads
-                )
-            ]
-            total = ops.convert_to_tensor(self.window_examples) + n
-            micro_step = ops.convert_to_tensor(self.micro_step)
-            epoch_micro_step = ops.convert_to_tensor(self.epoch_micro_step) + 1
-        own_index = {id(v): i for i, v in enumerate(self._variables)}
-        inner_values = list(optimizer_variables[own_count:])
+        with keras.StatelessScope(state_mapping=mapping):
+            n, closes = self._closes_window()
 
-        def own_values(accs, total, micro_step):
-            values = list(optimizer_variables[:own_count])
-            for acc_var, value in zip(self.accumulators, accs):
-                values[own_index[id(acc_var)]] = value
-            values[own_index[id(self.window_examples)]] = total
-            values[own_index[id(self.micro_step)]] = micro_step
-            values[own_index[id(self.epoch_micro_step)]] = epoch_micro_step
-            return values
+        def branch(close):
+            def run():
+                new = dict(trainable=list(trainable_variables))
+                with keras.StatelessScope(state_mapping=mapping) as scope:
+                    self._accumulate(grads, n)
+                    inner = [scope.get_current_value(v) for v in self.inner_optimizer.variables]
+                    if close:
+                        def step(mean, variables):
+                            new["trainable"], inner[:] = self.inner_optimizer.stateless_apply(
+                                inner, mean, variables)
+                        self._close_window(list(trainable_variables), step)
+                    else:
+                        self._wait()
+                    own = [scope.get_current_value(v) for v in self._variables]
+                return list(new["trainable"]), own + list(inner)
+            return run
 
-        def update():
-            mean = self._mean_gradients(accumulated, total, trainable_variables)
-            new_trainable, new_inner = self.inner_optimizer.stateless_apply(
-                inner_values, mean, trainable_variables
-            )
-            zeros = [ops.zeros_like(a) for a in accumulated]
-            own = own_values(zeros, ops.zeros_like(total), ops.zeros_like(micro_step))
-            return list(new_trainable), own + list(new_inner)
-
-        def wait():
-            own = own_values(accumulated, total, micro_step + 1)
-            return list(trainable_variables), own + inner_values
-
-        return ops.cond(closes, update, wait)
+        return ops.cond(closes, branch(True), branch(False))
 
     # -- delegation --------------------------------------------------------
     @property
@@ -292,20 +277,22 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         self.inner_optimizer.finalize_variable_values(var_list)
 
     def get_config(self):
+        steps = (int(keras.ops.convert_to_numpy(self.accumulation_steps)) if self.built
+                 else self.initial_accumulation_steps)
         return {
             "name": self.name,
-            "inner_optimizer": serialization_lib.serialize_keras_object(
-                self.inner_optimizer
-            ),
-            "steps": int(self.steps.numpy()) if self.built else self.initial_steps,
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "accumulation_steps": steps,
         }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        inner = serialization_lib.deserialize_keras_object(
+        inner = keras.saving.deserialize_keras_object(
             config.pop("inner_optimizer"), custom_objects=custom_objects
         )
+        if "steps" in config:  # saved before the argument was renamed
+            config["accumulation_steps"] = config.pop("steps")
         return cls(inner, **config)
 
 
@@ -316,10 +303,11 @@ def _needs_merge_call():
             and not tf.__internal__.distribute.strategy_supports_no_merge_call())
 
 
-def _check_steps(steps):
+def _check_accumulation_steps(steps):
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(
-            f"GradientAccumulator steps must be an integer >= 1; got steps={steps!r}."
+            "GradientAccumulator accumulation_steps must be an integer >= 1; got "
+            f"accumulation_steps={steps!r}."
         )
 
 
@@ -358,10 +346,19 @@ class EpochAlignedAccumulation(keras.callbacks.Callback):
         optimizer.set_epoch(self.num_examples, self.batch_size)
 
 
+def wrapped_optimizers(optimizer):
+    """`optimizer` and every optimizer it wraps (`inner_optimizer`), outermost first."""
+    while optimizer is not None:
+        yield optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+
+
 def accumulator_of(optimizer):
     """The `GradientAccumulator` in `optimizer` (or wrapping it), or None."""
-    while optimizer is not None:
-        if isinstance(optimizer, GradientAccumulator):
-            return optimizer
-        optimizer = getattr(optimizer, "inner_optimizer", None)
-    return None
+    return next((o for o in wrapped_optimizers(optimizer)
+                 if isinstance(o, GradientAccumulator)), None)
+
+
+def inner_optimizer(optimizer):
+    """The optimizer that does the arithmetic, below any wrappers."""
+    return list(wrapped_optimizers(optimizer))[-1]

@@ -24,14 +24,21 @@ import numpy as np
 import pandas as pd
 
 import models
-from callbacks.schedules import BatchSizeSchedule, WarmupStepDecay, current_learning_rate
+from callbacks.schedules import BatchSizeSchedule, TrainingSchedule, current_learning_rate
 from optimizers import GradientAccumulator
 from reproduce import datasets
-from reproduce.cli import save_atomic
+from reproduce.cli import UserError, save_atomic
 from reproduce.engine import ENGINES, FastEngine, fast_engine_available
 from reproduce.pipeline import AUGMENTATIONS, channel_stats, epoch_arrays, standardize
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+# Fields added after runs were stored, left out of the key at these values so
+# those runs keep their keys.
+KEY_DEFAULTS = {"subset_seed": 12345}
+
+
+class ConfigError(UserError, ValueError):
+    """A RunConfig field with a bad value; the message names the field and value."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +47,8 @@ class RunConfig:
 
     Learning rate: `lr` is the rate of the mean-reduced loss; it is multiplied
     by `lr_decay` at each epoch of `lr_milestones`, after a linear warm-up
-    from lr/32 over the first `warmup` fraction of updates.
+    from lr/32 over the first `warmup` fraction of updates. Every schedule
+    counts updates (`callbacks.TrainingSchedule`, from `training_schedule`).
     Batch size: `batch_size`, multiplied by `batch_factor` at each epoch of
     `batch_milestones` and capped at `max_batch_size` (past the cap the rate
     decays instead: `callbacks.BatchSizeSchedule`). Batches above
@@ -73,6 +81,7 @@ class RunConfig:
     augment: object = False  # False, True (CIFAR pad-crop-flip) or "shift" (digits)
     train_size: int = None
     test_size: int = None
+    subset_seed: int = 12345  # which train_size / test_size examples (every run of a sweep alike)
     seed: int = 0
     engine: str = "fast"
 
@@ -82,10 +91,10 @@ class RunConfig:
         self.validate()
 
     def validate(self):
-        """Raises ValueError naming the bad field, its value and what is expected."""
+        """Raises ConfigError naming the bad field, its value and what is expected."""
         def need(ok, field, expected):
             if not ok:
-                raise ValueError(f"{field}={getattr(self, field)!r}: expected {expected}.")
+                raise ConfigError(f"{field}={getattr(self, field)!r}: expected {expected}.")
 
         need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(self.lr > 0 and math.isfinite(self.lr), "lr", "a number > 0")
@@ -100,35 +109,46 @@ class RunConfig:
         need(any(self.augment is a for a in AUGMENTATIONS) or self.augment == "shift",
              "augment", "False, True (pad-crop-flip) or 'shift'")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
-        models.parse_norm(self.norm)
+        try:
+            models.parse_norm(self.norm)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
     @property
     def key(self):
         fields = dataclasses.asdict(self)
         del fields["engine"]
+        for name, value in KEY_DEFAULTS.items():
+            if fields[name] == value:
+                del fields[name]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
-    def schedule(self, num_examples):
+    def training_schedule(self, num_examples):
+        """The run's `TrainingSchedule` on `num_examples` training examples:
+        batch, physical batch, accumulation, updates, learning rate at every
+        update and momentum, per epoch. Everything that trains the run reads it."""
         device_batch = self.max_device_batch
         if self.accumulation > 1:
             device_batch = self.batch_size // self.accumulation
-        return BatchSizeSchedule(
-            self.batch_size, self.lr, num_examples, milestones=self.batch_milestones,
-            factor=self.batch_factor, max_batch_size=self.max_batch_size,
-            momentum=self.momentum, max_device_batch=device_batch)
+        return TrainingSchedule(
+            self.batch_size, self.lr, num_examples, epochs=self.epochs,
+            batch_milestones=self.batch_milestones, batch_factor=self.batch_factor,
+            max_batch_size=self.max_batch_size, momentum=self.momentum,
+            max_device_batch=device_batch, lr_milestones=self.lr_milestones,
+            lr_decay=self.lr_decay, warmup=self.warmup)
 
 
 # -- data ------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
-def prepared_data(dataset, train_size=None, test_size=None):
-    """Standardized float32 arrays; subsets drawn once with a fixed seed, so
+def prepared_data(dataset, train_size=None, test_size=None, subset_seed=12345):
+    """Standardized float32 arrays; subsets drawn once with `subset_seed`, so
     every run of a sweep sees the same examples."""
     (x, y), (x_test, y_test) = datasets.load(dataset)
-    rng = np.random.default_rng(12345)
+    rng = np.random.default_rng(subset_seed)
     if train_size and train_size < len(x):
         keep = np.sort(rng.permutation(len(x))[:train_size])
         x, y = x[keep], y[keep]
@@ -140,6 +160,11 @@ def prepared_data(dataset, train_size=None, test_size=None):
             standardize(x_test, mean, std), y_test.astype(np.int32))
 
 
+def data_of(config):
+    """`prepared_data` for `config`: (x, y, x_test, y_test)."""
+    return prepared_data(config.dataset, config.train_size, config.test_size, config.subset_seed)
+
+
 def build_model(config, input_shape, num_classes):
     keras.utils.set_random_seed(config.seed)
     return models.build(config.model, input_shape, num_classes, norm=config.norm,
@@ -147,15 +172,9 @@ def build_model(config, input_shape, num_classes):
 
 
 def build_optimizer(config, schedule):
-    """The optimizer, wrapped in a GradientAccumulator when batches are accumulated."""
-    steps_per_epoch = math.ceil(schedule.num_examples / schedule.split(0)[0])
-    lr = config.lr
-    if config.warmup or config.lr_milestones:
-        lr = WarmupStepDecay(
-            config.lr, boundaries=[m * steps_per_epoch for m in config.lr_milestones],
-            warmup_steps=int(config.warmup * config.epochs * steps_per_epoch),
-            factor=config.lr_decay)
-    common = dict(learning_rate=lr, clipnorm=config.clipnorm)
+    """The optimizer, its rate `schedule.learning_rate_schedule()` (in updates),
+    wrapped in a GradientAccumulator when batches are accumulated."""
+    common = dict(learning_rate=schedule.learning_rate_schedule(), clipnorm=config.clipnorm)
     if config.optimizer in ("sgd", "nesterov"):
         inner = keras.optimizers.SGD(momentum=config.momentum,
                                      nesterov=config.optimizer == "nesterov", **common)
@@ -163,7 +182,7 @@ def build_optimizer(config, schedule):
         inner = keras.optimizers.Adam(**common)
     else:
         inner = keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
-    accumulates = any(schedule.split(e)[1] > 1 for e in range(config.epochs))
+    accumulates = any(epoch.accumulation_steps > 1 for epoch in schedule)
     return GradientAccumulator(inner) if accumulates else inner
 
 
@@ -193,9 +212,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self.rows.append(dict(
             epoch=epoch + 1,
             updates=int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
-            batch_size=self.schedule.batch_size(epoch),
+            batch_size=self.schedule[epoch].batch_size,
             lr=self.epoch_lr,
-            momentum=self.schedule.momentum_at(epoch),
+            momentum=self.schedule[epoch].momentum,
             loss=loss, accuracy=float(logs.get("accuracy", np.nan)),
             test_loss=float(logs.get("val_loss", np.nan)),
             test_accuracy=float(logs.get("val_accuracy", np.nan)),
@@ -218,17 +237,16 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
     applies the plan on the device; with engine="fit" the run trains one
     `fit` per epoch on the plan's arrays (`pipeline.epoch_arrays`).
     """
-    x, y, x_test, y_test = data or prepared_data(config.dataset, config.train_size,
-                                                 config.test_size)
+    x, y, x_test, y_test = data or data_of(config)
     num_classes = int(max(y.max(), y_test.max()) + 1)
-    schedule = config.schedule(len(x))
+    schedule = config.training_schedule(len(x))
     model = model or build_model(config, x.shape[1:], num_classes)
     model.compile(
         optimizer=build_optimizer(config, schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
     recorder = EpochRecorder(schedule)
-    all_callbacks = [schedule, *callbacks, recorder]
+    all_callbacks = [BatchSizeSchedule(schedule), *callbacks, recorder]
     started = time.perf_counter()
     engine = config.engine
     if engine == "fast" and not fast_engine_available():
@@ -238,12 +256,12 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
     with np.errstate(all="ignore"):
         if engine == "fast":
             FastEngine(model, x, y, log=log).fit(
-                config.epochs, lambda epoch: schedule.split(epoch)[0], seed=config.seed,
+                config.epochs, lambda epoch: schedule[epoch].physical_batch, seed=config.seed,
                 augment=config.augment, validation_data=(x_test, y_test),
                 callbacks=all_callbacks, verbose=verbose)
         for epoch in range(config.epochs if engine == "fit" else 0):
             x_epoch, y_epoch = epoch_arrays(x, y, epoch, config.seed, augment=config.augment)
-            model.fit(x_epoch, y_epoch, batch_size=schedule.split(epoch)[0], shuffle=False,
+            model.fit(x_epoch, y_epoch, batch_size=schedule[epoch].physical_batch, shuffle=False,
                       epochs=epoch + 1, initial_epoch=epoch, verbose=verbose,
                       validation_data=(x_test, y_test), validation_batch_size=1000,
                       callbacks=all_callbacks)
@@ -316,8 +334,7 @@ class Sweep:
             result, model = train(chosen, verbose=self.verbose, callbacks=extra,
                                   return_model=True, log=self.log)
             if self.measure is not None:
-                data = prepared_data(config.dataset, config.train_size, config.test_size)
-                result["measures"] = self.measure(config, model, data, extra)
+                result["measures"] = self.measure(config, model, data_of(config), extra)
             spent.append(time.perf_counter() - started)
             write_json_atomic(self.path(config), dict(
                 config=dataclasses.asdict(config), key=config.key, **result))

@@ -100,7 +100,7 @@ def test_matches_keras_built_in_accumulation_on_equal_micro_batches():
 def test_inner_state_does_not_move_between_updates():
     var = keras.Variable(np.ones(3, "float32"))
     inner = keras.optimizers.Adam(0.1)
-    opt = GradientAccumulator(inner, steps=3)
+    opt = GradientAccumulator(inner, accumulation_steps=3)
     opt.build([var])
     before = [np.array(v) for v in inner.variables]
     opt.apply([np.array([1.0, 2.0, 3.0], "float32")], [var])
@@ -135,7 +135,7 @@ def test_steps_change_between_epochs_without_recompiling():
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 1:
                 self.function = self.model.train_function
-                self.model.optimizer.set_steps(4)
+                self.model.optimizer.set_accumulation_steps(4)
 
     model = small_model()
     model.compile(GradientAccumulator(make(), 2), LOSS)
@@ -162,10 +162,13 @@ def test_batch_norm_sees_micro_batches_so_accumulation_differs_group_norm_does_n
         assert (gap < 1e-5) == same, (norm, gap)
 
 
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason=(
+    "Keras's own LossScaleOptimizer.apply cannot run eagerly on JAX (its ops.cond has side "
+    "effects); inside fit it is covered by the next test"))
 def test_mixed_precision_non_finite_micro_batch_skips_its_whole_window():
     var = keras.Variable(np.ones(2, "float32"))
     lso = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1.0), initial_scale=8.0)
-    opt = GradientAccumulator(lso, steps=2)
+    opt = GradientAccumulator(lso, accumulation_steps=2)
     opt.build([var])
     assert float(opt.scale_loss(1.0)) == 8.0  # the loss scale is the inner one's
     opt.apply([np.array([8.0, 8.0], "float32")], [var])
@@ -204,7 +207,7 @@ def test_save_and_load_round_trips_the_wrapper_and_its_open_window(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded.optimizer, GradientAccumulator)
-    assert loaded.optimizer.get_config()["steps"] == STEPS
+    assert loaded.optimizer.get_config()["accumulation_steps"] == STEPS
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_array_equal(np.array(a), np.array(b))
     for m in (model, loaded):
@@ -212,11 +215,20 @@ def test_save_and_load_round_trips_the_wrapper_and_its_open_window(tmp_path):
     assert_same_weights(model, loaded, atol=0)
 
 
+def test_a_config_saved_with_the_old_argument_name_still_loads():
+    config = {"name": "acc", "steps": 3,
+              "inner_optimizer": keras.saving.serialize_keras_object(keras.optimizers.SGD(0.1))}
+    optimizer = GradientAccumulator.from_config(config)
+    assert optimizer.get_config()["accumulation_steps"] == 3
+    assert optimizer.inner_optimizer.get_config()["learning_rate"] == pytest.approx(0.1)
+
+
 def test_bad_steps_are_a_clear_error():
-    with pytest.raises(ValueError, match="steps must be an integer >= 1; got steps=0"):
-        GradientAccumulator(keras.optimizers.SGD(), steps=0)
+    with pytest.raises(ValueError, match="accumulation_steps must be an integer >= 1; "
+                                         "got accumulation_steps=0"):
+        GradientAccumulator(keras.optimizers.SGD(), accumulation_steps=0)
     with pytest.raises(TypeError, match="wraps a keras.optimizers.Optimizer"):
-        GradientAccumulator("sgd", steps=2)
+        GradientAccumulator("sgd", accumulation_steps=2)
 
 
 def _run_script(script, **env):
@@ -227,6 +239,8 @@ def _run_script(script, **env):
     return result.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
 def test_mirrored_strategy_on_two_logical_cpus_gives_the_single_device_weights():
     out = _run_script("""
         import numpy as np, tensorflow as tf, keras
@@ -248,22 +262,3 @@ def test_mirrored_strategy_on_two_logical_cpus_gives_the_single_device_weights()
     """)
     gap = float(out.split("GAP")[-1])
     assert gap < 1e-5
-
-
-def test_jax_backend_equals_the_large_batch():
-    out = _run_script("""
-        import keras
-        assert keras.backend.backend() == "jax"
-        import numpy as np
-        from tests.test_accumulation import OPTIMIZERS, data, large_batch, accumulated
-        x, y = data()
-        for name in ("momentum", "adam", "schedule", "global_clipnorm"):
-            a = accumulated(OPTIMIZERS[name], x, y, 16, 3)
-            b = large_batch(OPTIMIZERS[name], x, y, 48)
-            gap = max(float(np.abs(p - q).max()) for p, q in zip(a.get_weights(), b.get_weights()))
-            print(name, gap, int(a.optimizer.iterations.numpy()))
-    """, KERAS_BACKEND="jax")
-    for line in out.strip().splitlines():
-        name, gap, iterations = line.split()
-        assert float(gap) < 2e-6, line
-        assert int(iterations) == 6, line

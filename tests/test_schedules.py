@@ -2,10 +2,12 @@
 
 import math
 
+import keras
 import pytest
 
-from callbacks import (BatchSizeSchedule, WarmupStepDecay, base_learning_rate, milestones_at,
-                       regime_adaptation, split_batch, sqrt_scaling)
+from callbacks import (BatchSizeSchedule, TrainingSchedule, WarmupStepDecay, base_learning_rate,
+                       current_learning_rate, milestones_at, regime_adaptation, split_batch,
+                       sqrt_scaling)
 
 N = 50000
 MILESTONES = (60, 120, 160)
@@ -72,3 +74,83 @@ def test_warmup_starts_at_lr_over_32_and_decays_at_boundaries():
     assert float(lr(10)) == pytest.approx(0.32)
     assert float(lr(120)) == pytest.approx(0.032)
     assert float(lr(150)) == pytest.approx(0.0032)
+
+
+# -- every schedule in updates ------------------------------------------------
+def test_the_issues_example_places_decay_and_warmup_at_update_counts():
+    """Batch 1024 = 128 x 8 accumulated on 50,000 examples: 49 updates an
+    epoch, so "decay after epoch 1" is update 49 and 5% warm-up of the 490
+    updates is 24 (not 391 and 39, which a count of micro-batches gives)."""
+    from reproduce.runner import RunConfig, build_optimizer
+
+    config = RunConfig(batch_size=1024, accumulation=8, lr_milestones=(1,), warmup=0.05,
+                       lr=0.1, epochs=10)
+    schedule = config.training_schedule(50000)
+    assert [(s.batch_size, s.physical_batch, s.accumulation_steps, s.updates)
+            for s in schedule] == [(1024, 128, 8, 49)] * 10
+    assert [s.first_update for s in schedule] == list(range(0, 490, 49))
+    assert schedule.total_updates() == 490 and schedule.warmup_updates == 24
+    optimizer = build_optimizer(config, schedule)
+    rate = optimizer.inner_optimizer.get_config()["learning_rate"]
+    lr = keras.saving.deserialize_keras_object(rate)
+    for update in range(490):  # hand-written: warm-up from lr/32 over 24 updates, / 10 at 49
+        expected = 0.1 * (1 / 32 + 31 / 32 * min(update / 24, 1)) * (0.1 if update >= 49 else 1)
+        assert float(lr(update)) == pytest.approx(expected, rel=1e-6), update
+        assert schedule.learning_rate_at(update) == pytest.approx(expected, rel=1e-12)
+
+
+# Warm-up + accumulation + batch milestones on 1,000 examples: batch 64, 128
+# (2 x 64 accumulated), 256 (4 x 64): 16 + 8 + 4 = 28 updates; warm-up 25%
+# of them = 7 updates from lr/32; lr / 10 at epoch 2 (update 24).
+MIXED = dict(batch_size=64, lr=0.2, epochs=3, batch_milestones=(1, 2), batch_factor=2,
+             max_device_batch=64, lr_milestones=(2,), warmup=0.25)
+MIXED_TABLE = ([0.2 * (1 / 32 + 31 / 32 * u / 7) for u in range(7)]  # updates 0-6
+               + [0.2] * 17                                           # 7-23
+               + [0.02] * 4)                                          # 24-27
+
+
+def test_warmup_accumulation_and_batch_milestones_give_the_hand_computed_rate_per_update():
+    from reproduce.runner import RunConfig
+
+    schedule = RunConfig(**MIXED).training_schedule(1000)
+    assert [(s.batch_size, s.physical_batch, s.accumulation_steps, s.updates, s.first_update)
+            for s in schedule] == [(64, 64, 1, 16, 0), (128, 64, 2, 8, 16), (256, 64, 4, 4, 24)]
+    assert [schedule.learning_rate_at(u) for u in range(28)] == pytest.approx(MIXED_TABLE)
+
+
+class RateAtEveryUpdate(keras.callbacks.Callback):
+    """Records (update, learning rate) whenever a new update is about to be made."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = self.model.optimizer
+        update = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        self.seen.setdefault(update, current_learning_rate(optimizer))
+
+
+def test_a_trained_run_uses_the_hand_computed_rate_at_every_update():
+    import numpy as np
+
+    from reproduce.runner import RunConfig, train
+
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(1000, 6, 6, 1)).astype("float32"), rng.integers(0, 10, 1000),
+            rng.normal(size=(100, 6, 6, 1)).astype("float32"), rng.integers(0, 10, 100))
+    recorder = RateAtEveryUpdate()
+    result = train(RunConfig(model="f1", norm="none", engine="fit", **MIXED), data=data,
+                   callbacks=[recorder])
+    assert [row["updates"] for row in result["rows"]] == [16, 24, 28]
+    assert sorted(recorder.seen) == list(range(28))
+    assert [recorder.seen[u] for u in range(28)] == pytest.approx(MIXED_TABLE, rel=1e-6)
+
+
+def test_open_ended_schedule_and_bad_values_are_named():
+    s = TrainingSchedule(128, 0.1, 50000, batch_milestones=(60,))
+    assert s[100].batch_size == 640 and s[100].first_update == 60 * 391 + 40 * 79
+    with pytest.raises(ValueError, match="warmup=0.1 is a fraction of training: give epochs"):
+        TrainingSchedule(128, 0.1, 50000, warmup=0.1)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        TrainingSchedule(0, 0.1, 50000)
