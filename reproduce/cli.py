@@ -2,6 +2,7 @@
 arguments, one-line errors with a non-zero exit, atomic figure/CSV writes."""
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -32,6 +33,20 @@ def parser(description):
                    help="fast: data on the device, many steps per call (reproduce.engine); "
                         "fit: model.fit. Same results; runs stored by either are reused")
     return p
+
+
+class UserError(Exception):
+    """Bad input from the user (a dataset, a config value, a file): the
+    command-line tools print its message on one line, with no traceback."""
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Turns a `UserError` into one line on stderr and exit status 2."""
+    try:
+        yield
+    except UserError as error:
+        fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
 
 
 def fail(message):

@@ -25,11 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
+from reproduce.cli import UserError
+
 HERE = Path(__file__).resolve().parent.parent
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A dataset file is missing, cannot be fetched, or fails its checksum."""
+
+
+class ChecksumError(DatasetError):
+    """A file is there but is not the file it should be."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ def verify(path, file):
         return
     if file.content_sha256 and sha256_of(path, decompress=True) == file.content_sha256:
         return
-    raise DatasetError(
+    raise ChecksumError(
         f"checksum mismatch for {path}: expected sha256 {file.sha256}, got "
         f"{actual}. Delete the file (or fix the mirror) and run again."
     )
@@ -207,8 +213,13 @@ def _load_cifar10(data_dir, mirror, download):
     arrays, archive = FILES["cifar10"]
     try:
         path = locate(arrays, data_dir, mirror, download=False)
-    except DatasetError:
-        return _cifar_from_tar(locate(archive, data_dir, mirror, download=download), False)
+    except DatasetError as first:  # no arrays: the original archive will do
+        try:
+            return _cifar_from_tar(locate(archive, data_dir, mirror, download=download), False)
+        except DatasetError as second:
+            if isinstance(first, ChecksumError):  # name the bad file, not only the download
+                raise ChecksumError(f"{first} Then: {second}") from None
+            raise
     with np.load(path) as d:
         return (d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])
 
@@ -242,7 +253,7 @@ def _load_tfds(name, data_dir, download):
     return arrays("train"), arrays("test")
 
 
-def load(name, data_dir=None, mirror=None, download=True):
+def load(name, data_dir=None, mirror=None, download=None):
     """Loads a dataset as uint8 images and integer labels.
 
     Args:
@@ -250,7 +261,8 @@ def load(name, data_dir=None, mirror=None, download=True):
             image-classification dataset with "train" and "test" splits.
         data_dir: writable data folder; default $DATA_DIR or data/.
         mirror: read-only mirror folder; default $DATA_MIRROR or ../shared/data.
-        download: fetch missing files from the canonical URL.
+        download: fetch missing files from the canonical URL; default: yes,
+            unless $DATA_DOWNLOAD is 0.
 
     Returns:
         `((x_train, y_train), (x_test, y_test))`, x as (N, H, W, C) uint8.
@@ -262,6 +274,8 @@ def load(name, data_dir=None, mirror=None, download=True):
     (60000, 28, 28, 1)
     """
     data_dir = Path(data_dir or default_data_dir())
+    if download is None:
+        download = os.environ.get("DATA_DOWNLOAD", "1") != "0"
     if name in ("mnist", "fashion_mnist"):
         return _load_idx(name, data_dir, mirror, download)
     if name == "cifar10":

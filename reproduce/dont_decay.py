@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from callbacks import milestones_at
-from reproduce import cli
-from reproduce.runner import RunConfig, Sweep, prepared_data
+from reproduce.figure import Figure, run_figure
+from reproduce.runner import ConfigError, RunConfig, data_of
 
 STEPS = (0.3, 0.6, 0.8)  # fractions of training: 60/120/160 of 200 epochs
 PAPER_FIG5 = {  # run: (updates, test accuracy) as published
@@ -63,26 +63,35 @@ PRESETS = {
 }
 
 
-def grid(preset, max_device_batch=None):
+# Figs 1-3: the three schedules, as the batch cap (in multiples of B0; None: no cap).
+SCHEDULES = {"decaying learning rate": 1, "hybrid": "factor", "increasing batch size": None}
+# Fig 5: four runs capped at the preset's B_max ("b_max"), as multiples of the
+# base run's lr and B0, and their momentum.
+FIG5 = {
+    "original schedule": dict(cap=1),
+    "increasing batch": dict(cap="b_max"),
+    "higher initial lr": dict(cap="b_max", lr_times=5, batch_times=5),
+    "+ higher momentum": dict(cap="b_max", lr_times=5, batch_times=25, momentum=0.98),
+}
+
+
+def grid(spec, args=None):
     """{(figure, run): config} for Figs 1-3 (three schedules, momentum and
     Nesterov) and Fig 5 (four runs capped at B_max)."""
-    spec = PRESETS[preset]
     base = spec["base"]
-    if max_device_batch:
-        base = base.replace(max_device_batch=max_device_batch)
-    b0, b_max = base.batch_size, spec["b_max"]
-    schedules = {"decaying learning rate": b0, "hybrid": b0 * base.batch_factor,
-                 "increasing batch size": None}
+    if getattr(args, "max_device_batch", None):
+        base = base.replace(max_device_batch=args.max_device_batch)
+    b0 = base.batch_size
+    caps = {1: b0, "factor": b0 * base.batch_factor, "b_max": spec["b_max"], None: None}
+
     runs = {}
     for optimizer in ("sgd", "nesterov") if spec["nesterov"] else ("sgd",):
-        for name, cap in schedules.items():
-            runs[(optimizer, name)] = base.replace(optimizer=optimizer, max_batch_size=cap)
-    runs[("fig5", "original schedule")] = base.replace(max_batch_size=b0)
-    runs[("fig5", "increasing batch")] = base.replace(max_batch_size=b_max)
-    runs[("fig5", "higher initial lr")] = base.replace(
-        lr=base.lr * 5, batch_size=b0 * 5, max_batch_size=b_max)
-    runs[("fig5", "+ higher momentum")] = base.replace(
-        lr=base.lr * 5, batch_size=b0 * 25, momentum=0.98, max_batch_size=b_max)
+        for name, times in SCHEDULES.items():
+            runs[(optimizer, name)] = base.replace(optimizer=optimizer, max_batch_size=caps[times])
+    for name, run in FIG5.items():
+        runs[("fig5", name)] = base.replace(
+            lr=base.lr * run.get("lr_times", 1), batch_size=b0 * run.get("batch_times", 1),
+            momentum=run.get("momentum", base.momentum), max_batch_size=caps[run["cap"]])
     return runs
 
 
@@ -91,18 +100,17 @@ def configured(runs):
     reference the recorded rows are checked against)."""
     rows = []
     for (figure, name), config in runs.items():
-        n = len(prepared_data(config.dataset, config.train_size, config.test_size)[0])
-        schedule = config.schedule(n)
-        for e in range(config.epochs):
-            physical, steps = schedule.split(e)
-            rows.append(dict(figure=figure, run=name, epoch=e + 1, batch_size=schedule.batch_size(e),
-                             lr=schedule.learning_rate(e), momentum=schedule.momentum_at(e),
-                             physical_batch=physical, accumulation_steps=steps,
-                             updates_in_epoch=schedule.updates_per_epoch(e)))
+        n = len(data_of(config)[0])
+        for planned in config.training_schedule(n):
+            rows.append(dict(figure=figure, run=name, epoch=planned.epoch + 1,
+                             batch_size=planned.batch_size, lr=planned.learning_rate,
+                             momentum=planned.momentum, physical_batch=planned.physical_batch,
+                             accumulation_steps=planned.accumulation_steps,
+                             updates_in_epoch=planned.updates))
     return pd.DataFrame(rows)
 
 
-def tables(sweep, runs):
+def tables(sweep, runs, spec=None):
     frames = [sweep.table([c]).assign(figure=f, run=r) for (f, r), c in runs.items()]
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[["figure", "run", "optimizer", "epoch", "updates", "batch_size", "lr",
@@ -124,10 +132,19 @@ def tables(sweep, runs):
         paper_test_accuracy=[PAPER_FIG5.get(r, ("", None))[1] if f == "fig5" else None
                              for f, r in zip(last.figure, last.run)],
         status=last.status))
-    return frame, plan, table.reset_index(drop=True)
+    return {"": frame, "schedules": plan, "table": table.reset_index(drop=True)}
 
 
-def plot(frame, plan, title):
+def title(runs, spec):
+    base = next(iter(runs.values()))
+    n = len(data_of(base)[0])
+    return (f"{base.model} {base.norm} on CIFAR-10 ({n} images), {base.epochs} epochs, "
+            f"steps at {', '.join(map(str, base.batch_milestones))}; "
+            f"max device batch {base.max_device_batch}")
+
+
+def plot(tables, runs, spec, title):
+    frame, plan = tables[""], tables["schedules"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,35 +207,30 @@ def plot(frame, plan, title):
     ax.legend(fontsize=8)
     fig.tight_layout()
     figs.append(fig)
-    return figs
+    return dict(zip(("schedules", "loss", "accuracy", "updates"), figs))
+
+
+def options(parser):
+    parser.add_argument("--max-device-batch", type=int, default=None,
+                        help="largest batch one forward pass may take; larger ones are "
+                             "accumulated (default: the preset's)")
+
+
+def check(args):
+    if args.max_device_batch is not None and args.max_device_batch < 1:
+        raise ConfigError(f"--max-device-batch {args.max_device_batch}: expected an integer >= 1")
+
+
+FIGURE = Figure(
+    name="dont_decay", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
+    tables=tables, plots=plot, title=title, options=options, check=check, printed=("table",),
+    describe=lambda c: f"{c.optimizer} lr {c.lr:g} m {c.momentum:g} B0 {c.batch_size} "
+                       f"cap {c.max_batch_size}",
+    report=(("Smith et al.: updates and final test accuracy per schedule", "table"),))
 
 
 def main(argv=None):
-    p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--max-device-batch", type=int, default=None,
-                   help="largest batch one forward pass may take; larger ones are accumulated "
-                        "(default: the preset's)")
-    args = p.parse_args(argv)
-    if args.max_device_batch is not None and args.max_device_batch < 1:
-        cli.fail(f"--max-device-batch {args.max_device_batch}: expected an integer >= 1")
-    runs = grid(args.preset, args.max_device_batch)
-    sweep = Sweep(args.results / "dont_decay", verbose=int(args.verbose), engine=args.engine, describe=lambda c: (
-        f"{c.optimizer} lr {c.lr:g} m {c.momentum:g} B0 {c.batch_size} cap {c.max_batch_size}"))
-    sweep.run(list(runs.values()))
-    frame, plan, table = tables(sweep, runs)
-    base = next(iter(runs.values()))
-    n = len(prepared_data(base.dataset, base.train_size, base.test_size)[0])
-    title = (f"{base.model} {base.norm} on CIFAR-10 ({n} images), {base.epochs} epochs, "
-             f"steps at {', '.join(map(str, base.batch_milestones))}; "
-             f"max device batch {base.max_device_batch}")
-    name = "dont_decay" + ("" if args.preset == "quick" else f"_{args.preset}")
-    cli.save_csv(frame, args.out / f"{name}.csv")
-    cli.save_csv(plan, args.out / f"{name}_schedules.csv")
-    cli.save_csv(table, args.out / f"{name}_table.csv")
-    for fig, suffix in zip(plot(frame, plan, title), ("schedules", "loss", "accuracy", "updates")):
-        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
-    print(table.to_string(index=False))
-    print(f"wrote {args.out}/{name}*.png and .csv")
+    run_figure(FIGURE, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ accumulation wrapper included, same loss and metrics) differently:
 - each epoch's random draws (order, crop offsets, flips: a
   `pipeline.EpochPlan`, a few integers per example) are made on the host, as
   for fit, and applied on the device: gather, pad, crop, flip;
-- up to `steps_per_call` training steps run in one compiled call: a
+- up to `batches_per_call` batches (training steps) run in one compiled call: a
   `lax.fori_loop` over the model's stateless `train_step` on JAX (on a JAX
   CPU, a Python loop of jitted steps: XLA:CPU runs steps inside a loop ~5x
   slower), a `tf.function` loop over its `train_step` on TensorFlow.
@@ -29,7 +29,7 @@ fit's to float32 round-off (tests/test_engine.py); test accuracy is computed
 by the same `model.evaluate`.
 
 A training set that does not fit in the device's memory is streamed from the
-host instead, `steps_per_call` batches per copy, with a message saying so.
+host instead, `batches_per_call` batches per copy, with a message saying so.
 The PyTorch backend has no such engine here: runs fall back to `fit`.
 """
 
@@ -68,7 +68,7 @@ class FastEngine:
         model: a compiled Keras model (JAX or TensorFlow backend).
         x: float32 training inputs (N, ...), already standardized (numpy).
         y: integer labels (N,).
-        steps_per_call: training steps per compiled call; callbacks run
+        batches_per_call: batches trained per compiled call; callbacks run
             between calls.
         device_data_limit: bytes of training data that may be put on the
             device; None: half the device's free memory where known, else
@@ -82,13 +82,13 @@ class FastEngine:
     ...            validation_data=(x_test, y_test), callbacks=[keras.callbacks.CSVLogger("log.csv")])
     """
 
-    def __init__(self, model, x, y, steps_per_call=100, device_data_limit=None, log=sys.stdout):
+    def __init__(self, model, x, y, batches_per_call=100, device_data_limit=None, log=sys.stdout):
         if not fast_engine_available():
             raise ValueError(f"FastEngine runs on the JAX and TensorFlow backends, not "
                              f"{keras.backend.backend()!r}; use engine='fit'.")
-        if steps_per_call < 1:
-            raise ValueError(f"steps_per_call={steps_per_call!r}: expected an integer >= 1.")
-        self.model, self.steps_per_call, self.log = model, int(steps_per_call), log
+        if batches_per_call < 1:
+            raise ValueError(f"batches_per_call={batches_per_call!r}: expected an integer >= 1.")
+        self.model, self.batches_per_call, self.log = model, int(batches_per_call), log
         self.x_host, self.y_host = np.asarray(x, np.float32), np.asarray(y, np.int32)
         self._functions, self._train_function = {}, None
         self.compiled_batch_sizes = []  # one entry per compilation, for tests and logs
@@ -102,7 +102,7 @@ class FastEngine:
             limit = None if free is None else free // 2
         if limit is not None and size > limit:
             self._say(f"fast engine: the training set ({size / 2**20:.0f} MiB) exceeds the "
-                      f"device budget ({limit / 2**20:.0f} MiB); streaming {self.steps_per_call} "
+                      f"device budget ({limit / 2**20:.0f} MiB); streaming {self.batches_per_call} "
                       "batches per copy from the host instead.")
             return False
         try:
@@ -194,7 +194,7 @@ class FastEngine:
             model.reset_metrics()
             callbacks.on_epoch_begin(epoch)
             plan = EpochPlan(n, epoch, seed, augment=augment)
-            rows = min(self.steps_per_call, full) if full else 0
+            rows = min(self.batches_per_call, full) if full else 0
             step = 0
             while step < full and not model.stop_training:
                 count = min(rows, full - step, *self._due(callbacks))

@@ -23,8 +23,8 @@ _error.png,_distance.png,_adapted.png}.
 import pandas as pd
 
 from callbacks import WeightDistance, milestones_at, regime_adaptation, sqrt_scaling
-from reproduce import cli
-from reproduce.runner import RunConfig, Sweep
+from reproduce.figure import Figure, run_figure
+from reproduce.runner import RunConfig
 
 COLUMNS = ("SB", "LB", "+LR", "+GBN", "+RA")
 PAPER_TABLE1 = {  # validation accuracy (%), paper
@@ -78,10 +78,10 @@ def columns(spec):
     return dict(zip(COLUMNS, (sb, lb, lr, gbn, ra)))
 
 
-def grid(preset):
+def grid(preset, args=None):
     """{(network, run label): config}: Table 1's columns and Fig 1's batch sizes."""
     runs = {}
-    for network, spec in PRESETS[preset].items():
+    for network, spec in preset.items():
         table = columns(spec)
         for column, config in table.items():
             runs[(network, column)] = config
@@ -94,6 +94,14 @@ def weight_distance(config):
     return [WeightDistance(per_decade=10)]
 
 
+def callbacks(spec, store):
+    return weight_distance
+
+
+def measure(spec, store):
+    return distance_history
+
+
 def distance_history(config, model, data, callbacks):
     """Fig 2's data: ||w_t - w_0|| (all weights, and the first layer as the
     official code) at log-spaced iterations."""
@@ -103,7 +111,7 @@ def distance_history(config, model, data, callbacks):
                 first_layer=history[first].tolist(), first_layer_name=first)
 
 
-def tables(sweep, runs):
+def tables(sweep, runs, spec=None):
     frames, distances, table = [], [], []
     for (network, label), config in runs.items():
         record = sweep.load(config)
@@ -130,10 +138,18 @@ def tables(sweep, runs):
                               updates=int(row.updates),
                               test_accuracy=round(100 * row.test_accuracy, 2),
                               paper_validation_accuracy=paper_value, status=row.status))
-    return frame, pd.concat(distances, ignore_index=True), pd.DataFrame(table)
+    return {"": frame, "distance": pd.concat(distances, ignore_index=True),
+            "table": pd.DataFrame(table)}
 
 
-def plot(frame, distances, title):
+def title(runs, preset):
+    return ("SGD momentum 0.9, wd 1e-4, gradient norm clipped at 5; "
+            + "; ".join(f"{n}: {s['base'].train_size or 'all'} images, {s['base'].epochs} "
+                        f"epochs, SB {s['small']}, LB {s['large']}" for n, s in preset.items()))
+
+
+def plot(tables, runs, preset, title):
+    frame, distances = tables[""], tables["distance"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,31 +209,19 @@ def plot(frame, distances, title):
     fig.suptitle(title)
     fig.tight_layout()
     figs.append(fig)
-    return figs
+    return dict(zip(("error", "distance", "adapted"), figs))
+
+
+FIGURE = Figure(
+    name="generalization_gap", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
+    tables=tables, plots=plot, title=title, callbacks=callbacks, measure=measure,
+    printed=("table",),
+    describe=lambda c: f"{c.model} b={c.batch_size} lr={c.lr:.3g} {c.norm} {c.epochs} epochs",
+    report=(("Hoffer et al.: Table 1 columns", "table"),))
 
 
 def main(argv=None):
-    p = cli.parser(__doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    runs = grid(args.preset)
-    sweep = Sweep(args.results / "generalization_gap", verbose=int(args.verbose), engine=args.engine,
-                  callbacks=weight_distance, measure=distance_history,
-                  describe=lambda c: (f"{c.model} b={c.batch_size} lr={c.lr:.3g} {c.norm} "
-                                      f"{c.epochs} epochs"))
-    sweep.run(list(runs.values()))
-    frame, distances, table = tables(sweep, runs)
-    title = ("SGD momentum 0.9, wd 1e-4, gradient norm clipped at 5; "
-             + "; ".join(f"{n}: {s['base'].train_size or 'all'} images, {s['base'].epochs} "
-                         f"epochs, SB {s['small']}, LB {s['large']}"
-                         for n, s in PRESETS[args.preset].items()))
-    name = "generalization_gap" + ("" if args.preset == "quick" else f"_{args.preset}")
-    cli.save_csv(frame, args.out / f"{name}.csv")
-    cli.save_csv(distances, args.out / f"{name}_distance.csv")
-    cli.save_csv(table, args.out / f"{name}_table.csv")
-    for fig, suffix in zip(plot(frame, distances, title), ("error", "distance", "adapted")):
-        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
-    print(table.to_string(index=False))
-    print(f"wrote {args.out}/{name}*.png and .csv")
+    run_figure(FIGURE, argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 with gradient accumulation (batch 128 x 8 accumulation steps = 1024).
 
 Method (../shared/papers.md section 5a): the Digit Recognizer CNN, Adam 1e-3,
-an 80/20 split of the 42,000 training images, 20 epochs (`--full`); the
+an 80/20 split of the 42,000 training images, 20 epochs (`--preset paper`); the
 accumulation wrapper makes each update one of batch 128 x 8. Batch norm still
 sees 128 examples per micro-batch (`--norm group` avoids that).
 
@@ -15,7 +15,8 @@ Data, in this order:
    are kept aside in test_labels.csv, so the submission can be scored).
 
     python -m reproduce.kaggle data-from-mnist
-    python -m reproduce.kaggle submit [--full] [--batch 128 --steps 8] [--norm group]
+    python -m reproduce.kaggle submit [--preset smoke|quick|paper] [--batch 128 --steps 8]
+                                      [--norm group] [--set seed=1]
 
 The submission goes to results/<data folder name>/submission.csv (atomically).
 """
@@ -41,7 +42,7 @@ TEST_HEADER = PIXELS
 SUBMISSION_HEADER = ["ImageId", "Label"]
 
 
-class InputError(ValueError):
+class InputError(cli.UserError, ValueError):
     """A malformed competition file; the message names the file and line."""
 
 
@@ -208,7 +209,7 @@ def _kaggle_credentials():
 PRESETS = {
     "smoke": dict(epochs=1, train_rows=512),  # CI: checks the machinery only
     "quick": dict(epochs=5, train_rows=None),  # the default: ~6 minutes on a 2-core CPU
-    "full": dict(epochs=20, train_rows=None),  # the article's 20 epochs (`--full`)
+    "paper": dict(epochs=20, train_rows=None),  # the article's 20 epochs
 }
 
 
@@ -245,13 +246,15 @@ def submit(args):
         x_test, _ = read_digits(folder / "test.csv", labelled=False)
     except (InputError, OSError) as error:
         cli.fail(str(error))
-    preset = PRESETS["full" if args.full else args.preset]
+    preset = PRESETS["paper" if args.full else args.preset]
     if preset["train_rows"]:
         x, y = x[:preset["train_rows"]], y[:preset["train_rows"]]
     epochs = args.epochs or preset["epochs"]
-    config = run_config(args.batch, args.steps, epochs, args.norm, args.augment,
-                        args.seed).replace(engine=args.engine)
-    x_tr, y_tr, x_val, y_val, x_test = split_and_standardize(x, y, x_test, 0.2, args.seed)
+    from reproduce.figure import override, parse_overrides
+
+    config = override(run_config(args.batch, args.steps, epochs, args.norm, args.augment,
+                                 args.seed).replace(engine=args.engine), parse_overrides(args.set))
+    x_tr, y_tr, x_val, y_val, x_test = split_and_standardize(x, y, x_test, 0.2, config.seed)
     print(f"read {len(x)} training and {len(x_test)} test images from {folder} "
           f"({time.perf_counter() - started:.0f}s); training on {len(x_tr)}, validating on "
           f"{len(x_val)}: digit_cnn ({args.norm}), Adam 1e-3, batch {args.batch} x "
@@ -281,9 +284,10 @@ def main(argv=None):
     commands = p.add_subparsers(dest="command", required=True, parser_class=cli.OneLineParser)
     commands.add_parser("data-from-mnist", help="build the MNIST stand-in files")
     s = commands.add_parser("submit", help="train and write submission.csv")
-    s.add_argument("--preset", choices=("smoke", "quick"), default="quick",
-                   help="smoke: seconds (CI); quick: the default, 5 epochs, ~6 minutes on a 2-core CPU")
-    s.add_argument("--full", action="store_true", help="the article's 20 epochs")
+    s.add_argument("--preset", choices=tuple(PRESETS), default="quick",
+                   help="smoke: seconds (CI); quick: the default, 5 epochs, ~6 minutes on a "
+                        "2-core CPU; paper: the article's 20 epochs")
+    s.add_argument("--full", action="store_true", help="the same as --preset paper")
     s.add_argument("--epochs", type=_positive, help="override the preset's epochs")
     s.add_argument("--batch", type=_positive, default=128, help="micro-batch size (128)")
     s.add_argument("--steps", type=_positive, default=8, help="accumulation steps (8)")
@@ -291,21 +295,24 @@ def main(argv=None):
     s.add_argument("--augment", action="store_const", const="shift", default=False,
                    help="random shifts by up to 2 pixels")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
+                   help="override a RunConfig field, e.g. --set lr=0.002 (repeatable)")
     s.add_argument("--out", type=Path, help="submission path (default results/<data>/submission.csv)")
     s.add_argument("--verbose", action="store_true", help="Keras progress bars")
     s.add_argument("--engine", choices=("fast", "fit"), default="fast",
                    help="fast: data on the device (reproduce.engine); fit: model.fit")
     args = p.parse_args(argv)
-    if args.command == "data-from-mnist":
-        folder = make_standin(args.data_dir)
-        print(f"wrote the MNIST stand-in (not the competition data) to {folder}")
-        return
-    try:
-        import models
-        models.parse_norm(args.norm)
-    except ValueError as error:
-        p.error(f"argument --norm: {error}")
-    submit(args)
+    with cli.one_line_errors():
+        if args.command == "data-from-mnist":
+            folder = make_standin(args.data_dir)
+            print(f"wrote the MNIST stand-in (not the competition data) to {folder}")
+            return
+        try:
+            import models
+            models.parse_norm(args.norm)
+        except ValueError as error:
+            p.error(f"argument --norm: {error}")
+        submit(args)
 
 
 def _positive(text):

@@ -26,8 +26,8 @@ import pandas as pd
 
 from callbacks import linear_scaling, sqrt_scaling
 from callbacks.measures import flatten, loss_and_gradient
-from reproduce import cli
-from reproduce.runner import RunConfig, Sweep, build_model
+from reproduce.figure import Figure, run_figure
+from reproduce.runner import RunConfig, build_model
 
 BASE_BATCH = 64
 RULES = {
@@ -53,9 +53,8 @@ PRESETS = {
 }
 
 
-def grid(preset):
+def grid(spec, args=None):
     """{(rule, batch): config}; at batch 64 all rules are the same run."""
-    spec = PRESETS[preset]
     base = spec["base"]
     return {(rule, b): base.replace(batch_size=b, lr=scale(base.lr, b))
             for rule, scale in RULES.items() for b in spec["batch_sizes"]}
@@ -89,12 +88,22 @@ def measure(config, model, data, callbacks=()):
         gradient_norms=norms)
 
 
-def tables(sweep, configs):
-    rows, measures = [], []
+def tables(sweep, configs, spec=None):
+    """Per-epoch rows; per-run measures beside the article; and the
+    distributions behind the second figure in long form (per run: the
+    |w - w0| histogram and each sampled minibatch gradient norm)."""
+    rows, measures, distributions = [], [], []
     for (rule, b), config in configs.items():
         record = sweep.load(config)
         rows.append(sweep.table([config]).assign(rule=rule))
         m = record.get("measures") or {}
+        if m:
+            distributions.append(pd.DataFrame(dict(
+                rule=rule, batch_size=b, quantity="weight_change_histogram",
+                x=np.sqrt(WEIGHT_BINS[:-1] * WEIGHT_BINS[1:]), value=m["weight_change_histogram"])))
+            distributions.append(pd.DataFrame(dict(
+                rule=rule, batch_size=b, quantity="gradient_norm",
+                x=np.arange(len(m["gradient_norms"])), value=m["gradient_norms"])))
         last = record["rows"][-1] if record["rows"] else {}
         measures.append(dict(
             rule=rule, batch_size=b, lr=config.lr, status=record["status"],
@@ -109,10 +118,22 @@ def tables(sweep, configs):
     frame = pd.concat(rows, ignore_index=True)
     frame = frame[["rule", "batch_size", "lr", "epoch", "updates", "loss", "accuracy",
                    "test_loss", "test_accuracy", "status", "wall_time"]]
-    return frame, pd.DataFrame(measures)
+    return {"": frame, "measures": pd.DataFrame(measures),
+            "distributions": pd.concat(distributions, ignore_index=True)}
 
 
-def plot(frame, sweep, configs, title):
+def title(runs, spec):
+    base = next(iter(runs.values()))
+    return (f"{base.model} (no BN) on MNIST ({base.train_size or 60000} images), SGD, "
+            f"{base.epochs} epochs; lr {base.lr} at batch {BASE_BATCH}")
+
+
+def measure_factory(spec, store):
+    return measure
+
+
+def plot(tables, configs, spec, title):
+    frame, measures, dist = tables[""], tables["measures"], tables["distributions"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,26 +158,26 @@ def plot(frame, sweep, configs, title):
     fig1.tight_layout()
 
     fig2, axes = plt.subplots(2, len(RULES), figsize=(5 * len(RULES), 7.5))
-    centers = np.sqrt(WEIGHT_BINS[:-1] * WEIGHT_BINS[1:])
     # One set of log-spaced gradient-norm bins for every panel, so bars compare.
-    all_norms = np.concatenate([np.asarray((sweep.load(c) or {}).get("measures", {}).get(
-        "gradient_norms", []), float) for c in configs.values()])
+    all_norms = dist[dist.quantity == "gradient_norm"].value.to_numpy(float)
     all_norms = all_norms[np.isfinite(all_norms) & (all_norms > 0)]
     norm_bins = (np.logspace(np.log10(all_norms.min()), np.log10(all_norms.max()), 30)
                  if len(all_norms) else 20)
     for col, rule in enumerate(RULES):
         diverged = []
-        for (r, b), config in configs.items():
-            m = (sweep.load(config) or {}).get("measures")
-            if r != rule or not m:
+        for _, m in measures[measures.rule == rule].iterrows():
+            b = m.batch_size
+            run = dist[(dist.rule == rule) & (dist.batch_size == b)]
+            if run.empty:
                 continue
-            if not np.isfinite(m["distance"]):
+            if not np.isfinite(m.distance):
                 diverged.append(str(b))  # nothing to draw
                 continue
-            counts = np.asarray(m["weight_change_histogram"], float)
-            axes[0, col].plot(centers, counts / counts.sum(), color=colors[b],
-                              label=f"batch {b}: ||w-w0|| = {m['distance']:.2f}")
-            norms = np.asarray(m["gradient_norms"])
+            histogram = run[run.quantity == "weight_change_histogram"]
+            counts = histogram.value.to_numpy(float)
+            axes[0, col].plot(histogram.x, counts / counts.sum(), color=colors[b],
+                              label=f"batch {b}: ||w-w0|| = {m.distance:.2f}")
+            norms = run[run.quantity == "gradient_norm"].value.to_numpy(float)
             axes[1, col].hist(norms[np.isfinite(norms)], bins=norm_bins, alpha=0.5, color=colors[b],
                               label=f"batch {b}: median {np.median(norms):.3g}")
         axes[0, col].set(xscale="log", xlabel="|w - w0| per weight", ylabel="fraction of weights",
@@ -169,27 +190,18 @@ def plot(frame, sweep, configs, title):
             ax.legend(fontsize=8)
     fig2.suptitle(title)
     fig2.tight_layout()
-    return fig1, fig2
+    return {"accuracy": fig1, "distributions": fig2}
+
+
+FIGURE = Figure(
+    name="lr_scaling", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
+    tables=tables, plots=plot, title=title, measure=measure_factory, printed=("measures",),
+    describe=lambda c: f"batch {c.batch_size:<4d} lr {c.lr:.4g}",
+    report=(("lr-scaling article: accuracy and measures per rule and batch size", "measures"),))
 
 
 def main(argv=None):
-    p = cli.parser(__doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    configs = grid(args.preset)
-    sweep = Sweep(args.results / "lr_scaling", verbose=int(args.verbose), engine=args.engine, measure=measure,
-                  describe=lambda c: f"batch {c.batch_size:<4d} lr {c.lr:.4g}")
-    sweep.run(list(configs.values()))
-    frame, measures = tables(sweep, configs)
-    base = next(iter(configs.values()))
-    title = (f"{base.model} (no BN) on MNIST ({base.train_size or 60000} images), SGD, "
-             f"{base.epochs} epochs; lr {base.lr} at batch {BASE_BATCH}")
-    name = "lr_scaling" + ("" if args.preset == "quick" else f"_{args.preset}")
-    cli.save_csv(frame, args.out / f"{name}.csv")
-    cli.save_csv(measures, args.out / f"{name}_measures.csv")
-    for fig, suffix in zip(plot(frame, sweep, configs, title), ("accuracy", "distributions")):
-        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
-    print(measures.drop(columns=[c for c in measures if c.startswith("distance_")]).to_string(index=False))
-    print(f"wrote {args.out}/{name}*.png and .csv")
+    run_figure(FIGURE, argv)
 
 
 if __name__ == "__main__":

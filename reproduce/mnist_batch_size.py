@@ -21,8 +21,8 @@ _curves.png,_accumulation.png}.
 import numpy as np
 import pandas as pd
 
-from reproduce import cli
-from reproduce.runner import RunConfig, Sweep
+from reproduce.figure import Figure, run_figure
+from reproduce.runner import RunConfig
 
 # The article's validation accuracy at epoch 20 (dropout on during validation).
 ARTICLE = {32: 0.9818, 64: 0.9854, 128: 0.9863, 256: 0.9871, 512: 0.9861, 1024: 0.9873}
@@ -42,42 +42,47 @@ PRESETS = {
 }
 
 
-def grid(preset):
-    """(sweep configs, accumulation configs): the latter labelled by case."""
-    spec = PRESETS[preset]
+SWEEP = "batch size sweep"
+
+
+def grid(spec, args=None):
+    """{(experiment, case): config}: the batch-size sweep, then the
+    accumulation experiment per normalisation."""
     base = spec["base"]
-    sweep = [base.replace(batch_size=b) for b in spec["batch_sizes"]]
+    runs = {(SWEEP, f"batch {b}"): base.replace(batch_size=b) for b in spec["batch_sizes"]}
     micro, steps = spec["accumulation"]
-    accumulation = {}
     for norm in ("batch", "group"):
-        accumulation[(norm, f"{micro} x {steps} accumulated")] = base.replace(
+        experiment = f"accumulation, {norm} norm"
+        runs[(experiment, f"{micro} x {steps} accumulated")] = base.replace(
             norm=norm, batch_size=micro * steps, accumulation=steps)
-        accumulation[(norm, f"native {micro * steps}")] = base.replace(
+        runs[(experiment, f"native {micro * steps}")] = base.replace(
             norm=norm, batch_size=micro * steps)
-        accumulation[(norm, f"native {micro}")] = base.replace(norm=norm, batch_size=micro)
-    return sweep, accumulation
+        runs[(experiment, f"native {micro}")] = base.replace(norm=norm, batch_size=micro)
+    return runs
 
 
-def tables(sweep, configs, accumulation):
-    """Per-epoch rows of every run (one CSV), and the final-epoch table beside
-    the article's numbers."""
-    frames = []
-    for config in configs:
-        rows = sweep.table([config]).assign(experiment="batch size sweep", case=f"batch {config.batch_size}")
-        frames.append(rows)
-    for (norm, case), config in accumulation.items():
-        frames.append(sweep.table([config]).assign(experiment=f"accumulation, {norm} norm", case=case))
-    frame = pd.concat(frames, ignore_index=True)
+def tables(sweep, runs, spec=None):
+    """Per-epoch rows of every run (one CSV), the final-epoch table beside the
+    article's numbers, and the accumulation summary."""
+    frame = pd.concat([sweep.table([config]).assign(experiment=experiment, case=case)
+                       for (experiment, case), config in runs.items()], ignore_index=True)
     keep = ["experiment", "case", "norm", "batch_size", "accumulation", "epoch", "updates",
             "loss", "accuracy", "test_loss", "test_accuracy", "status", "wall_time"]
     frame = frame[keep]
-    last = frame[frame.experiment == "batch size sweep"].groupby("batch_size").tail(1)
+    last = frame[frame.experiment == SWEEP].groupby("batch_size").tail(1)
     table = pd.DataFrame(dict(
         batch_size=last.batch_size, epochs=last.epoch, updates=last.updates,
         test_accuracy=last.test_accuracy.round(4),
         article_val_accuracy_epoch20=last.batch_size.map(ARTICLE),
         train_accuracy=last.accuracy.round(4), status=last.status))
-    return frame, table.reset_index(drop=True)
+    return {"": frame, "table": table.reset_index(drop=True),
+            "accumulation": accumulation_summary(frame)}
+
+
+def title(runs, spec):
+    base = next(iter(runs.values()))
+    return (f"digit_cnn, Adam 1e-3, MNIST ({base.train_size or 60000} training images), "
+            f"{base.epochs} epochs")
 
 
 def accumulation_summary(frame):
@@ -85,7 +90,7 @@ def accumulation_summary(frame):
     native micro batches (mean |difference| of per-epoch validation accuracy
     and training loss), and each case's final accuracy."""
     rows = []
-    for experiment, group in frame[frame.experiment != "batch size sweep"].groupby("experiment"):
+    for experiment, group in frame[frame.experiment != SWEEP].groupby("experiment"):
         curves = {case: run.set_index("epoch") for case, run in group.groupby("case")}
         accumulated = next(c for c in curves if "accumulated" in c)
         for case, run in curves.items():
@@ -101,14 +106,15 @@ def accumulation_summary(frame):
     return pd.DataFrame(rows)
 
 
-def plot(frame, title):
+def plot(tables, runs, spec, title):
+    frame = tables[""]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    runs = frame[frame.experiment == "batch size sweep"]
+    runs = frame[frame.experiment == SWEEP]
     sizes = sorted(runs.batch_size.unique())
     colors = dict(zip(sizes, sns.color_palette("viridis", len(sizes))))
     # The article's epoch-20 values sit just right of the last epoch, so a short
@@ -133,7 +139,7 @@ def plot(frame, title):
     fig1.suptitle(title)
     fig1.tight_layout()
 
-    acc = frame[frame.experiment != "batch size sweep"]
+    acc = frame[frame.experiment != SWEEP]
     fig2, axes = plt.subplots(2, 2, figsize=(12, 8))
     styles = {case: style for case, style in zip(
         sorted(acc.case.unique(), key=lambda c: ("accumulated" not in c, c)), ("o-", "s--", "^:"))}
@@ -150,30 +156,19 @@ def plot(frame, title):
     fig2.suptitle("gradient accumulation vs native batches: batch norm sees the micro-batch, "
                   "group norm does not\n" + title)
     fig2.tight_layout()
-    return fig1, fig2
+    return {"curves": fig1, "accumulation": fig2}
+
+
+FIGURE = Figure(
+    name="mnist_batch_size", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
+    tables=tables, plots=plot, title=title, printed=("table", "accumulation"),
+    describe=lambda c: f"batch {c.batch_size:<4d} norm={c.norm:<5s} accumulation {c.accumulation}",
+    report=(("Seed article: validation accuracy per batch size", "table"),
+            ("Seed article: accumulation vs native batches", "accumulation")))
 
 
 def main(argv=None):
-    p = cli.parser(__doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    configs, accumulation = grid(args.preset)
-    sweep = Sweep(args.results / "mnist_batch_size", verbose=int(args.verbose), engine=args.engine, describe=lambda c: (
-        f"batch {c.batch_size:<4d} norm={c.norm:<5s} accumulation {c.accumulation}"))
-    sweep.run([*configs, *accumulation.values()])
-    frame, table = tables(sweep, configs, accumulation)
-    base = configs[0]
-    title = (f"digit_cnn, Adam 1e-3, MNIST ({base.train_size or 60000} training images), "
-             f"{base.epochs} epochs")
-    name = "mnist_batch_size" + ("" if args.preset == "quick" else f"_{args.preset}")
-    cli.save_csv(frame, args.out / f"{name}.csv")
-    cli.save_csv(table, args.out / f"{name}_table.csv")
-    summary = accumulation_summary(frame)
-    cli.save_csv(summary, args.out / f"{name}_accumulation.csv")
-    for fig, suffix in zip(plot(frame, title), ("curves", "accumulation")):
-        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
-    print(table.to_string(index=False))
-    print(summary.to_string(index=False))
-    print(f"wrote {args.out}/{name}*.png and .csv")
+    run_figure(FIGURE, argv)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from callbacks import interpolate, sharpness
-from reproduce import cli
 from reproduce.cli import save_atomic
-from reproduce.runner import RunConfig, Sweep, build_model, prepared_data
+from reproduce.figure import Figure, run_figure
+from reproduce.runner import RunConfig, build_model, data_of
 
 PAPER = {  # network: (Table 2 test acc % SB, LB; Table 3 sharpness SB, LB; Table 4 SB, LB)
     "F1 / MNIST": ((98.03, 97.81), (1.23, 205.14), (0.11, 9.22)),
@@ -63,22 +63,23 @@ PRESETS = {
 }
 
 
-def grid(preset):
+def grid(preset, args=None):
     """{(network, batch size): config}; the first size is SB, the last LB."""
     return {(network, b): spec["base"].replace(batch_size=b)
-            for network, spec in PRESETS[preset].items() for b in spec["batch_sizes"]}
+            for network, spec in preset.items() for b in spec["batch_sizes"]}
 
 
 class Measure:
     """After training: sharpness (full space and a random subspace) on the
-    first `examples` training examples, and the final weights saved beside
-    the run (for the line between SB and LB)."""
+    first `examples[(dataset, model)]` training examples, and the final
+    weights saved beside the run (for the line between SB and LB)."""
 
     def __init__(self, store, examples):
         self.store, self.examples = store, examples
 
     def __call__(self, config, model, data, callbacks=()):
-        x, y = data[0][:self.examples], data[1][:self.examples]
+        examples = self.examples[(config.dataset, config.model)]
+        x, y = data[0][:examples], data[1][:examples]
         save_atomic(self.store / f"{config.key}.weights.npz",
                     lambda tmp: np.savez(tmp, *model.get_weights()))
         return dict(sharpness_full=sharpness(model, x, y, epsilon=EPSILON),
@@ -94,7 +95,7 @@ def line(store, small, large):
     """Fig 3's data: loss and accuracy along alpha * LB + (1 - alpha) * SB."""
     import keras
 
-    x, y, x_test, y_test = prepared_data(small.dataset, small.train_size, small.test_size)
+    x, y, x_test, y_test = data_of(small)
     model = build_model(small, x.shape[1:], int(y.max()) + 1)
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -104,7 +105,16 @@ def line(store, small, large):
                        {"train": (x, y), "test": (x_test, y_test)}, bn_mode="batch")
 
 
-def tables(sweep, runs):
+def measure(preset, store):
+    return Measure(store, {(s["base"].dataset, s["base"].model): s["examples"]
+                           for s in preset.values()})
+
+
+def tables(sweep, runs, preset):
+    lines = pd.concat([
+        line(sweep.store, runs[(network, spec["batch_sizes"][0])],
+             runs[(network, spec["batch_sizes"][-1])]).assign(network=network)
+        for network, spec in preset.items()], ignore_index=True)
     rows = []
     for (network, b), config in runs.items():
         record = sweep.load(config)
@@ -124,10 +134,18 @@ def tables(sweep, runs):
                 test_accuracy=round(100 * row.test_accuracy, 2), paper_test_accuracy=paper[0][i],
                 sharpness_full=row.sharpness_full, paper_sharpness_full=paper[1][i],
                 sharpness_subspace=row.sharpness_subspace, paper_sharpness_subspace=paper[2][i]))
-    return per_batch, pd.DataFrame(table)
+    return {"": per_batch, "table": pd.DataFrame(table), "line": lines}
 
 
-def plot(lines, per_batch, title):
+def title(runs, preset):
+    return ("Adam 1e-3, same initial weights; batch norm: moving statistics for accuracy and "
+            "sharpness, batch statistics on the line\n") + "; ".join(
+        f"{n}: {s['base'].train_size or 'all'} images, {s['base'].epochs} epochs"
+        for n, s in preset.items())
+
+
+def plot(tables, runs, preset, title):
+    lines, per_batch = tables["line"], tables[""]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,35 +192,18 @@ def plot(lines, per_batch, title):
                   bbox_to_anchor=(0.5, -0.15))
     fig2.suptitle(title)
     fig2.tight_layout()
-    return fig1, fig2
+    return {"line": fig1, "batch_size": fig2}
+
+
+FIGURE = Figure(
+    name="sharp_minima", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
+    tables=tables, plots=plot, title=title, measure=measure, printed=("table",),
+    describe=lambda c: f"{c.model} batch {c.batch_size}",
+    report=(("Keskar et al.: Tables 2-4 (accuracy, sharpness)", "table"),))
 
 
 def main(argv=None):
-    p = cli.parser(__doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    runs = grid(args.preset)
-    store = args.results / "sharp_minima"
-    lines = []
-    for network, spec in PRESETS[args.preset].items():
-        configs = [c for (n, _), c in runs.items() if n == network]
-        sweep = Sweep(store, verbose=int(args.verbose), engine=args.engine, measure=Measure(store, spec["examples"]),
-                      describe=lambda c: f"{c.model} batch {c.batch_size}")
-        sweep.run(configs)
-        lines.append(line(store, configs[0], configs[-1]).assign(network=network))
-    lines = pd.concat(lines, ignore_index=True)
-    per_batch, table = tables(sweep, runs)
-    title = ("Adam 1e-3, same initial weights; batch norm: moving statistics for accuracy and "
-             "sharpness, batch statistics on the line\n") + "; ".join(
-        f"{n}: {s['base'].train_size or 'all'} images, {s['base'].epochs} epochs"
-        for n, s in PRESETS[args.preset].items())
-    name = "sharp_minima" + ("" if args.preset == "quick" else f"_{args.preset}")
-    cli.save_csv(per_batch, args.out / f"{name}.csv")
-    cli.save_csv(table, args.out / f"{name}_table.csv")
-    cli.save_csv(lines, args.out / f"{name}_line.csv")
-    for fig, suffix in zip(plot(lines, per_batch, title), ("line", "batch_size")):
-        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
-    print(table.to_string(index=False))
-    print(f"wrote {args.out}/{name}*.png and .csv")
+    run_figure(FIGURE, argv)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from callbacks import base_learning_rate, milestones_at
-from reproduce import cli
-from reproduce.runner import RunConfig, Sweep
+from reproduce.figure import Figure, run_figure
+from reproduce.runner import ConfigError, RunConfig
 
 # One declarative config per preset: model, data, epochs, the grid.
 PRESETS = {
@@ -51,16 +51,16 @@ VARIANTS = {"bn": {}, "no-bn": dict(norm="none"), "warmup": dict(warmup=0.05)}
 CONVERGED_ACCURACY = 0.2  # twice chance on 10 classes: "the run learned"
 
 
-def grid(preset, variant="bn"):
-    """The sweep: one RunConfig per (m, eta_tilde)."""
-    spec = PRESETS[preset]
+def grid(spec, args=None):
+    """The sweep: {(m, log2 eta_tilde): RunConfig}."""
+    variant = getattr(args, "variant", "bn")
     base = spec["base"]
     changes = dict(VARIANTS.get(variant, {}))
     if variant.startswith("ghost:"):
         changes["norm"] = variant
     base = base.replace(lr_milestones=milestones_at((0.5, 0.75), base.epochs), **changes)
-    return [base.replace(batch_size=m, lr=base_learning_rate(2.0 ** e, m))
-            for m in spec["batch_sizes"] for e in spec["eta_exponents"]]
+    return {(m, e): base.replace(batch_size=m, lr=base_learning_rate(2.0 ** e, m))
+            for m in spec["batch_sizes"] for e in spec["eta_exponents"]}
 
 
 def results_frame(configs, sweep, last_epochs):
@@ -95,7 +95,20 @@ def summary_frame(frame):
     return pd.DataFrame(rows)
 
 
-def plot(frame, summary, title):
+def tables(sweep, runs, spec):
+    frame = results_frame(list(runs.values()), sweep, spec["last_epochs"])
+    return {"": frame, "summary": summary_frame(frame)}
+
+
+def title(runs, spec):
+    base = next(iter(runs.values()))
+    return (f"{base.model} norm={base.norm} on {base.dataset}"
+            f"{'' if not base.train_size else f' ({base.train_size} examples)'}, "
+            f"{base.epochs} epochs, SGD; median of last {spec['last_epochs']} epochs")
+
+
+def plot(tables, runs, spec, title):
+    frame, summary = tables[""], tables["summary"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,38 +154,34 @@ def plot(frame, summary, title):
     sns.heatmap(table, annot=labels, fmt="", cmap="viridis", ax=ax, vmin=0,
                 cbar_kws=dict(label="test accuracy"))
     ax.set(xlabel=r"$\log_2 \tilde\eta$", ylabel="batch size m", title=title)
-    return fig1, fig2, fig3
+    return {"accuracy": fig1, "summary": fig2, "heatmap": fig3}
+
+
+def options(parser):
+    parser.add_argument("--variant", default="bn",
+                        help="bn (default), no-bn, warmup, or ghost:<g> (BN batch decoupled)")
+
+
+def check(args):
+    ghost = args.variant.startswith("ghost:") and args.variant[6:].isdigit() \
+        and int(args.variant[6:]) >= 1
+    if args.variant not in VARIANTS and not ghost:
+        raise ConfigError(f"unknown --variant {args.variant!r}: expected bn, no-bn, warmup "
+                          "or ghost:<g>")
+
+
+FIGURE = Figure(
+    name="small_batch", description=__doc__.splitlines()[1], presets=PRESETS, grid=grid,
+    tables=tables, plots=plot, title=title, options=options, check=check,
+    stem=lambda args: "small_batch" + ("" if args.variant == "bn"
+                                       else "_" + args.variant.replace(":", "")),
+    describe=lambda c: f"m={c.batch_size:<5d} log2(eta~)={math.log2(c.lr / c.batch_size):+.0f}",
+    printed=("summary",),
+    report=(("Masters & Luschi: best accuracy and converging range per batch size", "summary"),))
 
 
 def main(argv=None):
-    p = cli.parser(__doc__.splitlines()[1])
-    p.add_argument("--variant", default="bn",
-                   help="bn (default), no-bn, warmup, or ghost:<g> (BN batch decoupled)")
-    args = p.parse_args(argv)
-    if args.variant not in VARIANTS and not (
-            args.variant.startswith("ghost:") and args.variant[6:].isdigit()
-            and int(args.variant[6:]) >= 1):
-        cli.fail(f"unknown --variant {args.variant!r}: expected bn, no-bn, warmup or ghost:<g>")
-    spec = PRESETS[args.preset]
-    configs = grid(args.preset, args.variant)
-    sweep = Sweep(args.results / "small_batch", verbose=int(args.verbose), engine=args.engine,
-                  describe=lambda c: f"m={c.batch_size:<5d} log2(eta~)={math.log2(c.lr / c.batch_size):+.0f}")
-    sweep.run(configs)
-    frame = results_frame(configs, sweep, spec["last_epochs"])
-    summary = summary_frame(frame)
-    name = "small_batch" + ("" if args.preset == "quick" else f"_{args.preset}") + (
-        "" if args.variant == "bn" else "_" + args.variant.replace(":", ""))
-    base = configs[0]
-    title = (f"{base.model} norm={base.norm} on {base.dataset}"
-             f"{'' if not base.train_size else f' ({base.train_size} examples)'}, "
-             f"{base.epochs} epochs, SGD; median of last {spec['last_epochs']} epochs")
-    cli.save_csv(frame, args.out / f"{name}.csv")
-    cli.save_csv(summary, args.out / f"{name}_summary.csv")
-    for fig, suffix in zip(plot(frame, summary, title), ("accuracy", "summary", "heatmap")):
-        cli.save_figure(fig, args.out / f"{name}_{suffix}.png")
-    print(summary.to_string(index=False))
-    print(f"wrote {args.out}/{name}*.png and .csv; total training time "
-          f"{frame.run_time_s.sum() / 60:.1f} min")
+    run_figure(FIGURE, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,7 +21,22 @@ needs_mnist = pytest.mark.skipif(not mirror_has("mnist/train-images-idx3-ubyte.g
 needs_cifar10 = pytest.mark.skipif(not mirror_has("cifar10.npz"), reason="CIFAR-10 mirror not found")
 
 
+# TensorFlow's own start-up notes on stderr (absl log lines such as "oneDNN custom
+# operations are on"), printed before any of our code runs and whatever
+# TF_CPP_MIN_LOG_LEVEL says: not ours to count.
+TF_NOTE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl|"
+                     r"To enable the following instructions|This TensorFlow binary)")
+
+
+def our_lines(stderr):
+    """The lines of `stderr` that are not TensorFlow's start-up notes."""
+    return [line for line in stderr.strip().splitlines() if line and not TF_NOTE.match(line)]
+
+
 def pytest_configure(config):
+    # `make test-fast` leaves these out: figure smoke runs, whole sweeps in
+    # subprocesses; `make test` (and CI) runs everything.
+    config.addinivalue_line("markers", "slow: trains a preset or starts Python processes")
     # Keras's TF backend calls np.array(x, copy=False) on every metric read.
     config.addinivalue_line(
         "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")

@@ -21,6 +21,7 @@ def test_mnist_from_mirror_has_known_shapes_counts_and_mean(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing copied or written
 
 
+@pytest.mark.slow
 @needs_cifar10
 def test_cifar10_from_mirror_matches_published_statistics(tmp_path):
     (x, y), (xt, yt) = datasets.load("cifar10", data_dir=tmp_path, download=False)
@@ -63,3 +64,18 @@ def test_any_tfds_dataset_by_name_with_mock_data(tmp_path):
         (x, y), (xt, yt) = datasets.load("svhn_cropped", data_dir=tmp_path)
     assert x.shape == (12, 32, 32, 3) and xt.shape == (12, 32, 32, 3)
     assert x.dtype == np.uint8 and y.min() >= 0 and y.max() < 10
+
+
+def test_a_mirror_file_failing_its_checksum_is_named_even_when_a_fallback_is_tried(tmp_path):
+    """cifar10.npz is bad, so the loader goes on to the original archive, which
+    is not there either: the error still names the bad file and both hashes."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "cifar10.npz").write_bytes(b"not the arrays")
+    with pytest.raises(datasets.ChecksumError) as error:
+        datasets.load("cifar10", data_dir=tmp_path / "data", mirror=mirror, download=False)
+    message = str(error.value)
+    assert str(mirror / "cifar10.npz") in message
+    assert datasets.FILES["cifar10"][0].sha256 in message
+    assert datasets.sha256_of(mirror / "cifar10.npz") in message
+    assert "cifar-10-python.tar.gz not found" in message  # and what was tried after it

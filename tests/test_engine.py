@@ -1,7 +1,7 @@
 """The fast engine trains the same run as model.fit, on TensorFlow and on JAX.
 
-Every test here runs on the current backend; the last one runs this whole
-file again under KERAS_BACKEND=jax.
+Every test here runs on the current backend; `make test` runs this file
+again under KERAS_BACKEND=jax (the Makefile's backend matrix).
 """
 
 import io
@@ -16,6 +16,7 @@ import pytest
 
 import models
 from callbacks import BatchSizeSchedule, WeightDistance
+from reproduce import settings
 from reproduce.engine import FastEngine
 from reproduce.pipeline import EpochPlan, crop, crop_on_device, epoch_arrays
 from reproduce.runner import RunConfig, train
@@ -61,6 +62,7 @@ def compiled_model(momentum=0.9):
     return model
 
 
+@pytest.mark.slow
 def test_chunked_steps_equal_fit_with_a_momentum_change_and_weight_records():
     """3 steps per call, a 100-example epoch at batch 16 (6 full batches and
     one of 4), the momentum raised at epoch 1 (a retrace), WeightDistance
@@ -78,7 +80,7 @@ def test_chunked_steps_equal_fit_with_a_momentum_change_and_weight_records():
         history.append({k: v[-1] for k, v in fit.history.items()})
 
     model, fast_callbacks = compiled_model(), callbacks()
-    engine = FastEngine(model, X, Y, steps_per_call=3)
+    engine = FastEngine(model, X, Y, batches_per_call=3)
     logs = engine.fit(2, 16, seed=3, augment=True, validation_data=(X_TEST, Y_TEST),
                       callbacks=fast_callbacks)
 
@@ -94,6 +96,7 @@ def test_chunked_steps_equal_fit_with_a_momentum_change_and_weight_records():
     np.testing.assert_allclose(a["total"], b["total"], rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [
     dict(augment=True, batch_size=25, batch_milestones=(1,), batch_factor=2,
          max_device_batch=25, momentum=0.9),  # batch 25, then 50 = 2 x 25 accumulated
@@ -104,18 +107,30 @@ def test_runner_engines_train_the_same_run(options):
     data = (X, Y, X_TEST, Y_TEST)
     fit, fit_model = train(config.replace(engine="fit"), data=data, return_model=True)
     fast, fast_model = train(config.replace(engine="fast"), data=data, return_model=True)
-    assert_same_weights(fast_model, fit_model)
+    amplified = config.optimizer == "adam" and settings.in_force()[1]
+    if amplified:
+        # oneDNN picks other kernels for the two engines' graphs: their sums
+        # round differently, and Adam's step lr * m / sqrt(v) turns round-off
+        # in a near-zero gradient into a step of up to lr. Measured: 1.6e-3
+        # after 4 updates at lr 1e-3, losses equal to 5e-6 (README). The strict
+        # comparison runs with oneDNN off (`make test`'s matrix).
+        for u, v in zip(weights(fast_model), weights(fit_model), strict=True):
+            np.testing.assert_allclose(u, v, atol=5 * config.lr)
+    else:
+        assert_same_weights(fast_model, fit_model)
     for a, b in zip(fit["rows"], fast["rows"], strict=True):
         assert (a["updates"], a["batch_size"], a["lr"]) == (b["updates"], b["batch_size"], b["lr"])
         for name in ("loss", "accuracy", "test_loss", "test_accuracy"):
-            assert b[name] == pytest.approx(a[name], rel=1e-4, abs=1e-6), name
+            assert b[name] == pytest.approx(a[name], rel=1e-3 if amplified else 1e-4,
+                                            abs=1e-6), name
 
 
+@pytest.mark.slow
 def test_training_set_too_large_for_the_device_is_streamed_with_a_message():
     resident = compiled_model()
-    FastEngine(resident, X, Y, steps_per_call=4).fit(1, 16, augment=True)
+    FastEngine(resident, X, Y, batches_per_call=4).fit(1, 16, augment=True)
     streamed, log = compiled_model(), io.StringIO()
-    engine = FastEngine(streamed, X, Y, steps_per_call=4, device_data_limit=1000, log=log)
+    engine = FastEngine(streamed, X, Y, batches_per_call=4, device_data_limit=1000, log=log)
     engine.fit(1, 16, augment=True)
     assert not engine.resident
     assert "exceeds the device budget (0 MiB); streaming 4 batches per copy" in log.getvalue()
@@ -125,14 +140,5 @@ def test_training_set_too_large_for_the_device_is_streamed_with_a_message():
 def test_bad_engine_arguments_are_named():
     with pytest.raises(ValueError, match="engine='slow': expected one of fast, fit"):
         RunConfig(engine="slow")
-    with pytest.raises(ValueError, match="steps_per_call=0: expected an integer >= 1"):
-        FastEngine(compiled_model(), X, Y, steps_per_call=0)
-
-
-@pytest.mark.skipif(keras.backend.backend() == "jax", reason="this is the JAX run")
-def test_all_of_the_above_on_jax():
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          __file__], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "KERAS_BACKEND": "jax"})
-    assert out.returncode == 0, out.stdout[-3000:]
-    assert "6 passed, 1 skipped" in out.stdout, out.stdout[-500:]
+    with pytest.raises(ValueError, match="batches_per_call=0: expected an integer >= 1"):
+        FastEngine(compiled_model(), X, Y, batches_per_call=0)

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from conftest import needs_cifar10, needs_mnist
 
+pytestmark = pytest.mark.slow  # every test here trains a figure's smoke preset
+
 
 def _run(module, tmp_path, *extra):
     module.main(["--preset", "smoke", "--out", str(tmp_path / "fig"),
@@ -140,7 +142,7 @@ def test_sharp_minima_line_ends_are_the_two_trained_models(tmp_path):
 
     from reproduce.runner import build_model, prepared_data
 
-    configs = {c.batch_size: c for c in sharp_minima.grid("smoke").values()}
+    configs = {c.batch_size: c for c in sharp_minima.grid(sharp_minima.PRESETS["smoke"]).values()}
     x, y, x_test, y_test = prepared_data(configs[small].dataset, configs[small].train_size,
                                          configs[small].test_size)
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)

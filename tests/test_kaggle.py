@@ -99,6 +99,7 @@ def test_missing_data_says_what_to_do(tmp_path, capsys, monkeypatch):
     assert str(tmp_path / kaggle.COMPETITION) in err and "kaggle-data-from-mnist" in err
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_with_one_line():
     run = subprocess.run([sys.executable, "-m", "reproduce.kaggle", "submit", "--batch", "0"],
                          cwd=ROOT, capture_output=True, text=True)
@@ -141,6 +142,7 @@ def test_standin_is_disjoint_and_its_kept_labels_are_mnists(tmp_path):
     assert not set(_digests(x)) & set(_digests(x_test))
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_smoke_submission_has_the_competition_format_and_its_score_is_right(tmp_path, capsys):
     kaggle.make_standin(tmp_path, train_rows=600, test_rows=150)

@@ -1,0 +1,160 @@
+"""One driver for every figure target.
+
+A figure module declares *what* its paper's figure is: presets, the grid of
+runs, the tables computed from the stored runs, and the plots drawn from the
+tables (a `Figure`). `run_figure` does the rest, the same way for every
+figure: the command line, the sweep into the resumable store, the
+preset-suffixed file names, the atomic writes, the printout, and one-line
+errors.
+
+    python -m reproduce.small_batch --preset smoke --set epochs=1 --set seed=3
+
+`--set field=value` overrides a `RunConfig` field in every run of the preset
+(repeatable). Values are Python literals (`--set lr_milestones=(2,4)`), or
+text (`--set norm=ghost:16`). The grid's own fields still vary per run (e.g.
+the batch size of each cell), and fields derived from the epochs (milestones
+at fractions of training) follow the new `epochs`.
+"""
+
+import ast
+import dataclasses
+import sys
+from pathlib import Path
+
+from reproduce import cli, settings
+from reproduce.runner import ConfigError, RunConfig, Sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A paper's figure target, declared.
+
+    Args:
+        name: file stem and results folder, e.g. "small_batch".
+        description: one line for --help.
+        presets: {"smoke" | "quick" | "paper": spec}; a spec is a dict that
+            holds the preset's `RunConfig`s (at any depth) and its grid.
+        grid: `(spec, args) -> {label: RunConfig}`, every run of the figure.
+        tables: `(sweep, runs, spec) -> {suffix: DataFrame}`; suffix "" is
+            `<name>.csv`, "summary" `<name>_summary.csv`.
+        plots: `(tables, runs, spec, title) -> {suffix: matplotlib figure}`.
+        title: `(runs, spec) -> str`, the plots' common title.
+        describe: `RunConfig -> str`, the run's label in progress lines.
+        report: [(heading, table suffix)]: the tables `make figures` prints
+            beside the papers' numbers (`reproduce.report`).
+        printed: table suffixes printed at the end of a run.
+        callbacks, measure: for `Sweep`, as `(spec, store) -> ...` factories.
+        options: `(parser) -> None`, extra command-line options.
+        check: `(args) -> None`, validates them (raise `ConfigError`).
+        stem: `(args) -> str`, the file stem (default: `name`).
+    """
+
+    name: str
+    description: str
+    presets: dict
+    grid: object
+    tables: object
+    plots: object
+    title: object
+    describe: object = None
+    report: tuple = ()
+    printed: tuple = ("",)
+    callbacks: object = None
+    measure: object = None
+    options: object = None
+    check: object = None
+    stem: object = None
+
+    def file_name(self, stem, preset, suffix, extension):
+        """small_batch, smoke, summary, csv -> small_batch_smoke_summary.csv; the
+        quick preset (the default) has no preset part."""
+        parts = [stem] + ([] if preset == "quick" else [preset]) + ([suffix] if suffix else [])
+        return "_".join(parts) + "." + extension
+
+
+def parse_overrides(items):
+    """["seed=3", "lr_milestones=(2, 4)"] -> {"seed": 3, "lr_milestones": (2, 4)}."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    changes = {}
+    for item in items or ():
+        name, equals, text = item.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise ConfigError(f"--set {item!r}: expected field=value, e.g. --set seed=1.")
+        if name not in fields:
+            raise ConfigError(f"--set {name}: not a RunConfig field; expected one of "
+                              f"{', '.join(sorted(fields))}.")
+        try:
+            changes[name] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            changes[name] = text.strip()  # plain text, e.g. norm=ghost:16
+    return changes
+
+
+def override(spec, changes):
+    """`spec` with every RunConfig in it (at any depth) given `changes`."""
+    if not changes:
+        return spec
+    if isinstance(spec, RunConfig):
+        try:
+            return spec.replace(**changes)
+        except TypeError as error:  # e.g. a comparison with a value of the wrong type
+            raise ConfigError(f"--set {', '.join(f'{k}={v!r}' for k, v in changes.items())}: "
+                              f"{error}") from None
+    if isinstance(spec, dict):
+        return {key: override(value, changes) for key, value in spec.items()}
+    return spec
+
+
+def parser(figure):
+    p = cli.parser(figure.description)
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
+                   help="override a RunConfig field in every run of the preset (repeatable), "
+                        "e.g. --set seed=1 --set epochs=20")
+    if figure.options:
+        figure.options(p)
+    return p
+
+
+def run_figure(figure, argv=None, log=sys.stdout):
+    """The whole figure target: parse `argv`, train what the store lacks, write
+    the CSVs and PNGs, print the tables. Returns {suffix: DataFrame}."""
+    args = parser(figure).parse_args(argv)
+    with cli.one_line_errors():
+        if figure.check:
+            figure.check(args)
+        spec = override(figure.presets[args.preset], parse_overrides(args.set))
+        runs = figure.grid(spec, args)
+        store = args.results / figure.name
+        backend, onednn = settings.in_force()
+        print(f"{figure.name} --preset {args.preset}: {len(runs)} runs; backend {backend}"
+              + (f", oneDNN {'on' if onednn else 'off'}" if backend == "tensorflow" else ""),
+              file=log, flush=True)
+        sweep = Sweep(store, verbose=int(args.verbose), engine=args.engine, log=log,
+                      describe=figure.describe,
+                      callbacks=figure.callbacks(spec, store) if figure.callbacks else None,
+                      measure=figure.measure(spec, store) if figure.measure else None)
+        sweep.run(list(runs.values()))
+        tables = figure.tables(sweep, runs, spec)
+        stem = figure.stem(args) if figure.stem else figure.name
+        written = []
+        for suffix, frame in tables.items():
+            written.append(cli.save_csv(frame, args.out / figure.file_name(
+                stem, args.preset, suffix, "csv")))
+        plots = figure.plots(tables, runs, spec, figure.title(runs, spec))
+        for suffix, plot in plots.items():
+            written.append(cli.save_figure(plot, args.out / figure.file_name(
+                stem, args.preset, suffix, "png")))
+        for suffix in figure.printed:
+            print(tables[suffix].to_string(index=False), file=log)
+        minutes = sum(r["wall_time"] for r in map(sweep.load, runs.values()) if r) / 60
+        print(f"wrote {len(written)} files to {args.out}/{stem}"
+              f"{'' if args.preset == 'quick' else '_' + args.preset}*; "
+              f"{minutes:.1f} min of training in the store", file=log)
+    return tables
+
+
+def figure_files(figure, out, preset="quick"):
+    """The report's tables of `figure` that exist under `out`: [(heading, Path)]."""
+    return [(heading, Path(out) / figure.file_name(figure.name, preset, suffix, "csv"))
+            for heading, suffix in figure.report]

@@ -1,0 +1,107 @@
+"""What a user meets at the command line: the settings the targets run with,
+--set overrides, and one-line errors from every CLI."""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import needs_cifar10, our_lines
+
+from reproduce import figure, small_batch
+from reproduce.runner import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _env(**changes):
+    """This process's environment without the suite's settings, plus `changes`:
+    the test must not set what it checks."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    return {**env, **changes}
+
+
+def _settings(command, **env):
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=_env(**env))
+    assert out.returncode == 0, out.stderr[-1000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not X86, reason="oneDNN is switched on by default on x86 only")
+@pytest.mark.parametrize("command", [
+    ["make", "-s", "settings", f"PYTHON={sys.executable}"],  # what the Make targets start
+    [sys.executable, "-m", "reproduce"],  # any `python -m reproduce.<module>`
+], ids=["make", "python -m"])
+def test_onednn_is_in_force_by_default_and_a_users_0_wins(command):
+    assert _settings(command).endswith("TF_ENABLE_ONEDNN_OPTS=1 onednn_in_force=True")
+    assert _settings(command, TF_ENABLE_ONEDNN_OPTS="0").endswith(
+        "TF_ENABLE_ONEDNN_OPTS=0 onednn_in_force=False")
+
+
+def test_set_parses_literals_and_text_and_names_bad_fields():
+    assert figure.parse_overrides(["seed=3", "lr_milestones=(2, 4)", "norm=ghost:16",
+                                   "augment=shift", "max_batch_size=None"]) == dict(
+        seed=3, lr_milestones=(2, 4), norm="ghost:16", augment="shift", max_batch_size=None)
+    with pytest.raises(ConfigError, match="--set sed: not a RunConfig field; expected one of"):
+        figure.parse_overrides(["sed=3"])
+    with pytest.raises(ConfigError, match="expected field=value"):
+        figure.parse_overrides(["seed"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "batch_size=0"], "error: batch_size=0: expected an integer >= 1."),
+    (["--set", "epochs=two"], "error: epochs='two': expected an integer >= 1."),
+    (["--set", "colour=red"], "error: --set colour: not a RunConfig field"),
+    (["--variant", "ghost:x"], "error: unknown --variant 'ghost:x'"),
+])
+def test_bad_overrides_are_one_line_and_exit_2_before_any_training(args, message, tmp_path,
+                                                                      capsys):
+    with pytest.raises(SystemExit) as exit_:
+        small_batch.main(["--preset", "smoke", "--out", str(tmp_path / "fig"),
+                          "--results", str(tmp_path / "res"), *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err
+    assert not (tmp_path / "fig").exists() and not (tmp_path / "res").exists()
+
+
+@pytest.mark.slow
+@needs_cifar10
+def test_set_trains_every_run_of_the_preset_with_the_overrides(tmp_path):
+    small_batch.main(["--preset", "smoke", "--out", str(tmp_path / "fig"),
+                      "--results", str(tmp_path / "res"), "--set", "epochs=1", "--set", "seed=3"])
+    records = [json.loads(p.read_text()) for p in (tmp_path / "res" / "small_batch").glob("*.json")]
+    spec = small_batch.PRESETS["smoke"]
+    assert len(records) == len(spec["batch_sizes"]) * len(spec["eta_exponents"])
+    for record in records:
+        assert record["config"]["seed"] == 3 and record["config"]["epochs"] == 1
+        assert [row["epoch"] for row in record["rows"]] == [1]
+        # The milestones at 50% / 75% of training follow the new epoch count.
+        assert record["config"]["lr_milestones"] == [1, 1]
+
+
+CLIS = [["-m", f"reproduce.{name}", "--preset", "smoke"] for name in (
+    "small_batch", "dont_decay", "generalization_gap", "sharp_minima", "mnist_batch_size",
+    "lr_scaling")] + [["-m", "reproduce.kaggle", "data-from-mnist"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", CLIS, ids=[a[1] for a in CLIS])
+def test_every_cli_answers_a_missing_dataset_with_one_line(args, tmp_path):
+    extra = [] if "kaggle" in args[1] else ["--out", str(tmp_path / "fig"),
+                                            "--results", str(tmp_path / "res")]
+    out = subprocess.run([sys.executable, *args, *extra], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env=_env(
+                             DATA_DIR=str(tmp_path / "data"), DATA_MIRROR=str(tmp_path / "none"),
+                             DATA_DOWNLOAD="0", TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.returncode == 2, out.stderr[-2000:]
+    ours = our_lines(out.stderr)
+    assert len(ours) == 1 and "not found in" in ours[0] and "put the file at" in ours[0], ours
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "fig").exists()
