@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from callbacks import milestones_at
-from reproduce.figure import Figure, run_figure
+from reproduce.figure import Figure
 from reproduce.runner import ConfigError, RunConfig, data_of
 
 STEPS = (0.3, 0.6, 0.8)  # fractions of training: 60/120/160 of 200 epochs
@@ -229,8 +229,7 @@ FIGURE = Figure(
     report=(("Smith et al.: updates and final test accuracy per schedule", "table"),))
 
 
-def main(argv=None):
-    run_figure(FIGURE, argv)
+main = FIGURE.main
 
 
 if __name__ == "__main__":

@@ -65,6 +65,10 @@ class Figure:
     check: object = None
     stem: object = None
 
+    def main(self, argv=None):
+        """The module's command line: `main = FIGURE.main`."""
+        return run_figure(self, argv)
+
     def file_name(self, stem, preset, suffix, extension):
         """small_batch, smoke, summary, csv -> small_batch_smoke_summary.csv; the
         quick preset (the default) has no preset part."""

@@ -23,7 +23,7 @@ _error.png,_distance.png,_adapted.png}.
 import pandas as pd
 
 from callbacks import WeightDistance, milestones_at, regime_adaptation, sqrt_scaling
-from reproduce.figure import Figure, run_figure
+from reproduce.figure import Figure
 from reproduce.runner import RunConfig
 
 COLUMNS = ("SB", "LB", "+LR", "+GBN", "+RA")
@@ -220,8 +220,7 @@ FIGURE = Figure(
     report=(("Hoffer et al.: Table 1 columns", "table"),))
 
 
-def main(argv=None):
-    run_figure(FIGURE, argv)
+main = FIGURE.main
 
 
 if __name__ == "__main__":

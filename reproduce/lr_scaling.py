@@ -26,7 +26,7 @@ import pandas as pd
 
 from callbacks import linear_scaling, sqrt_scaling
 from callbacks.measures import flatten, loss_and_gradient
-from reproduce.figure import Figure, run_figure
+from reproduce.figure import Figure
 from reproduce.runner import RunConfig, build_model
 
 BASE_BATCH = 64
@@ -200,8 +200,7 @@ FIGURE = Figure(
     report=(("lr-scaling article: accuracy and measures per rule and batch size", "measures"),))
 
 
-def main(argv=None):
-    run_figure(FIGURE, argv)
+main = FIGURE.main
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ _curves.png,_accumulation.png}.
 import numpy as np
 import pandas as pd
 
-from reproduce.figure import Figure, run_figure
+from reproduce.figure import Figure
 from reproduce.runner import RunConfig
 
 # The article's validation accuracy at epoch 20 (dropout on during validation).
@@ -167,8 +167,7 @@ FIGURE = Figure(
             ("Seed article: accumulation vs native batches", "accumulation")))
 
 
-def main(argv=None):
-    run_figure(FIGURE, argv)
+main = FIGURE.main
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import pandas as pd
 
 from callbacks import interpolate, sharpness
 from reproduce.cli import save_atomic
-from reproduce.figure import Figure, run_figure
+from reproduce.figure import Figure
 from reproduce.runner import RunConfig, build_model, data_of
 
 PAPER = {  # network: (Table 2 test acc % SB, LB; Table 3 sharpness SB, LB; Table 4 SB, LB)
@@ -202,8 +202,7 @@ FIGURE = Figure(
     report=(("Keskar et al.: Tables 2-4 (accuracy, sharpness)", "table"),))
 
 
-def main(argv=None):
-    run_figure(FIGURE, argv)
+main = FIGURE.main
 
 
 if __name__ == "__main__":

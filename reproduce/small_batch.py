@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from callbacks import base_learning_rate, milestones_at
-from reproduce.figure import Figure, run_figure
+from reproduce.figure import Figure
 from reproduce.runner import ConfigError, RunConfig
 
 # One declarative config per preset: model, data, epochs, the grid.
@@ -180,8 +180,7 @@ FIGURE = Figure(
     report=(("Masters & Luschi: best accuracy and converging range per batch size", "summary"),))
 
 
-def main(argv=None):
-    run_figure(FIGURE, argv)
+main = FIGURE.main
 
 
 if __name__ == "__main__":
