@@ -213,8 +213,9 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         def merged(distribution, grads, variables):
             extended = distribution.extended
             n, closes = self._closes_window()
+            # `update` calls fn(component, grad) per device; fn must assign.
             self._accumulate(grads, n, add=lambda acc, fn, g: extended.update(
-                acc.value, fn, args=(g,), group=False))
+                acc.value, lambda a, g: a.assign(fn(a, g)), args=(g,), group=False))
 
             def step(mean, variables):
                 extended.call_for_each_replica(

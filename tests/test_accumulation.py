@@ -241,7 +241,9 @@ def _run_script(script, **env):
 
 @pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
-def test_mirrored_strategy_on_two_logical_cpus_gives_the_single_device_weights():
+def test_mirrored_strategy_on_two_logical_cpus_gives_the_large_batch_weights():
+    # The reference is the plain large-batch step with no strategy: comparing
+    # two strategies alone once hid an accumulator that never changed.
     out = _run_script("""
         import numpy as np, tensorflow as tf, keras
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -249,16 +251,21 @@ def test_mirrored_strategy_on_two_logical_cpus_gives_the_single_device_weights()
         from tests.test_accumulation import data, small_model, LOSS
         from optimizers import GradientAccumulator, EpochAlignedAccumulation
         x, y = data(n=96)
-        def run(strategy):
+        def run(strategy, steps, batch):
             with strategy.scope():
                 model = small_model()
-                model.compile(GradientAccumulator(keras.optimizers.SGD(0.1, momentum=0.9), 3), LOSS)
-            model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0,
-                      callbacks=[EpochAlignedAccumulation(96, 16)])
-            return model.get_weights()
-        one = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
-        two = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-        print("GAP", max(float(np.abs(a - b).max()) for a, b in zip(one, two)))
+                sgd = keras.optimizers.SGD(0.1, momentum=0.9)
+                model.compile(GradientAccumulator(sgd, steps) if steps > 1 else sgd, LOSS)
+                start = model.get_weights()
+            model.fit(x, y, batch_size=batch, epochs=2, shuffle=False, verbose=0,
+                      callbacks=[EpochAlignedAccumulation(96, batch)] if steps > 1 else [])
+            return start, model.get_weights()
+        start, large = run(tf.distribute.get_strategy(), 1, 48)
+        _, mirrored = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), 3, 16)
+        print("MOVED", max(float(np.abs(a - b).max()) for a, b in zip(start, large)))
+        print("GAP", max(float(np.abs(a - b).max()) for a, b in zip(large, mirrored)))
     """)
+    moved = float(out.split("MOVED")[-1].split()[0])
     gap = float(out.split("GAP")[-1])
+    assert moved > 1e-2
     assert gap < 1e-5
