@@ -18,6 +18,10 @@ ifeq ($(shell uname -m),x86_64)
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 endif
 
+# Scaling out (README "Scaling out"), read from the environment by every figure target:
+#   RAY_ADDRESS=local|auto|ray://head:10001  each run of the sweep a Ray task
+#   DEVICES=n                                each run data parallel over n devices
+#   DRY_RUN=1                                2 updates of each kind of run, and the plan's cost
 # ENGINE=fit trains with model.fit instead of the fast engine (same results).
 ENGINE     ?=
 FIGURE_ARGS = --preset $(PRESET) $(if $(ENGINE),--engine $(ENGINE))
@@ -39,6 +43,7 @@ help:
 	@echo "make fig-small-batch | fig-dont-decay | fig-generalization-gap | fig-sharp-minima"
 	@echo "     | fig-mnist-batch-size | fig-lr-scaling"
 	@echo "     [PRESET=smoke|quick|paper]  (fig-dont-decay: [MAX_DEVICE_BATCH=n])"
+	@echo "     [RAY_ADDRESS=local|auto|ray://host:10001] [DEVICES=n] [DRY_RUN=1]"
 	@echo "make figures                  every figure target's quick preset in a row"
 	@echo "make kaggle-data-from-mnist   MNIST stand-in for the Kaggle Digit Recognizer files"
 	@echo "make kaggle-submission [KAGGLE_ARGS='--full --norm group ...']"
@@ -62,7 +67,7 @@ endif
 # tests also run with oneDNN off, where fit and the fast engine use the same
 # kernels and agree to round-off for every optimizer (tests/test_engine.py).
 LIBRARY_TESTS = tests/test_accumulation.py tests/test_engine.py tests/test_layers.py \
-	tests/test_measures.py tests/test_schedules.py
+	tests/test_measures.py tests/test_schedules.py tests/test_devices.py
 
 test:
 	$(PYTHON) -m pytest -q tests

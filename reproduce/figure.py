@@ -14,14 +14,21 @@ errors.
 text (`--set norm=ghost:16`). The grid's own fields still vary per run (e.g.
 the batch size of each cell), and fields derived from the epochs (milestones
 at fractions of training) follow the new `epochs`.
+
+Scaling out (README "Scaling out"): `--ray ADDRESS` ($RAY_ADDRESS) trains the
+runs as Ray tasks (`reproduce.cluster`), `--devices N` ($DEVICES) spreads each
+run over N devices (`reproduce.devices`), and `--dry-run` ($DRY_RUN=1) trains
+each kind of run for 2 updates and prints the sweep's cost (`reproduce.plan`).
 """
 
 import ast
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
-from reproduce import cli, settings
+from reproduce import cli, plan, settings
+from reproduce.devices import use_cpu_devices
 from reproduce.runner import ConfigError, RunConfig, Sweep
 
 
@@ -115,9 +122,26 @@ def parser(figure):
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
                    help="override a RunConfig field in every run of the preset (repeatable), "
                         "e.g. --set seed=1 --set epochs=20")
+    p.add_argument("--ray", metavar="ADDRESS", default=os.environ.get("RAY_ADDRESS") or None,
+                   help="train the runs as Ray tasks: 'local' (a Ray on this machine), 'auto' "
+                        "(the cluster of `ray start`) or ray://host:10001; default $RAY_ADDRESS")
+    p.add_argument("--devices", type=int, metavar="N", default=_int_env("DEVICES", 1),
+                   help="spread each run over N devices, data parallel (reproduce.devices); "
+                        "default $DEVICES or 1")
+    p.add_argument("--dry-run", action="store_true", default=_int_env("DRY_RUN", 0) > 0,
+                   help="train each distinct kind of run for 2 updates on a slice, print the "
+                        "sweep's size and estimated cost, write nothing")
     if figure.options:
         figure.options(p)
     return p
+
+
+def _int_env(name, default):
+    text = os.environ.get(name) or str(default)
+    try:
+        return int(text)
+    except ValueError:
+        cli.fail(f"{name}={text!r}: expected an integer.")
 
 
 def run_figure(figure, argv=None, log=sys.stdout):
@@ -127,17 +151,29 @@ def run_figure(figure, argv=None, log=sys.stdout):
     with cli.one_line_errors():
         if figure.check:
             figure.check(args)
-        spec = override(figure.presets[args.preset], parse_overrides(args.set))
+        changes = parse_overrides(args.set)
+        if args.devices != 1:
+            changes.setdefault("devices", args.devices)
+        spec = override(figure.presets[args.preset], changes)
         runs = figure.grid(spec, args)
         store = args.results / figure.name
+        use_cpu_devices(max(config.devices for config in runs.values()))
         backend, onednn = settings.in_force()
         print(f"{figure.name} --preset {args.preset}: {len(runs)} runs; backend {backend}"
               + (f", oneDNN {'on' if onednn else 'off'}" if backend == "tensorflow" else ""),
               file=log, flush=True)
+
+        def hooks(folder):
+            return (figure.callbacks(spec, folder) if figure.callbacks else None,
+                    figure.measure(spec, folder) if figure.measure else None)
+
+        if args.dry_run:
+            plan.dry_run(runs, hooks, log=log)
+            return {}
+        callbacks, measure = hooks(store)
         sweep = Sweep(store, verbose=int(args.verbose), engine=args.engine, log=log,
-                      describe=figure.describe,
-                      callbacks=figure.callbacks(spec, store) if figure.callbacks else None,
-                      measure=figure.measure(spec, store) if figure.measure else None)
+                      describe=figure.describe, callbacks=callbacks, measure=measure,
+                      ray=args.ray)
         sweep.run(list(runs.values()))
         tables = figure.tables(sweep, runs, spec)
         stem = figure.stem(args) if figure.stem else figure.name

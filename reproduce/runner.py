@@ -27,14 +27,16 @@ import models
 from callbacks.schedules import BatchSizeSchedule, TrainingSchedule, current_learning_rate
 from optimizers import GradientAccumulator
 from reproduce import datasets
-from reproduce.cli import UserError, save_atomic
+from reproduce.cli import UserError
+from reproduce.devices import data_parallel, use_cpu_devices
 from reproduce.engine import ENGINES, FastEngine, fast_engine_available
 from reproduce.pipeline import AUGMENTATIONS, channel_stats, epoch_arrays, standardize
+from reproduce.store import RunStore
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 # Fields added after runs were stored, left out of the key at these values so
 # those runs keep their keys.
-KEY_DEFAULTS = {"subset_seed": 12345}
+KEY_DEFAULTS = {"subset_seed": 12345, "devices": 1}
 
 
 class ConfigError(UserError, ValueError):
@@ -54,6 +56,8 @@ class RunConfig:
     decays instead: `callbacks.BatchSizeSchedule`). Batches above
     `max_device_batch` are accumulated (`optimizers.GradientAccumulator`);
     `accumulation` > 1 forces k micro-batches of batch_size / k.
+    Devices: `devices` > 1 splits every physical batch across n devices
+    (`reproduce.devices`: MirroredStrategy or DataParallel, with `fit`).
     Engine: "fast" (`reproduce.engine.FastEngine`) or "fit" (`model.fit`);
     not part of the key, since both train the same run (a sweep resumes with
     runs the other engine stored).
@@ -83,6 +87,7 @@ class RunConfig:
     test_size: int = None
     subset_seed: int = 12345  # which train_size / test_size examples (every run of a sweep alike)
     seed: int = 0
+    devices: int = 1  # data parallel over n devices (reproduce.devices); batch norm sees batch / n
     engine: str = "fast"
 
     def __post_init__(self):
@@ -109,6 +114,10 @@ class RunConfig:
         need(any(self.augment is a for a in AUGMENTATIONS) or self.augment == "shift",
              "augment", "False, True (pad-crop-flip) or 'shift'")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
+        need(isinstance(self.devices, int) and self.devices >= 1
+             and (self.batch_size // self.accumulation) % self.devices == 0, "devices",
+             f"an integer >= 1 that divides the physical batch "
+             f"{self.batch_size // self.accumulation}")
         try:
             models.parse_norm(self.norm)
         except ValueError as error:
@@ -240,45 +249,66 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
     x, y, x_test, y_test = data or data_of(config)
     num_classes = int(max(y.max(), y_test.max()) + 1)
     schedule = config.training_schedule(len(x))
-    model = model or build_model(config, x.shape[1:], num_classes)
-    model.compile(
-        optimizer=build_optimizer(config, schedule),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
-    recorder = EpochRecorder(schedule)
-    all_callbacks = [BatchSizeSchedule(schedule), *callbacks, recorder]
-    started = time.perf_counter()
     engine = config.engine
     if engine == "fast" and not fast_engine_available():
         print(f"the fast engine needs the JAX or TensorFlow backend, not "
               f"{keras.backend.backend()}; training with fit", file=log, flush=True)
         engine = "fit"
-    with np.errstate(all="ignore"):
-        if engine == "fast":
-            FastEngine(model, x, y, log=log).fit(
-                config.epochs, lambda epoch: schedule[epoch].physical_batch, seed=config.seed,
-                augment=config.augment, validation_data=(x_test, y_test),
-                callbacks=all_callbacks, verbose=verbose)
-        for epoch in range(config.epochs if engine == "fit" else 0):
-            x_epoch, y_epoch = epoch_arrays(x, y, epoch, config.seed, augment=config.augment)
-            model.fit(x_epoch, y_epoch, batch_size=schedule[epoch].physical_batch, shuffle=False,
-                      epochs=epoch + 1, initial_epoch=epoch, verbose=verbose,
-                      validation_data=(x_test, y_test), validation_batch_size=1000,
-                      callbacks=all_callbacks)
-            if recorder.diverged:
-                break
+    if engine == "fast" and config.devices > 1:
+        print(f"the fast engine runs on one device; training with fit on {config.devices} "
+              "devices", file=log, flush=True)
+        engine = "fit"
+    use_cpu_devices(config.devices)
+    with data_parallel(config.devices):
+        model = model or build_model(config, x.shape[1:], num_classes)
+        model.compile(
+            optimizer=build_optimizer(config, schedule),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"])
+        recorder = EpochRecorder(schedule)
+        all_callbacks = [BatchSizeSchedule(schedule), *callbacks, recorder]
+        started = time.perf_counter()
+        with np.errstate(all="ignore"):
+            if engine == "fast":
+                FastEngine(model, x, y, log=log).fit(
+                    config.epochs, lambda epoch: schedule[epoch].physical_batch,
+                    seed=config.seed, augment=config.augment,
+                    validation_data=(x_test, y_test), callbacks=all_callbacks, verbose=verbose)
+            for epoch in range(config.epochs if engine == "fit" else 0):
+                x_epoch, y_epoch = epoch_arrays(x, y, epoch, config.seed, augment=config.augment)
+                model.fit(x_epoch, y_epoch, batch_size=schedule[epoch].physical_batch,
+                          shuffle=False, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose,
+                          validation_data=(x_test, y_test), validation_batch_size=1000,
+                          callbacks=all_callbacks)
+                if recorder.diverged:
+                    break
     result = dict(status="diverged" if recorder.diverged else "finished",
                   rows=recorder.rows, wall_time=time.perf_counter() - started)
     return (result, model) if return_model else result
 
 
 # -- the results store and sweeps ------------------------------------------
-def write_json_atomic(path, payload):
-    save_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1, default=float)))
+def train_record(config, engine=None, verbose=0, callbacks=None, measure=None, log=sys.stdout):
+    """Trains `config` and returns its store record: the `train` result, the
+    config and its key, and `measure`'s measurements (see `Sweep`). A Ray
+    worker runs this for a sweep on a cluster (`reproduce.cluster`)."""
+    extra = callbacks(config) if callbacks else []
+    chosen = config.replace(engine=engine) if engine else config
+    result, model = train(chosen, verbose=verbose, callbacks=extra, return_model=True, log=log)
+    if measure is not None:
+        result["measures"] = measure(config, model, data_of(config), extra)
+    return dict(config=dataclasses.asdict(config), key=config.key, **result)
 
 
 class Sweep:
     """Runs configs into `store` (a folder), skipping those already there.
+
+    Several sweeps may share a store (two terminals, machines sharing the
+    folder): each run is claimed before it is trained (`reproduce.store`), a
+    run another live sweep holds is waited for, and a stale claim (a dead
+    owner) is taken over. With `ray`, every run is a Ray task
+    (`reproduce.cluster`); the records come back to this store as the serial
+    sweep writes them.
 
     Args:
         store: folder of the results, one `<key>.json` per finished run.
@@ -292,6 +322,10 @@ class Sweep:
             JSON-able measurements taken after training (sharpness, weight
             change, a callback's history...), stored with the run under
             "measures"; `data` is (x, y, x_test, y_test).
+        ray: a Ray address ("local", "auto", "ray://host:10001"): train the
+            runs as Ray tasks; None (default) trains them here, one by one.
+        heartbeat, stale_after: seconds; see `reproduce.store.RunStore`.
+        poll: seconds between looks at runs other sweeps are training.
 
     Example:
 
@@ -300,50 +334,79 @@ class Sweep:
     """
 
     def __init__(self, store, describe=None, verbose=0, log=sys.stdout, callbacks=None,
-                 measure=None, engine=None):
+                 measure=None, engine=None, ray=None, heartbeat=30.0, stale_after=300.0,
+                 poll=5.0):
         self.store = Path(store)
+        self.records = RunStore(store, heartbeat=heartbeat, stale_after=stale_after)
         self.engine = engine
         self.callbacks, self.measure = callbacks, measure
         self.describe = describe or (lambda c: c.key)
         self.verbose = verbose
         self.log = log
+        self.ray, self.poll = ray, poll
 
     def path(self, config):
-        return self.store / f"{config.key}.json"
+        return self.records.path(config)
 
     def load(self, config):
-        path = self.path(config)
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:  # cannot happen with atomic writes; be safe
-            return None
+        return self.records.load(config)
+
+    def train_record(self, config, log=None):
+        return train_record(config, self.engine, self.verbose, self.callbacks, self.measure,
+                            log=log or self.log)
 
     def run(self, configs):
         """Trains what is missing; returns all runs' rows as one DataFrame."""
         configs = list(dict.fromkeys(configs))
         todo = [c for c in configs if self.load(c) is None]
         done_before = len(configs) - len(todo)
-        self._say(f"{len(configs)} runs: {done_before} already in {self.store}, {len(todo)} to train")
-        spent = []
-        for i, config in enumerate(todo, 1):
-            started = time.perf_counter()
-            extra = self.callbacks(config) if self.callbacks else []
-            chosen = config.replace(engine=self.engine) if self.engine else config
-            result, model = train(chosen, verbose=self.verbose, callbacks=extra,
-                                  return_model=True, log=self.log)
-            if self.measure is not None:
-                result["measures"] = self.measure(config, model, data_of(config), extra)
-            spent.append(time.perf_counter() - started)
-            write_json_atomic(self.path(config), dict(
-                config=dataclasses.asdict(config), key=config.key, **result))
-            last = result["rows"][-1] if result["rows"] else {}
-            eta = np.mean(spent) * (len(todo) - i)
-            self._say(f"[{i}/{len(todo)}] {self.describe(config)}: {result['status']}, "
-                      f"test acc {last.get('test_accuracy', float('nan')):.4f}, "
-                      f"{result['wall_time']:.1f}s; ETA {_duration(eta)}")
+        self._say(f"{len(configs)} runs: {done_before} already in {self.store}, "
+                  f"{len(todo)} to train" + (f" on Ray ({self.ray})" if self.ray and todo else ""))
+        if todo:
+            if self.ray:
+                from reproduce.cluster import RayRuns  # Ray only where asked for
+                runs = RayRuns(self, self.ray)
+            else:
+                runs = LocalRuns(self)
+            try:
+                self._train(todo, runs)
+            finally:
+                runs.close()
         return self.table(configs)
+
+    def _train(self, todo, runs):
+        """Claims each run, hands it to `runs` (here or Ray), saves what comes
+        back; waits for runs that other sweeps hold until they are stored."""
+        pending, claims, spent, trained = list(todo), {}, [], 0
+        while pending or claims:
+            waiting = []
+            for config in pending:
+                if self.load(config) is not None:
+                    continue  # another sweep stored it
+                claim = self.records.claim(config)
+                if claim is None:
+                    waiting.append(config)
+                elif self.load(config) is not None:  # stored between the look and the claim
+                    claim.release()
+                else:
+                    claims[config] = claim
+                    runs.submit(config)
+            if waiting and not claims:
+                self._say(f"{len(waiting)} runs are being trained by another sweep "
+                          f"(claims in {self.store}); waiting")
+            for config, record in runs.results(timeout=self.poll if waiting or claims else 0):
+                self.records.save(config, record)
+                claims.pop(config).release()
+                trained += 1
+                spent.append(record["wall_time"])
+                last = record["rows"][-1] if record["rows"] else {}
+                eta = np.mean(spent) * len(claims) / runs.parallel
+                self._say(f"[{trained}/{len(todo)}] {self.describe(config)}: {record['status']}, "
+                          f"test acc {last.get('test_accuracy', float('nan')):.4f}, "
+                          f"{record['wall_time']:.1f}s; ETA {_duration(eta)}")
+            if waiting and not claims:
+                time.sleep(self.poll)
+            pending = waiting
 
     def table(self, configs):
         """One row per epoch of every stored run, with its config's fields.
@@ -368,6 +431,25 @@ class Sweep:
 
     def _say(self, text):
         print(text, file=self.log, flush=True)
+
+
+class LocalRuns:
+    """Trains each submitted run at once, in this process (the serial sweep)."""
+
+    parallel = 1
+
+    def __init__(self, sweep):
+        self.sweep, self.done = sweep, []
+
+    def submit(self, config):
+        self.done.append((config, self.sweep.train_record(config)))
+
+    def results(self, timeout):
+        done, self.done = self.done, []
+        return done
+
+    def close(self):
+        pass
 
 
 def _duration(seconds):

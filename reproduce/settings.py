@@ -18,6 +18,7 @@ import os
 import platform
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+HOST_DEVICES = "--xla_force_host_platform_device_count"
 
 
 def defaults(machine=None):
@@ -32,6 +33,12 @@ def apply():
     for name, value in defaults().items():
         if name not in os.environ:
             os.environ[name] = changed[name] = value
+    devices = os.environ.get("DEVICES", "1")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if devices.isdigit() and int(devices) > 1 and HOST_DEVICES not in flags:
+        # JAX's CPU as DEVICES devices (reproduce.devices); read when JAX starts.
+        os.environ["XLA_FLAGS"] = changed["XLA_FLAGS"] = \
+            f"{flags} {HOST_DEVICES}={int(devices)}".strip()
     return changed
 
 

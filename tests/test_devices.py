@@ -1,0 +1,87 @@
+"""One run on two devices (reproduce.devices), on two logical CPU devices:
+the weights of one device without batch norm, and what batch norm's
+statistics are computed over on each engine."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+from conftest import needs_mnist
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Trains pairs of runs in a fresh process (devices are fixed when the
+# backend starts) and prints the largest weight gap of each pair.
+SCRIPT = """
+import json, sys
+import numpy as np
+import reproduce
+from reproduce.runner import RunConfig, train
+
+base = RunConfig(dataset="mnist", model="f1", norm="none", train_size=256, test_size=64,
+                 epochs=2, batch_size=64, lr=0.01, engine="fit")
+
+def weights(config):
+    _, model = train(config, return_model=True)
+    return [np.asarray(w) for w in model.trainable_weights]
+
+def gap(a, b):
+    return max(float(np.abs(x - y).max()) for x, y in zip(weights(a), weights(b)))
+
+print(json.dumps(dict(
+    plain=gap(base, base.replace(devices=2)),
+    accumulated=gap(base.replace(batch_size=128), base.replace(batch_size=128, accumulation=2,
+                                                                devices=2)),
+    bn_vs_whole_batch=gap(base.replace(norm="batch"), base.replace(norm="batch", devices=2)),
+    bn_vs_ghost=gap(base.replace(norm="ghost:32"), base.replace(norm="batch", devices=2)),
+)))
+"""
+
+
+def gaps(backend):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": backend, "DEVICES": "2"}
+    env.pop("XLA_FLAGS", None)  # reproduce.settings derives it from DEVICES
+    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                            text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_two_devices_train_one_devices_weights_and_batch_norm_as_the_engine_says():
+    # The backend under test (make test runs this file on TensorFlow and JAX).
+    backend = keras.backend.backend()
+    g = gaps(backend)
+    assert g["plain"] < 1e-5
+    assert g["accumulated"] < 1e-5  # 2 micro-batches on 2 devices = the batch of 128
+    if backend == "tensorflow":
+        # MirroredStrategy: batch norm per device, ghost batches of 64 / 2 = 32.
+        assert g["bn_vs_ghost"] < 1e-5
+        assert g["bn_vs_whole_batch"] > 1e-3
+    else:
+        # JAX DataParallel: batch norm over the whole batch of 64, as on one device.
+        assert g["bn_vs_whole_batch"] < 1e-5
+        assert g["bn_vs_ghost"] > 1e-3
+
+
+def test_more_devices_than_there_are_is_a_one_line_error():
+    from reproduce.cli import UserError
+    from reproduce.devices import data_parallel
+
+    with pytest.raises(UserError, match=r"devices=64: only \d+ device\(s\) here; "):
+        with data_parallel(64):
+            pass
+
+
+def test_devices_must_divide_the_physical_batch():
+    from reproduce.runner import ConfigError, RunConfig
+
+    with pytest.raises(ConfigError, match="devices=3: expected an integer >= 1 that divides "
+                                          "the physical batch 64"):
+        RunConfig(batch_size=64, devices=3)
+    assert RunConfig(devices=1).key == RunConfig().key  # stored runs keep their keys

@@ -1,0 +1,196 @@
+"""Scaling out: claims that keep two sweeps on one store from training a run
+twice, a sweep's runs as Ray tasks (same records as the serial sweep, a
+killed worker retried), and the paper presets' dry runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import pandas as pd
+import pytest
+from conftest import needs_cifar10, needs_mnist
+
+from reproduce.runner import RunConfig, Sweep
+from reproduce.store import HOST, RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = RunConfig(dataset="mnist", model="f1", norm="none", train_size=256, test_size=128,
+                 epochs=2, batch_size=64, lr=0.05)
+METRICS = ["epoch", "updates", "batch_size", "lr", "loss", "accuracy", "test_loss",
+           "test_accuracy"]
+
+
+# -- claims ------------------------------------------------------------------
+def write_claim(store, config, owner, age=0.0):
+    path = store.claim_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(owner))
+    os.utime(path, (time.time() - age, time.time() - age))
+    return path
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_claim_is_exclusive_until_released(tmp_path):
+    store = RunStore(tmp_path)
+    first = store.claim(TINY)
+    assert first is not None
+    assert store.claim(TINY) is None  # held by a live owner (this process)
+    first.release()
+    assert not store.claim_path(TINY).exists()
+    again = store.claim(TINY)
+    assert again is not None
+    again.release()
+
+
+def test_a_dead_owners_claim_on_this_host_is_taken_over_at_once(tmp_path):
+    store = RunStore(tmp_path)
+    write_claim(store, TINY, dict(host=HOST, pid=dead_pid(), id="dead"))
+    claim = store.claim(TINY)
+    assert claim is not None
+    assert json.loads(store.claim_path(TINY).read_text())["pid"] == os.getpid()
+    claim.release()
+
+
+def test_another_hosts_claim_is_taken_over_only_after_the_timeout(tmp_path):
+    store = RunStore(tmp_path, heartbeat=1, stale_after=60)
+    owner = dict(host="elsewhere", pid=1, id="x")
+    write_claim(store, TINY, owner, age=30)  # touched 30 s ago: alive
+    assert store.claim(TINY) is None
+    write_claim(store, TINY, owner, age=90)  # silent for 90 s: stale
+    claim = store.claim(TINY)
+    assert claim is not None
+    claim.release()
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_the_owner_touches_its_claim_while_it_holds_it(tmp_path):
+    store = RunStore(tmp_path, heartbeat=0.05, stale_after=1)
+    claim = store.claim(TINY)
+    path = store.claim_path(TINY)
+    os.utime(path, (time.time() - 100, time.time() - 100))
+    time.sleep(0.3)
+    assert time.time() - path.stat().st_mtime < 1
+    claim.release()
+
+
+def test_bad_heartbeat_settings_are_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="stale_after=10: expected more than twice heartbeat=30"):
+        RunStore(tmp_path, heartbeat=30, stale_after=10)
+
+
+@needs_mnist
+def test_a_sweep_waits_for_a_run_another_sweep_holds_and_takes_it_over_when_stale(tmp_path):
+    sweep = Sweep(tmp_path, heartbeat=0.1, stale_after=1.5, poll=0.2, log=open(os.devnull, "w"))
+    write_claim(sweep.records, TINY, dict(host="elsewhere", pid=1, id="x"))
+    started = time.time()
+    table = sweep.run([TINY])
+    assert time.time() - started > 1.0  # it waited for the claim to go stale
+    assert len(table) == TINY.epochs
+    assert not sweep.records.claim_path(TINY).exists()
+
+
+TWO_SWEEPS = """
+import sys
+from reproduce.runner import RunConfig, Sweep
+base = RunConfig(dataset="mnist", model="f1", norm="none", train_size=256, test_size=128,
+                 epochs=2, batch_size=64, lr=0.05)
+Sweep(sys.argv[1], describe=lambda c: "TRAINED " + c.key, poll=0.2).run(
+    [base.replace(seed=s) for s in range(6)])
+"""
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_two_sweeps_on_one_store_train_every_run_exactly_once(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_SWEEPS, str(tmp_path)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(2)]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    trained = [{line.split("TRAINED ")[1].split(":")[0] for line in out.splitlines()
+                if "TRAINED " in line} for out in outputs]
+    assert trained[0].isdisjoint(trained[1])
+    assert len(trained[0] | trained[1]) == 6
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json"] * 6
+    for path in tmp_path.iterdir():
+        assert json.loads(path.read_text())["status"] == "finished"
+
+
+# -- Ray -----------------------------------------------------------------------
+class KillOnce(keras.callbacks.Callback):
+    """Kills its own process (the Ray worker) at the end of the first epoch,
+    the first time only: `marker` records that it happened."""
+
+    def __init__(self, marker):
+        super().__init__()
+        self.marker = str(marker)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_ray_sweep_on_two_workers_gives_the_serial_records_and_retries_a_killed_worker(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # KillOnce, for workers
+    configs = [TINY.replace(seed=s) for s in range(4)]
+    quiet = open(os.devnull, "w")
+    serial = Sweep(tmp_path / "serial", log=quiet).run(configs)
+    marker = tmp_path / "killed"
+    victim = configs[1]
+    os.environ["RAY_NUM_CPUS"] = "2"
+    try:
+        on_ray = Sweep(tmp_path / "ray", log=quiet, ray="local",
+                       callbacks=lambda c: [KillOnce(marker)] if c == victim else []).run(configs)
+    finally:
+        del os.environ["RAY_NUM_CPUS"]
+    assert marker.exists()  # the victim's worker was killed once, and retried
+    pd.testing.assert_frame_equal(serial[METRICS + ["key", "status"]],
+                                  on_ray[METRICS + ["key", "status"]], rtol=1e-5)
+    assert not ray.is_initialized()  # the sweep shut down the Ray it started
+    assert sorted(p.suffix for p in (tmp_path / "ray").iterdir()) == [".json"] * 4
+
+
+def test_joining_a_ray_cluster_that_is_not_there_is_a_one_line_error(monkeypatch):
+    pytest.importorskip("ray")
+    from reproduce.cli import UserError
+    from reproduce.cluster import connect
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(UserError, match="--ray auto: cannot connect .*expected 'local', 'auto'"):
+        connect("auto")
+
+
+# -- dry runs of the paper presets --------------------------------------------
+@pytest.mark.slow
+@needs_mnist
+@needs_cifar10
+def test_every_paper_preset_starts_its_runs_and_states_its_cost(tmp_path, capsys):
+    from reproduce import report
+
+    for figure in report.figures():
+        figure.main(["--preset", "paper", "--dry-run", "--results", str(tmp_path / "r"),
+                            "--out", str(tmp_path / "f")])
+        out = capsys.readouterr().out
+        runs = int(out.split("--preset paper: ")[1].split(" runs")[0])
+        combos = int(out.split(" distinct combinations")[0].split(" runs in ")[-1])
+        assert out.count("  ok  ") == combos >= 1, out
+        assert f"plan: {runs} runs" in out and "GPU-hours" in out, out
+        if figure.name == "small_batch":  # Masters & Luschi: 11 x 13 runs, 82 epochs
+            assert "plan: 143 runs" in out
+            assert f"{143 * 82 * 50_000:,} training examples" in out
+    assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()  # writes nothing
