@@ -144,10 +144,11 @@ def _int_env(name, default):
         cli.fail(f"{name}={text!r}: expected an integer.")
 
 
-def run_figure(figure, argv=None, log=sys.stdout):
+def run_figure(figure, argv=None, log=None):
     """The whole figure target: parse `argv`, train what the store lacks, write
     the CSVs and PNGs, print the tables. Returns {suffix: DataFrame}."""
     args = parser(figure).parse_args(argv)
+    log = log or sys.stdout
     with cli.one_line_errors():
         if figure.check:
             figure.check(args)

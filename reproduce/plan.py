@@ -110,7 +110,7 @@ def estimate(runs, gpu_tflops=GPU_TFLOPS, step_seconds=GPU_STEP_SECONDS):
     return pd.DataFrame(rows)
 
 
-def dry_run(runs, hooks=None, log=sys.stdout, gpu_tflops=GPU_TFLOPS,
+def dry_run(runs, hooks=None, log=None, gpu_tflops=GPU_TFLOPS,
             step_seconds=GPU_STEP_SECONDS):
     """Trains one run of each combination for 2 updates, then prints the plan.
 
@@ -119,6 +119,7 @@ def dry_run(runs, hooks=None, log=sys.stdout, gpu_tflops=GPU_TFLOPS,
         hooks: optional `store folder -> (callbacks, measure)`, as `Sweep`
             takes them; given a temporary folder. The measure is not run.
     Returns (the plan's per-run table, the dry runs' table)."""
+    log = log or sys.stdout
     groups = {}
     for label, config in runs.items():
         groups.setdefault(combination(config), (label, config))

@@ -377,7 +377,20 @@ class Sweep:
     def _train(self, todo, runs):
         """Claims each run, hands it to `runs` (here or Ray), saves what comes
         back; waits for runs that other sweeps hold until they are stored."""
-        pending, claims, spent, trained = list(todo), {}, [], 0
+        pending, claims, spent = list(todo), {}, []
+
+        def save(finished):
+            for config, record in finished:
+                self.records.save(config, record)
+                claims.pop(config).release()
+                spent.append(record["wall_time"])
+                last = record["rows"][-1] if record["rows"] else {}
+                eta = np.mean(spent) * (len(todo) - len(spent)) / runs.parallel
+                self._say(f"[{len(spent)}/{len(todo)}] {self.describe(config)}: "
+                          f"{record['status']}, test acc "
+                          f"{last.get('test_accuracy', float('nan')):.4f}, "
+                          f"{record['wall_time']:.1f}s; ETA {_duration(eta)}")
+
         while pending or claims:
             waiting = []
             for config in pending:
@@ -391,19 +404,11 @@ class Sweep:
                 else:
                     claims[config] = claim
                     runs.submit(config)
+                    save(runs.results(timeout=0))  # a serial run is stored at once
             if waiting and not claims:
                 self._say(f"{len(waiting)} runs are being trained by another sweep "
                           f"(claims in {self.store}); waiting")
-            for config, record in runs.results(timeout=self.poll if waiting or claims else 0):
-                self.records.save(config, record)
-                claims.pop(config).release()
-                trained += 1
-                spent.append(record["wall_time"])
-                last = record["rows"][-1] if record["rows"] else {}
-                eta = np.mean(spent) * len(claims) / runs.parallel
-                self._say(f"[{trained}/{len(todo)}] {self.describe(config)}: {record['status']}, "
-                          f"test acc {last.get('test_accuracy', float('nan')):.4f}, "
-                          f"{record['wall_time']:.1f}s; ETA {_duration(eta)}")
+            save(runs.results(timeout=self.poll if waiting or claims else 0))
             if waiting and not claims:
                 time.sleep(self.poll)
             pending = waiting
