@@ -21,10 +21,10 @@ XLA_FLAGS=--xla_force_host_platform_device_count=n for JAX (set by
 """
 
 import contextlib
-import os
 
 import keras
 
+from reproduce import settings
 from reproduce.cli import UserError
 
 
@@ -35,8 +35,7 @@ def use_cpu_devices(n):
     so a process that will train on n devices sets DEVICES=n (the runs before
     then train on the first device); a no-op on other backends, with GPUs,
     or for n == 1."""
-    env = os.environ.get("DEVICES", "1")
-    n = max(n, int(env) if env.isdigit() else 1)
+    n = max(n, settings.requested_devices())
     if n <= 1 or keras.backend.backend() != "tensorflow":
         return
     import tensorflow as tf

@@ -33,13 +33,19 @@ def apply():
     for name, value in defaults().items():
         if name not in os.environ:
             os.environ[name] = changed[name] = value
-    devices = os.environ.get("DEVICES", "1")
     flags = os.environ.get("XLA_FLAGS", "")
-    if devices.isdigit() and int(devices) > 1 and HOST_DEVICES not in flags:
+    if requested_devices() > 1 and HOST_DEVICES not in flags:
         # JAX's CPU as DEVICES devices (reproduce.devices); read when JAX starts.
         os.environ["XLA_FLAGS"] = changed["XLA_FLAGS"] = \
-            f"{flags} {HOST_DEVICES}={int(devices)}".strip()
+            f"{flags} {HOST_DEVICES}={requested_devices()}".strip()
     return changed
+
+
+def requested_devices():
+    """DEVICES from the environment (1 if unset or not a number; the figure
+    command line reports a bad value)."""
+    text = os.environ.get("DEVICES", "1")
+    return int(text) if text.isdigit() else 1
 
 
 def in_force():
