@@ -32,7 +32,7 @@ KAGGLE_ARGS ?=
 FIGURES = fig-small-batch fig-dont-decay fig-generalization-gap fig-sharp-minima \
 	fig-mnist-batch-size fig-lr-scaling
 
-.PHONY: setup test test-fast settings clean help figures $(FIGURES) kaggle-data-from-mnist kaggle-submission \
+.PHONY: setup test test-fast settings clean help figures check-claims $(FIGURES) kaggle-data-from-mnist kaggle-submission \
 	bench-pipeline bench-accumulation bench-throughput
 
 help:
@@ -45,6 +45,7 @@ help:
 	@echo "     [PRESET=smoke|quick|paper]  (fig-dont-decay: [MAX_DEVICE_BATCH=n])"
 	@echo "     [RAY_ADDRESS=local|auto|ray://host:10001] [DEVICES=n] [DRY_RUN=1]"
 	@echo "make figures                  every figure target's quick preset in a row"
+	@echo "make check-claims [PRESET=...] each paper's claims checked over the figures' CSVs"
 	@echo "make kaggle-data-from-mnist   MNIST stand-in for the Kaggle Digit Recognizer files"
 	@echo "make kaggle-submission [KAGGLE_ARGS='--full --norm group ...']"
 	@echo "     [ENGINE=fit]                model.fit instead of the fast engine"
@@ -103,6 +104,13 @@ fig-lr-scaling:
 figures:
 	for target in $(FIGURES); do $(MAKE) --no-print-directory $$target PRESET=quick || exit 1; done
 	$(PYTHON) -m reproduce.report
+	$(PYTHON) -m reproduce.claims --preset quick
+
+# Each paper's headline claims as PASS/FAIL over the figures' CSVs (reproduce/claims.py):
+# every preset whose CSVs are in figures/, or only $(PRESET) if you name it on the command
+# line; the exit status is 1 if a claim expected to hold at that preset fails.
+check-claims:
+	$(PYTHON) -m reproduce.claims $(if $(filter command line,$(origin PRESET)),--preset $(PRESET))
 
 kaggle-data-from-mnist:
 	$(PYTHON) -m reproduce.kaggle data-from-mnist
