@@ -69,15 +69,18 @@ endif
 # kernels and agree to round-off for every optimizer (tests/test_engine.py).
 LIBRARY_TESTS = tests/test_accumulation.py tests/test_engine.py tests/test_layers.py \
 	tests/test_measures.py tests/test_schedules.py tests/test_devices.py
+# pytest-xdist workers: a TensorFlow test process keeps ~0.8 of a core busy, so 3
+# workers fill the 2 cores here (README "Tests" has the timings).
+TEST_WORKERS ?= 3
 
 test:
-	$(PYTHON) -m pytest -q tests
-	KERAS_BACKEND=jax $(PYTHON) -m pytest -q $(LIBRARY_TESTS)
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) tests
+	KERAS_BACKEND=jax $(PYTHON) -m pytest -q -n $(TEST_WORKERS) $(LIBRARY_TESTS)
 	TF_ENABLE_ONEDNN_OPTS=0 $(PYTHON) -m pytest -q tests/test_engine.py
 
 # The edit-test loop: the unit tests without the figure smoke runs (< 1 min).
 test-fast:
-	$(PYTHON) -m pytest -q -m "not slow" tests
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
 
 # The settings in force in a process a target starts (reproduce/settings.py).
 settings:

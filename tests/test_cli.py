@@ -86,22 +86,61 @@ def test_set_trains_every_run_of_the_preset_with_the_overrides(tmp_path):
         assert record["config"]["lr_milestones"] == [1, 1]
 
 
-CLIS = [["-m", f"reproduce.{name}", "--preset", "smoke"] for name in (
-    "small_batch", "dont_decay", "generalization_gap", "sharp_minima", "mnist_batch_size",
-    "lr_scaling")] + [["-m", "reproduce.kaggle", "data-from-mnist"]]
+FIGURE_MODULES = ("small_batch", "dont_decay", "generalization_gap", "sharp_minima",
+                  "mnist_batch_size", "lr_scaling")
+CLIS = [["-m", "reproduce.small_batch", "--preset", "smoke"],
+        ["-m", "reproduce.kaggle", "data-from-mnist"]]
+
+
+def _without_data(tmp_path):
+    return _env(DATA_DIR=str(tmp_path / "data"), DATA_MIRROR=str(tmp_path / "none"),
+                DATA_DOWNLOAD="0", TF_CPP_MIN_LOG_LEVEL="3")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args", CLIS, ids=[a[1] for a in CLIS])
-def test_every_cli_answers_a_missing_dataset_with_one_line(args, tmp_path):
+def test_a_missing_dataset_is_one_line_on_stderr_and_exit_2(args, tmp_path):
     extra = [] if "kaggle" in args[1] else ["--out", str(tmp_path / "fig"),
                                             "--results", str(tmp_path / "res")]
     out = subprocess.run([sys.executable, *args, *extra], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300, env=_env(
-                             DATA_DIR=str(tmp_path / "data"), DATA_MIRROR=str(tmp_path / "none"),
-                             DATA_DOWNLOAD="0", TF_CPP_MIN_LOG_LEVEL="3"))
+                         text=True, timeout=300, env=_without_data(tmp_path))
     assert out.returncode == 2, out.stderr[-2000:]
     ours = our_lines(out.stderr)
     assert len(ours) == 1 and "not found in" in ours[0] and "put the file at" in ours[0], ours
     assert "Traceback" not in out.stderr
+    assert not (tmp_path / "fig").exists()
+
+
+# Every figure's main in one fresh process (one TensorFlow start-up, not six):
+# its exit status and what it printed on stderr.
+EVERY_FIGURE = """
+import contextlib, io, json, sys
+from reproduce import report
+results = {}
+for figure in report.figures():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            figure.main(["--preset", "smoke", "--out", sys.argv[1], "--results", sys.argv[2]])
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+    results[figure.name] = [code, err.getvalue()]
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_every_figure_answers_a_missing_dataset_with_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-c", EVERY_FIGURE, str(tmp_path / "fig"),
+                          str(tmp_path / "res")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env=_without_data(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(results) == sorted(FIGURE_MODULES)
+    for name, (code, stderr) in results.items():
+        ours = our_lines(stderr)
+        assert code == 2, (name, stderr)
+        assert len(ours) == 1 and "not found in" in ours[0] and "put the file at" in ours[0], (
+            name, ours)
     assert not (tmp_path / "fig").exists()

@@ -176,15 +176,26 @@ def test_joining_a_ray_cluster_that_is_not_there_is_a_one_line_error(monkeypatch
 
 
 # -- dry runs of the paper presets --------------------------------------------
+# The dry run trains each distinct kind of run of a preset for 2 updates. Here
+# it does so for the presets whose models train in seconds on this CPU (the
+# Masters & Luschi sweep, 143 runs, included); for every paper preset the plan's
+# arithmetic is checked and each model is built (ResNet-44 and WRN-16-4 traced
+# for 2 updates take ~20 s each, and tests/test_layers.py trains every model
+# with every norm).
+DRY_RUN_TRAINED = ("small_batch", "sharp_minima", "lr_scaling")
+
+
 @pytest.mark.slow
 @needs_mnist
 @needs_cifar10
-def test_every_paper_preset_starts_its_runs_and_states_its_cost(tmp_path, capsys):
+def test_paper_presets_dry_runs_train_each_kind_of_run_and_state_the_cost(tmp_path, capsys):
     from reproduce import report
 
     for figure in report.figures():
+        if figure.name not in DRY_RUN_TRAINED:
+            continue
         figure.main(["--preset", "paper", "--dry-run", "--results", str(tmp_path / "r"),
-                            "--out", str(tmp_path / "f")])
+                     "--out", str(tmp_path / "f")])
         out = capsys.readouterr().out
         runs = int(out.split("--preset paper: ")[1].split(" runs")[0])
         combos = int(out.split(" distinct combinations")[0].split(" runs in ")[-1])
@@ -194,3 +205,21 @@ def test_every_paper_preset_starts_its_runs_and_states_its_cost(tmp_path, capsys
             assert "plan: 143 runs" in out
             assert f"{143 * 82 * 50_000:,} training examples" in out
     assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()  # writes nothing
+
+
+@needs_mnist
+@needs_cifar10
+def test_every_paper_preset_has_a_plan_and_two_update_dry_runs():
+    from reproduce import plan, report
+
+    for figure in report.figures():
+        runs = figure.grid(figure.presets["paper"])
+        table = plan.estimate(runs)  # builds every model of the preset
+        assert len(table) == len(runs) and (table.gpu_hours > 0).all(), figure.name
+        # Updates per run from the schedule: at least one per epoch.
+        assert (table.updates >= table.epochs).all(), figure.name
+        for config in {plan.combination(c): c for c in runs.values()}.values():
+            small = plan.shrunk(config)
+            assert small.training_schedule(small.train_size).total_updates() == 2, config
+            first = small.training_schedule(small.train_size)[0]
+            assert first.physical_batch <= max(32, config.devices), config
