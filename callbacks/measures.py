@@ -164,7 +164,7 @@ def sharpness(model, x, y, loss_fn=None, epsilon=1e-3, subspace=None, maxiter=10
 
     >>> sharpness(model, x_train[:5000], y_train[:5000], epsilon=1e-3)
     """
-    from scipy.optimize import minimize
+    from scipy.optimize import Bounds, minimize
 
     if bn_mode not in ("moving", "batch"):
         raise ValueError(f"bn_mode={bn_mode!r}: expected 'moving' or 'batch'.")
@@ -176,7 +176,9 @@ def sharpness(model, x, y, loss_fn=None, epsilon=1e-3, subspace=None, maxiter=10
         A, center = None, w
     else:
         A = np.random.default_rng(seed).normal(size=(w.size, subspace))
-        center = np.linalg.lstsq(A, w, rcond=None)[0]
+        # A^+ w by the normal equations: A is tall and Gaussian, so A^T A is well
+        # conditioned, and this is ~10x faster than lstsq's SVD for a 1M x 100 A.
+        center = np.linalg.solve(A.T @ A, A.T @ w)
     bound = epsilon * (np.abs(center) + 1.0)
 
     def objective(z):
@@ -187,7 +189,7 @@ def sharpness(model, x, y, loss_fn=None, epsilon=1e-3, subspace=None, maxiter=10
     f0, _ = loss_and_gradient(model, loss_fn, x, y, w, training)
     z0 = np.zeros_like(center)
     result = minimize(objective, z0, jac=True, method="L-BFGS-B",
-                      bounds=list(zip(-bound, bound)), options=dict(maxiter=maxiter))
+                      bounds=Bounds(-bound, bound), options=dict(maxiter=maxiter))
     return (max(-result.fun, f0) - f0) / (1.0 + f0) * 100.0
 
 

@@ -42,6 +42,7 @@ ALPHAS = np.linspace(-1, 2, 25)
 EPSILON = 1e-3
 SUBSPACE = 100
 SHARPNESS_EXAMPLES = 2000
+ITERATIONS = 10  # L-BFGS-B iterations of Metric 2.1, as the paper
 
 F1 = RunConfig(dataset="mnist", model="f1", norm="batch", optimizer="adam", lr=1e-3,
                he_init=False)
@@ -51,8 +52,10 @@ C1 = RunConfig(dataset="cifar10", model="c1", norm="batch", optimizer="adam", lr
 # One declarative config per preset: per network, the base run, SB, and the
 # batch sizes of Fig 4 (the last one is LB, 10% of the training set).
 PRESETS = {
+    # smoke: 2 L-BFGS-B iterations, not the paper's 10; each costs ~1 s on F1's
+    # 1.4M weights here, and smoke checks the plumbing, not the values.
     "smoke": {"F1 / MNIST": dict(base=F1.replace(train_size=512, test_size=256, epochs=2),
-                                 batch_sizes=(32, 52), examples=256)},
+                                 batch_sizes=(32, 52), examples=256, iterations=2)},
     "quick": {"F1 / MNIST": dict(base=F1.replace(train_size=30000, epochs=10),
                                  batch_sizes=(64, 256, 1024, 3000), examples=2000)},
     "paper": {"F1 / MNIST": dict(base=F1.replace(epochs=20),
@@ -71,19 +74,23 @@ def grid(preset, args=None):
 
 class Measure:
     """After training: sharpness (full space and a random subspace) on the
-    first `examples[(dataset, model)]` training examples, and the final
-    weights saved beside the run (for the line between SB and LB)."""
+    first `examples[(dataset, model)]` training examples, with
+    `iterations[(dataset, model)]` L-BFGS-B iterations (the paper's 10 by
+    default), and the final weights saved beside the run (for the line between
+    SB and LB)."""
 
-    def __init__(self, store, examples):
-        self.store, self.examples = store, examples
+    def __init__(self, store, examples, iterations=None):
+        self.store, self.examples, self.iterations = store, examples, iterations or {}
 
     def __call__(self, config, model, data, callbacks=()):
         examples = self.examples[(config.dataset, config.model)]
+        maxiter = self.iterations.get((config.dataset, config.model), ITERATIONS)
         x, y = data[0][:examples], data[1][:examples]
         save_atomic(self.store / f"{config.key}.weights.npz",
                     lambda tmp: np.savez(tmp, *model.get_weights()))
-        return dict(sharpness_full=sharpness(model, x, y, epsilon=EPSILON),
-                    sharpness_subspace=sharpness(model, x, y, epsilon=EPSILON, subspace=SUBSPACE))
+        return dict(sharpness_full=sharpness(model, x, y, epsilon=EPSILON, maxiter=maxiter),
+                    sharpness_subspace=sharpness(model, x, y, epsilon=EPSILON, subspace=SUBSPACE,
+                                                 maxiter=maxiter))
 
 
 def load_weights(store, config):
@@ -107,7 +114,9 @@ def line(store, small, large):
 
 def measure(preset, store):
     return Measure(store, {(s["base"].dataset, s["base"].model): s["examples"]
-                           for s in preset.values()})
+                           for s in preset.values()},
+                   {(s["base"].dataset, s["base"].model): s.get("iterations", ITERATIONS)
+                    for s in preset.values()})
 
 
 def tables(sweep, runs, preset):
