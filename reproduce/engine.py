@@ -35,7 +35,6 @@ The PyTorch backend has no such engine here: runs fall back to `fit`.
 
 import math
 import sys
-import time
 
 import keras
 import numpy as np

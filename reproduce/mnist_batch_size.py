@@ -18,7 +18,6 @@ Writes figures/mnist_batch_size{,_<preset>}{.csv,_table.csv,_accumulation.csv,
 _curves.png,_accumulation.png}.
 """
 
-import numpy as np
 import pandas as pd
 
 from reproduce.figure import Figure
