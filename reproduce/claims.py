@@ -361,8 +361,8 @@ CLAIMS = (
           "lr_scaling", "measures", accuracy_falls_with_the_batch, {"quick": True, "paper": True}),
     Claim("lr-scaling article", "a larger rate brings the large batch back (half of the loss "
           "or more)", "lr_scaling", "measures", a_larger_rate_brings_the_large_batch_back,
-          {"quick": SMALL_DATA.format(why="5 epochs, no warm-up: linear scaling diverges and "
-                                          "batch 1024 makes 295 updates"),
+          {"quick": SMALL_DATA.format(why="5 epochs: batch 1024 makes 295 updates, of which "
+                                          "Goyal's warm-up takes 16"),
            "paper": True}),
     Claim("lr-scaling article", "at a fixed rate larger batches travel less far from the "
           "initial weights", "lr_scaling", "measures", larger_batches_travel_less,

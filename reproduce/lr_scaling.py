@@ -3,10 +3,18 @@ training dynamics" article (../shared/papers.md section 5b).
 
 Method (the article gives neither model nor rates; ours): F1 (5 x 512 fully
 connected, no batch norm) on MNIST, plain SGD, the same number of epochs at
-batch 64, 256 and 1024, with three learning-rate rules from lr = 0.05 at
-batch 64: fixed (0.05 everywhere), linear (lr * B / 64) and square-root
-(lr * sqrt(B / 64)). The article's claim: at a fixed rate batch 64 reaches
-~98% and batch 1024 only ~96%; a larger rate for 1024 brings it back to ~98%.
+batch 64, 256 and 1024, with four learning-rate rules from lr = 0.05 at
+batch 64: fixed (0.05 everywhere), linear (lr * B / 64), linear with Goyal et
+al.'s (2017) gradual warm-up (the rate ramps up linearly over the first 5/90 of
+the updates, their 5 of 90 epochs) and square-root (lr * sqrt(B / 64)). The
+article's claim: at a fixed rate batch 64 reaches ~98% and batch 1024 only
+~96%; a larger rate for 1024 brings it back to ~98%.
+
+Seeds: the cells the claims compare (batch 64, and every rule at the largest
+batch) are trained with `seeds` seeds (3 in the quick and paper presets); the
+tables give the mean test accuracy over the seeds that finished, its standard
+deviation, and the number of seeds; the measures (distance, gradient norms)
+are the first seed's.
 
 After training we measure, per run, the distance travelled from the initial
 weights (||w - w0|| per layer and the histogram of |w - w0| over all
@@ -25,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from callbacks import linear_scaling, sqrt_scaling
-from callbacks.measures import flatten, loss_and_gradient
+from callbacks.measures import loss_and_gradient
 from reproduce.figure import Figure
 from reproduce.runner import RunConfig, build_model
 
@@ -33,8 +41,12 @@ BASE_BATCH = 64
 RULES = {
     "fixed": lambda lr, b: lr,
     "linear": lambda lr, b: linear_scaling(lr, b, BASE_BATCH),
+    "linear + warm-up": lambda lr, b: linear_scaling(lr, b, BASE_BATCH),
     "sqrt": lambda lr, b: sqrt_scaling(lr, b, BASE_BATCH),
 }
+# Goyal et al. 2017: 5 warm-up epochs of 90, for the batches above the base
+# one; RunConfig's warm-up starts from lr / 32 (theirs from lr / k, k = B / 256).
+WARMUP = {"linear + warm-up": 5 / 90}
 # The article's test accuracies (approximate, read from its text).
 ARTICLE = {("fixed", 64): 0.98, ("fixed", 1024): 0.96, ("linear", 1024): 0.98,
            ("sqrt", 1024): 0.98, ("linear", 64): 0.98, ("sqrt", 64): 0.98}
@@ -45,19 +57,31 @@ WEIGHT_BINS = np.logspace(-7, 0, 57)  # |w - w0| histogram bins
 PRESETS = {
     "smoke": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05,
                                  train_size=512, test_size=256, epochs=2),
-                  batch_sizes=(64, 256)),
+                  batch_sizes=(64, 256), seeds=2),
     "quick": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05, epochs=5),
-                  batch_sizes=(64, 256, 1024)),
+                  batch_sizes=(64, 256, 1024), seeds=3),
     "paper": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05, epochs=30),
-                  batch_sizes=(64, 256, 1024)),
+                  batch_sizes=(64, 256, 1024), seeds=3),
 }
 
 
+def headline(spec, b):
+    """Whether the claims compare the cells of batch `b`: the base batch and
+    the largest one."""
+    return b in (BASE_BATCH, max(spec["batch_sizes"]))
+
+
 def grid(spec, args=None):
-    """{(rule, batch): config}; at batch 64 all rules are the same run."""
-    base = spec["base"]
-    return {(rule, b): base.replace(batch_size=b, lr=scale(base.lr, b))
-            for rule, scale in RULES.items() for b in spec["batch_sizes"]}
+    """{(rule, batch, seed): config}; at batch 64 all rules are the same run,
+    and the headline cells have `spec["seeds"]` seeds (base seed + 0, 1, ...)."""
+    base, runs = spec["base"], {}
+    for rule, scale in RULES.items():
+        for b in spec["batch_sizes"]:
+            config = base.replace(batch_size=b, lr=scale(base.lr, b),
+                                  warmup=WARMUP.get(rule, 0.0) if b > BASE_BATCH else 0.0)
+            for i in range(spec.get("seeds", 1) if headline(spec, b) else 1):
+                runs[(rule, b, i)] = config.replace(seed=base.seed + i)
+    return runs
 
 
 def measure(config, model, data, callbacks=()):
@@ -89,13 +113,19 @@ def measure(config, model, data, callbacks=()):
 
 
 def tables(sweep, configs, spec=None):
-    """Per-epoch rows; per-run measures beside the article; and the
-    distributions behind the second figure in long form (per run: the
-    |w - w0| histogram and each sampled minibatch gradient norm)."""
+    """Per-epoch rows (every seed); per-cell measures beside the article (test
+    accuracy: mean, std and count over the seeds that finished; the rest the
+    first seed's); and the first seed's distributions behind the second
+    figure in long form (per run: the |w - w0| histogram and each sampled
+    minibatch gradient norm)."""
     rows, measures, distributions = [], [], []
-    for (rule, b), config in configs.items():
-        record = sweep.load(config)
+    cells = {}
+    for (rule, b, i), config in configs.items():
+        cells.setdefault((rule, b), []).append(config)
         rows.append(sweep.table([config]).assign(rule=rule))
+    for (rule, b), seeds in cells.items():
+        records = [sweep.load(config) for config in seeds]
+        record, config = records[0], seeds[0]
         m = record.get("measures") or {}
         if m:
             distributions.append(pd.DataFrame(dict(
@@ -105,9 +135,14 @@ def tables(sweep, configs, spec=None):
                 rule=rule, batch_size=b, quantity="gradient_norm",
                 x=np.arange(len(m["gradient_norms"])), value=m["gradient_norms"])))
         last = record["rows"][-1] if record["rows"] else {}
+        finished = [r["rows"][-1]["test_accuracy"] for r in records if r["status"] == "finished"]
         measures.append(dict(
-            rule=rule, batch_size=b, lr=config.lr, status=record["status"],
-            test_accuracy=last.get("test_accuracy"), article_test_accuracy=ARTICLE.get((rule, b)),
+            rule=rule, batch_size=b, lr=config.lr, warmup=config.warmup,
+            status="finished" if finished else record["status"],
+            test_accuracy=float(np.mean(finished)) if finished else last.get("test_accuracy"),
+            test_accuracy_std=float(np.std(finished, ddof=1)) if len(finished) > 1 else None,
+            seeds=len(finished), seeds_trained=len(records),
+            article_test_accuracy=ARTICLE.get((rule, b)),
             updates=last.get("updates"),
             distance=m.get("distance"),
             gradient_norm_median=float(np.median(m["gradient_norms"])) if m else None,
@@ -116,7 +151,7 @@ def tables(sweep, configs, spec=None):
             **{f"distance_layer{i}": v for i, v in enumerate(
                 (m.get("distance_per_layer") or {}).values(), start=1)}))
     frame = pd.concat(rows, ignore_index=True)
-    frame = frame[["rule", "batch_size", "lr", "epoch", "updates", "loss", "accuracy",
+    frame = frame[["rule", "batch_size", "lr", "seed", "epoch", "updates", "loss", "accuracy",
                    "test_loss", "test_accuracy", "status", "wall_time"]]
     return {"": frame, "measures": pd.DataFrame(measures),
             "distributions": pd.concat(distributions, ignore_index=True)}
@@ -142,22 +177,48 @@ def plot(tables, configs, spec, title):
 
     sizes = sorted(frame.batch_size.unique())
     colors = dict(zip(sizes, sns.color_palette("viridis", len(sizes))))
-    fig1, axes = plt.subplots(1, len(RULES), figsize=(5 * len(RULES), 4.2), sharey=True)
+    fig1, axes = plt.subplots(1, len(RULES) + 1, figsize=(4.6 * (len(RULES) + 1), 4.2),
+                              sharey=True)
     for ax, (rule, group) in zip(axes, frame.groupby("rule", sort=False)):
         for b, run in group.groupby("batch_size"):
-            diverged = " (diverged: NaN loss)" if (run.status == "diverged").any() else ""
-            ax.plot(run.epoch, run.test_accuracy, "o-", ms=3, color=colors[b],
-                    label=f"batch {b}, lr {run.lr.iloc[0]:.3g}{diverged}")
+            per_epoch = run.groupby("epoch").test_accuracy
+            mean, std, seeds = per_epoch.mean(), per_epoch.std(), run.seed.nunique()
+            diverged = run[run.status == "diverged"].seed.nunique()
+            note = (f" ({seeds} seeds, mean ± std" if seeds > 1 else "") + (
+                f"{', ' if seeds > 1 else ' ('}{diverged} diverged: NaN loss" if diverged else "") + (
+                ")" if seeds > 1 or diverged else "")
+            lr = measures[(measures.rule == rule) & (measures.batch_size == b)].lr.iloc[0]
+            ax.plot(mean.index, mean, "o-", ms=3, color=colors[b],
+                    label=f"batch {b}, lr {lr:.3g}{note}")
+            if seeds > 1:
+                ax.fill_between(mean.index, mean - std.fillna(0), mean + std.fillna(0),
+                                color=colors[b], alpha=0.2)
         ax.set(title=f"{rule} learning rate", xlabel="epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     axes[0].set_ylabel("test accuracy")
+    # Last panel: the final accuracy of every seed (points) and the mean per rule.
+    ax = axes[-1]
+    final = frame.sort_values("epoch").groupby(["rule", "batch_size", "seed"], sort=False).last()
+    final = final.reset_index()
+    final = final[final.status == "finished"]  # diverged runs: in the legends of the panels
+    for k, (rule, group) in enumerate(final.groupby("rule", sort=False)):
+        color = sns.color_palette("tab10")[k]
+        ax.scatter(group.batch_size * (1 + 0.04 * (k - 1.5)), group.test_accuracy, s=14,
+                   color=color, alpha=0.7)
+        ax.plot(*zip(*group.groupby("batch_size").test_accuracy.mean().items()), "-",
+                color=color, label=rule)
+    ax.set(xscale="log", xlabel="batch size",
+           title="final test accuracy, every finished seed\n(lines: mean over seeds)")
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     low = frame.test_accuracy.quantile(0.05) if frame.test_accuracy.notna().any() else 0.0
     axes[0].set_ylim(max(0.0, low - 0.02), 1.0)
     fig1.suptitle(title)
     fig1.tight_layout()
 
-    fig2, axes = plt.subplots(2, len(RULES), figsize=(5 * len(RULES), 7.5))
+    fig2, axes = plt.subplots(2, len(RULES), figsize=(4.6 * len(RULES), 7.5))
     # One set of log-spaced gradient-norm bins for every panel, so bars compare.
     all_norms = dist[dist.quantity == "gradient_norm"].value.to_numpy(float)
     all_norms = all_norms[np.isfinite(all_norms) & (all_norms > 0)]
@@ -196,7 +257,8 @@ def plot(tables, configs, spec, title):
 FIGURE = Figure(
     name="lr_scaling", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
     tables=tables, plots=plot, title=title, measure=measure_factory, printed=("measures",),
-    describe=lambda c: f"batch {c.batch_size:<4d} lr {c.lr:.4g}",
+    describe=lambda c: (f"batch {c.batch_size:<4d} lr {c.lr:.4g}"
+                        + (f" warm-up {c.warmup:.3f}" if c.warmup else "") + f" seed {c.seed}"),
     report=(("lr-scaling article: accuracy and measures per rule and batch size", "measures"),))
 
 

@@ -84,6 +84,20 @@ def test_lr_scaling_rules_and_measures(tmp_path):
     assert lr[("linear", 256)] == pytest.approx(0.2)  # 0.05 x 256/64
     assert lr[("sqrt", 256)] == pytest.approx(0.1)  # 0.05 x sqrt(256/64)
     assert lr[("linear", 64)] == lr[("sqrt", 64)] == lr[("fixed", 64)]
+    assert lr[("linear + warm-up", 256)] == lr[("linear", 256)]
+    warmup = dict(zip(zip(measures.rule, measures.batch_size), measures.warmup))
+    assert warmup[("linear + warm-up", 256)] == pytest.approx(5 / 90)  # Goyal: 5 of 90 epochs
+    assert warmup[("linear + warm-up", 64)] == warmup[("linear", 256)] == 0
+    # Seeds: smoke trains every cell twice; the table's accuracy is the mean of
+    # the seeds' last epochs, its spread their sample standard deviation.
+    frame = pd.read_csv(fig / "lr_scaling_smoke.csv")
+    last = frame.sort_values("epoch").groupby(["rule", "batch_size", "seed"]).last().reset_index()
+    assert (measures.seeds_trained == 2).all()
+    for row in measures[measures.seeds == 2].itertuples():
+        seeds = last[(last.rule == row.rule) & (last.batch_size == row.batch_size)]
+        assert sorted(seeds.seed) == [0, 1]
+        assert row.test_accuracy == pytest.approx(seeds.test_accuracy.mean())
+        assert row.test_accuracy_std == pytest.approx(seeds.test_accuracy.std(ddof=1))
     per_layer = measures[[c for c in measures if c.startswith("distance_")]]
     np.testing.assert_allclose(measures.distance, np.sqrt((per_layer ** 2).sum(axis=1)), rtol=1e-6)
     finished = measures[measures.status == "finished"]
