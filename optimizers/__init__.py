@@ -1,6 +1,7 @@
 """Optimizer wrappers: gradient accumulation that equals the large batch."""
 
 from optimizers.accumulation import (
+    AccumulatedNoiseScale,
     EpochAlignedAccumulation,
     GradientAccumulator,
     accumulator_of,
@@ -8,5 +9,5 @@ from optimizers.accumulation import (
     wrapped_optimizers,
 )
 
-__all__ = ["GradientAccumulator", "EpochAlignedAccumulation", "accumulator_of",
+__all__ = ["GradientAccumulator", "EpochAlignedAccumulation", "AccumulatedNoiseScale", "accumulator_of",
            "inner_optimizer", "wrapped_optimizers"]

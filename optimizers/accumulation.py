@@ -49,9 +49,24 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     unscaled once; a micro-batch with non-finite gradients makes the sum
     non-finite and the whole window is skipped (and the scale halved).
 
+    Gradient noise scale. With `noise_scale_decay` set, every window also
+    measures McCandlish et al.'s (2018) simple noise scale
+    B_simple = tr(Sigma) / |G|^2 at no extra gradient cost: the window's
+    micro-batch gradients are small-batch samples and its mean is a
+    large-batch one, all at the same weights. From |g_micro|^2 (mean over the
+    window) and |g_window|^2 it forms their unbiased estimates of |G|^2 and
+    tr(Sigma) (appendix A.1), keeps an exponential moving average of each
+    and exposes the ratio as `noise_scale` (NaN until a window of at least
+    two micro-batches has closed). `AccumulatedNoiseScale` logs it. The batch
+    sizes are in examples once the accumulator knows how the epoch is cut
+    (`set_epoch` or `EpochAlignedAccumulation`); without that every
+    micro-batch weighs 1, and so B_simple is in micro-batches.
+
     Args:
         inner_optimizer: the `keras.optimizers.Optimizer` that takes the steps.
         accumulation_steps: int >= 1, micro-batches per update.
+        noise_scale_decay: None (off), or the moving averages' decay per
+            window, in [0, 1).
         name: optional name.
 
     Example:
@@ -62,7 +77,8 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     ...           callbacks=[EpochAlignedAccumulation(len(x), 128)])
     """
 
-    def __init__(self, inner_optimizer, accumulation_steps=1, name=None, **kwargs):
+    def __init__(self, inner_optimizer, accumulation_steps=1, noise_scale_decay=None, name=None,
+                 **kwargs):
         if isinstance(inner_optimizer, dict):
             inner_optimizer = keras.saving.deserialize_keras_object(inner_optimizer)
         if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
@@ -80,8 +96,12 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         _check_accumulation_steps(accumulation_steps)
         kwargs.pop("learning_rate", None)  # from_config of the base class
         super().__init__(learning_rate=0.0, name=name, **kwargs)
+        if noise_scale_decay is not None and not 0 <= noise_scale_decay < 1:
+            raise ValueError(f"noise_scale_decay={noise_scale_decay!r}: expected None (off) or "
+                             "a decay per window in [0, 1), e.g. 0.99.")
         self.inner_optimizer = inner_optimizer
         self.initial_accumulation_steps = int(accumulation_steps)
+        self.noise_scale_decay = noise_scale_decay
 
     # -- state -------------------------------------------------------------
     def build(self, var_list):
@@ -106,6 +126,13 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         self.epoch_examples = scalar("epoch_examples", "int32")
         self.micro_batch_size = scalar("micro_batch_size", "int32")
         self.epoch_micro_step = scalar("epoch_micro_step", "int32")
+        if self.noise_scale_decay is not None:
+            # Sum over the window of |g_micro|^2; moving averages of the
+            # estimates of |G|^2 and tr(Sigma) (their ratio needs no bias
+            # correction: both start at 0 with the same decay).
+            self.micro_sq_norms = scalar("micro_sq_norms", "float32")
+            self.noise_grad_sq = scalar("noise_grad_sq", "float32")
+            self.noise_trace = scalar("noise_trace", "float32")
         self.accumulators = [
             self.add_variable(
                 shape=v.shape,
@@ -163,6 +190,8 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         for acc, g in zip(self.accumulators, grads):
             if g is not None:
                 add(acc, lambda a, g: a + n * ops.cast(g, "float32"), g)
+        if self.noise_scale_decay is not None:
+            self.micro_sq_norms.assign(self.micro_sq_norms + _squared_norm(grads))
         self.window_examples.assign(self.window_examples + n)
         self.epoch_micro_step.assign(self.epoch_micro_step + 1)
 
@@ -175,11 +204,40 @@ class GradientAccumulator(keras.optimizers.Optimizer):
             per_replica(lambda a, v: ops.cast(a / self.window_examples, v.dtype), a, v)
             for a, v in zip(self.accumulators, variables)
         ]
+        if self.noise_scale_decay is not None:
+            self._measure_noise(mean)
         step(mean, variables)
         for acc in self.accumulators:
             acc.assign(ops.zeros(acc.shape, acc.dtype))
         self.window_examples.assign(0.0)
         self.micro_step.assign(0)
+
+    def _measure_noise(self, mean):
+        """McCandlish et al. (2018), A.1: E|g_B|^2 = |G|^2 + tr(Sigma) / B at
+        B_small = the window's mean micro-batch and B_big = the window."""
+        count = ops.cast(self.micro_step + 1, "float32")  # the closing one did not wait
+        big = self.window_examples
+        small = big / count
+        sq_small = self.micro_sq_norms / count
+        sq_big = _squared_norm(mean)
+        usable = ops.greater(count, 1.5)
+        safe = ops.where(usable, big - small, 1.0)
+        grad_sq = (big * sq_big - small * sq_small) / safe
+        trace = (sq_small - sq_big) * small * big / safe  # / (1/small - 1/big)
+        decay = self.noise_scale_decay
+        for average, value in ((self.noise_grad_sq, grad_sq), (self.noise_trace, trace)):
+            average.assign(average + ops.where(usable, (1 - decay) * (value - average), 0.0))
+        self.micro_sq_norms.assign(0.0)
+
+    @property
+    def noise_scale(self):
+        """B_simple = tr(Sigma) / |G|^2 from the moving averages (a float; NaN
+        before the first window of two or more micro-batches, or when off)."""
+        if self.noise_scale_decay is None or not self.built:
+            return float("nan")
+        grad_sq = float(ops.convert_to_numpy(self.noise_grad_sq))
+        trace = float(ops.convert_to_numpy(self.noise_trace))
+        return trace / grad_sq if grad_sq != 0 else float("nan")
 
     def _wait(self):
         self.micro_step.assign(self.micro_step + 1)
@@ -209,6 +267,11 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         gradients, decide in cross-replica context, and let the inner
         optimizer all-reduce the window's mean as it would a gradient."""
         import tensorflow as tf
+
+        if self.noise_scale_decay is not None:
+            raise NotImplementedError(
+                "GradientAccumulator(noise_scale_decay=...) under tf.distribute is not "
+                "supported yet; train on one device, or leave noise_scale_decay=None.")
 
         def merged(distribution, grads, variables):
             extended = distribution.extended
@@ -284,6 +347,7 @@ class GradientAccumulator(keras.optimizers.Optimizer):
             "name": self.name,
             "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
             "accumulation_steps": steps,
+            "noise_scale_decay": self.noise_scale_decay,
         }
 
     @classmethod
@@ -295,6 +359,11 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         if "steps" in config:  # saved before the argument was renamed
             config["accumulation_steps"] = config.pop("steps")
         return cls(inner, **config)
+
+
+def _squared_norm(tensors):
+    """Sum of squares over a list of gradients (None skipped), float32."""
+    return sum(ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors if t is not None)
 
 
 def _needs_merge_call():
@@ -345,6 +414,55 @@ class EpochAlignedAccumulation(keras.callbacks.Callback):
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
         optimizer.set_epoch(self.num_examples, self.batch_size)
+
+
+class AccumulatedNoiseScale(keras.callbacks.Callback):
+    """Logs the `GradientAccumulator`'s measured noise scale B_simple as
+    `noise_scale` at every epoch end (so `History` and `CSVLogger` record it),
+    and every `every_updates` updates into `history` if that is set.
+
+    Args:
+        every_updates: None, or record (updates, B_simple) every this many
+            updates in `self.history`.
+
+    Example:
+
+    >>> opt = GradientAccumulator(keras.optimizers.SGD(0.1), 8, noise_scale_decay=0.99)
+    >>> model.compile(opt, "sparse_categorical_crossentropy")
+    >>> model.fit(x, y, batch_size=64, callbacks=[AccumulatedNoiseScale()])
+    """
+
+    def __init__(self, every_updates=None):
+        super().__init__()
+        self.every_updates = every_updates
+        self.history = []
+
+    def get_config(self):
+        return {"every_updates": self.every_updates}
+
+    def _accumulator(self):
+        optimizer = accumulator_of(self.model.optimizer)
+        if optimizer is None or optimizer.noise_scale_decay is None:
+            raise ValueError("AccumulatedNoiseScale needs the model's optimizer to be a "
+                             "GradientAccumulator(..., noise_scale_decay=0.99) (any decay).")
+        return optimizer
+
+    def on_train_begin(self, logs=None):
+        self._accumulator()
+        self._last = -1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.every_updates:
+            return
+        optimizer = self._accumulator()
+        updates = int(ops.convert_to_numpy(optimizer.iterations))
+        if updates and updates != self._last and updates % self.every_updates == 0:
+            self._last = updates
+            self.history.append({"updates": updates, "noise_scale": optimizer.noise_scale})
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["noise_scale"] = self._accumulator().noise_scale
 
 
 def wrapped_optimizers(optimizer):

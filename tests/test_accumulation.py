@@ -269,3 +269,51 @@ def test_mirrored_strategy_on_two_logical_cpus_gives_the_large_batch_weights():
     gap = float(out.split("GAP")[-1])
     assert moved > 1e-2
     assert gap < 1e-5
+
+
+# -- the gradient noise scale from the windows (McCandlish et al. 2018) ----------
+def test_noise_scale_from_the_windows_matches_linear_regression_with_known_noise():
+    """x ~ N(0, I_d), y = x.w* + sigma e, squared error, at w = w* + delta
+    (the rate is 0): the per-example gradient is 2 x r, so G = 2 delta and
+    tr(Sigma) = 4 ((d + 1)|delta|^2 + d sigma^2); B_simple is known (the same
+    reference as tests/test_measures.py's `gradient_noise_scale`)."""
+    d, sigma, micro, steps, windows = 4, 1.5, 64, 4, 1000
+    rng = np.random.default_rng(0)
+    w_star = rng.normal(size=d)
+    delta = np.array([0.5, -0.5, 0.25, 0.0])
+    x = rng.normal(size=(windows * steps * micro, d)).astype("float32")
+    y = (x @ w_star + sigma * rng.normal(size=len(x)))[:, None].astype("float32")
+    model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].kernel.assign((w_star + delta)[:, None].astype("float32"))
+    optimizer = GradientAccumulator(keras.optimizers.SGD(0.0), steps, noise_scale_decay=0.995)
+    model.compile(optimizer, "mse")
+    assert np.isnan(optimizer.noise_scale)  # nothing measured yet
+    model.fit(x, y, batch_size=micro, epochs=1, shuffle=False, verbose=0,
+              callbacks=[EpochAlignedAccumulation(len(x), micro)])
+    expected = ((d + 1) * delta @ delta + d * sigma ** 2) / (delta @ delta)
+    assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == windows
+    assert optimizer.noise_scale == pytest.approx(expected, rel=0.05)
+    # Off by default, a clear error for a bad decay, and saved with the config.
+    assert np.isnan(GradientAccumulator(keras.optimizers.SGD(0.1), 4).noise_scale)
+    with pytest.raises(ValueError, match=r"noise_scale_decay=1.0: expected None \(off\) or a decay"):
+        GradientAccumulator(keras.optimizers.SGD(0.1), 4, noise_scale_decay=1.0)
+    restored = GradientAccumulator.from_config(optimizer.get_config())
+    assert restored.noise_scale_decay == 0.995
+
+
+def test_noise_scale_is_logged_by_the_callback_in_a_real_fit():
+    from optimizers import AccumulatedNoiseScale
+
+    x, y = data(n=256)
+    model = small_model()
+    model.compile(GradientAccumulator(keras.optimizers.SGD(0.05), 4, noise_scale_decay=0.9), LOSS)
+    logger = AccumulatedNoiseScale(every_updates=2)
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False,
+                        callbacks=[EpochAlignedAccumulation(len(x), 16), logger])
+    noise = history.history["noise_scale"]
+    assert len(noise) == 2 and all(np.isfinite(noise)) and noise[-1] == logger.history[-1][
+        "noise_scale"]
+    assert [h["updates"] for h in logger.history] == list(range(2, 9, 2))  # 4 updates per epoch
+    model.compile(keras.optimizers.SGD(0.05), LOSS)
+    with pytest.raises(ValueError, match="needs the model's optimizer to be a GradientAccumulator"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[AccumulatedNoiseScale()])
