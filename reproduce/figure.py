@@ -27,6 +27,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from reproduce import cli, plan, settings
 from reproduce.devices import use_cpu_devices
 from reproduce.runner import ConfigError, RunConfig, Sweep
@@ -193,6 +195,17 @@ def run_figure(figure, argv=None, log=None):
               f"{'' if args.preset == 'quick' else '_' + args.preset}*; "
               f"{minutes:.1f} min of training in the store", file=log)
     return tables
+
+
+def seed_summary(values):
+    """Test accuracies of one cell over its seeds -> {mean, std, seeds}: the
+    mean and sample standard deviation of the finite values (std None for
+    fewer than two), and how many there were. The claims' noise reads these
+    columns (`reproduce.claims`)."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return dict(mean=float(np.mean(finite)) if finite else None,
+                std=float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+                seeds=len(finite))
 
 
 def figure_files(figure, out, preset="quick"):

@@ -10,6 +10,11 @@ makes as many updates as the small one. SGD momentum 0.9, weight decay 1e-4,
 the learning rate / 10 at the schedule's steps, and the gradient norm clipped
 to 5 at every update, as in the official code (eladhoffer/bigBatch).
 
+Seeds: SB and LB, the cells of the gap, are trained with `seeds` seeds
+(initial weights and data order); Table 1's SB and LB entries are the mean
+test accuracy with its standard deviation and the number of seeds. The other
+columns and the figures are the first seed's.
+
 Fig 1: training and validation error vs epochs for several batch sizes.
 Fig 2: ||w_t - w_0|| vs iterations (log x), before and after +LR and GBN.
 Fig 3: validation error vs iterations, SB against the adapted large batch.
@@ -23,10 +28,11 @@ _error.png,_distance.png,_adapted.png}.
 import pandas as pd
 
 from callbacks import WeightDistance, milestones_at, regime_adaptation, sqrt_scaling
-from reproduce.figure import Figure
+from reproduce.figure import Figure, seed_summary
 from reproduce.runner import RunConfig
 
 COLUMNS = ("SB", "LB", "+LR", "+GBN", "+RA")
+SEEDED = ("SB", "LB")  # the cells the generalization gap compares
 PAPER_TABLE1 = {  # validation accuracy (%), paper
     "F1 / MNIST": (98.27, 97.05, 97.55, 97.60, 98.53),
     "C1 / CIFAR-10": (87.80, 83.95, 86.15, 86.4, 88.20),
@@ -44,21 +50,21 @@ RESNET = RunConfig(dataset="cifar10", model="resnet44", norm="batch", optimizer=
 PRESETS = {
     "smoke": {
         "F1 / MNIST": dict(base=F1.replace(train_size=512, test_size=256, epochs=4),
-                           small=32, large=128, ghost=32, fig1=(32, 128)),
+                           small=32, large=128, ghost=32, fig1=(32, 128), seeds=2),
     },
     "quick": {
         "F1 / MNIST": dict(base=F1.replace(train_size=8192, test_size=5000, epochs=8),
-                           small=32, large=256, ghost=32, fig1=(32, 64, 128, 256)),
+                           small=32, large=256, ghost=32, fig1=(32, 64, 128, 256), seeds=3),
         "ResNet-8 / CIFAR-10": dict(
             base=RESNET.replace(model="resnet8", train_size=2560, test_size=2000, epochs=5),
-            small=16, large=128, ghost=16, fig1=(16, 32, 64, 128)),
+            small=16, large=128, ghost=16, fig1=(16, 32, 64, 128), seeds=3),
     },
     "paper": {
         "F1 / MNIST": dict(base=F1.replace(epochs=40), small=128, large=4096, ghost=128,
-                           fig1=(128, 256, 512, 1024, 2048, 4096)),
+                           fig1=(128, 256, 512, 1024, 2048, 4096), seeds=3),
         "ResNet-44 / CIFAR-10": dict(
             base=RESNET.replace(epochs=164, lr_milestones=(81, 122)),
-            small=128, large=2048, ghost=256, fig1=(64, 128, 256, 512, 1024, 2048)),
+            small=128, large=2048, ghost=256, fig1=(64, 128, 256, 512, 1024, 2048), seeds=3),
     },
 }
 
@@ -78,13 +84,23 @@ def columns(spec):
     return dict(zip(COLUMNS, (sb, lb, lr, gbn, ra)))
 
 
+def seed_label(column, i):
+    """The run label of `column`'s seed i (0: the column itself)."""
+    return column if i == 0 else f"{column} seed {i}"
+
+
 def grid(preset, args=None):
-    """{(network, run label): config}: Table 1's columns and Fig 1's batch sizes."""
+    """{(network, run label): config}: Table 1's columns, their SB and LB at
+    more seeds, and Fig 1's batch sizes."""
     runs = {}
     for network, spec in preset.items():
         table = columns(spec)
         for column, config in table.items():
             runs[(network, column)] = config
+        for column in SEEDED:
+            for i in range(1, spec.get("seeds", 1)):
+                runs[(network, seed_label(column, i))] = table[column].replace(
+                    seed=table[column].seed + i)
         for b in spec["fig1"]:
             runs.setdefault((network, f"batch {b}"), table["SB"].replace(batch_size=b))
     return runs
@@ -122,8 +138,8 @@ def tables(sweep, runs, spec=None):
                 network=network, run=label, iteration=m["iteration"], distance=m["total"],
                 first_layer_distance=m["first_layer"])))
     frame = pd.concat(frames, ignore_index=True)
-    frame = frame[["network", "run", "batch_size", "lr", "norm", "epoch", "updates", "loss",
-                   "accuracy", "test_loss", "test_accuracy", "status", "wall_time"]]
+    frame = frame[["network", "run", "batch_size", "lr", "norm", "seed", "epoch", "updates",
+                   "loss", "accuracy", "test_loss", "test_accuracy", "status", "wall_time"]]
     for network in dict.fromkeys(n for n, _ in runs):
         last = {label: frame[(frame.network == network) & (frame.run == label)].iloc[-1]
                 for label in COLUMNS}
@@ -132,11 +148,17 @@ def tables(sweep, runs, spec=None):
             network.replace("ResNet-8", "ResNet-44"), (None,) * 5)
         for column, paper_value in zip(COLUMNS, paper):
             row, config = last[column], configured[column]
+            seeds = seed_summary(
+                frame[(frame.network == network) & (frame.run == label)].iloc[-1].test_accuracy
+                for (n, label) in runs if n == network
+                and (label == column or label.startswith(f"{column} seed ")))
+            percent = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
             table.append(dict(network=network, column=column, batch_size=config.batch_size,
                               initial_lr=config.lr, lr_milestones=config.lr_milestones,
                               norm=config.norm, epochs=int(row.epoch),
                               updates=int(row.updates),
-                              test_accuracy=round(100 * row.test_accuracy, 2),
+                              test_accuracy=percent(seeds["mean"]),
+                              test_accuracy_std=percent(seeds["std"]), seeds=seeds["seeds"],
                               paper_validation_accuracy=paper_value, status=row.status))
     return {"": frame, "distance": pd.concat(distances, ignore_index=True),
             "table": pd.DataFrame(table)}
@@ -197,11 +219,17 @@ def plot(tables, runs, preset, title):
     # Fig 3: validation error vs iterations, SB vs the adapted large batch.
     fig, axes = plt.subplots(1, len(networks), figsize=(5.5 * len(networks), 4), squeeze=False)
     for ax, network in zip(axes[0], networks):
-        for label in ("SB", "LB", "+RA"):
-            run = frame[(frame.network == network) & (frame.run == label)]
+        for k, label in enumerate(("SB", "LB", "+RA")):
+            runs = frame[(frame.network == network)
+                         & ((frame.run == label) | frame.run.str.startswith(f"{label} seed "))]
             name = {"+RA": "LB +LR +GBN +RA (adapted)"}.get(label, label)
-            ax.plot(run.updates, 1 - run.test_accuracy, "o-", ms=3,
-                    label=f"{name}, b = {run.batch_size.iloc[0]}")
+            seeds = runs.seed.nunique()
+            color = sns.color_palette("tab10")[k]
+            for i, (seed, run) in enumerate(runs.groupby("seed")):
+                ax.plot(run.updates, 1 - run.test_accuracy, "o-", ms=3 if i == 0 else 2,
+                        lw=1.5 if i == 0 else 0.8, alpha=1.0 if i == 0 else 0.5, color=color,
+                        label=None if i else f"{name}, b = {run.batch_size.iloc[0]}"
+                        + (f" ({seeds} seeds)" if seeds > 1 else ""))
         ax.set(xlabel="iterations (updates)", ylabel="validation error",
                title=f"{network} (Fig 3)")
         ax.grid(alpha=0.3)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from callbacks import linear_scaling, sqrt_scaling
 from callbacks.measures import loss_and_gradient
-from reproduce.figure import Figure
+from reproduce.figure import Figure, seed_summary
 from reproduce.runner import RunConfig, build_model
 
 BASE_BATCH = 64
@@ -135,13 +135,13 @@ def tables(sweep, configs, spec=None):
                 rule=rule, batch_size=b, quantity="gradient_norm",
                 x=np.arange(len(m["gradient_norms"])), value=m["gradient_norms"])))
         last = record["rows"][-1] if record["rows"] else {}
-        finished = [r["rows"][-1]["test_accuracy"] for r in records if r["status"] == "finished"]
+        seeds = seed_summary(r["rows"][-1]["test_accuracy"] for r in records
+                             if r["status"] == "finished")
         measures.append(dict(
             rule=rule, batch_size=b, lr=config.lr, warmup=config.warmup,
-            status="finished" if finished else record["status"],
-            test_accuracy=float(np.mean(finished)) if finished else last.get("test_accuracy"),
-            test_accuracy_std=float(np.std(finished, ddof=1)) if len(finished) > 1 else None,
-            seeds=len(finished), seeds_trained=len(records),
+            status="finished" if seeds["seeds"] else record["status"],
+            test_accuracy=seeds["mean"] if seeds["seeds"] else last.get("test_accuracy"),
+            test_accuracy_std=seeds["std"], seeds=seeds["seeds"], seeds_trained=len(records),
             article_test_accuracy=ARTICLE.get((rule, b)),
             updates=last.get("updates"),
             distance=m.get("distance"),
@@ -184,9 +184,9 @@ def plot(tables, configs, spec, title):
             per_epoch = run.groupby("epoch").test_accuracy
             mean, std, seeds = per_epoch.mean(), per_epoch.std(), run.seed.nunique()
             diverged = run[run.status == "diverged"].seed.nunique()
-            note = (f" ({seeds} seeds, mean ± std" if seeds > 1 else "") + (
-                f"{', ' if seeds > 1 else ' ('}{diverged} diverged: NaN loss" if diverged else "") + (
-                ")" if seeds > 1 or diverged else "")
+            parts = ([f"{seeds} seeds, mean ± std"] if seeds > 1 else []) + (
+                [f"{diverged} diverged: NaN loss"] if diverged else [])
+            note = f" ({', '.join(parts)})" if parts else ""
             lr = measures[(measures.rule == rule) & (measures.batch_size == b)].lr.iloc[0]
             ax.plot(mean.index, mean, "o-", ms=3, color=colors[b],
                     label=f"batch {b}, lr {lr:.3g}{note}")

@@ -132,6 +132,18 @@ def test_generalization_gap_regime_adaptation_matches_the_small_batch_updates(tm
     assert table.loc["+RA", "lr_milestones"] == str((4, 8, 12))  # (1, 2, 3) x 4
     assert table.loc["+LR", "initial_lr"] == pytest.approx(0.1 * math.sqrt(128 / 32))
     assert table.loc["+GBN", "norm"] == "ghost:32" and table.loc["LB", "norm"] == "batch"
+    # SB and LB at 2 seeds (smoke): the table's accuracy is the mean of their last
+    # epochs, in percent; the other columns are one seed.
+    frame = pd.read_csv(fig / "generalization_gap_smoke.csv")
+    for column in ("SB", "LB"):
+        finals = [frame[frame.run == label].iloc[-1] for label in (column, f"{column} seed 1")]
+        assert [f.seed for f in finals] == [0, 1]
+        assert table.loc[column, "seeds"] == 2
+        assert table.loc[column, "test_accuracy"] == pytest.approx(
+            100 * np.mean([f.test_accuracy for f in finals]), abs=0.006)
+        assert table.loc[column, "test_accuracy_std"] == pytest.approx(
+            100 * np.std([f.test_accuracy for f in finals], ddof=1), abs=0.006)
+    assert table.loc["+RA", "seeds"] == 1 and np.isnan(table.loc["+RA", "test_accuracy_std"])
     distance = pd.read_csv(fig / "generalization_gap_smoke_distance.csv")
     sb = distance[distance.run == "SB"]
     assert sb.iteration.iloc[0] == 0 and sb.distance.iloc[0] == 0.0
