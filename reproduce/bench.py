@@ -80,10 +80,10 @@ def case_pipeline(batch, n, rounds=5):
     return {kind: float(np.median(t)) for kind, t in times.items()}
 
 
-def case_accumulation(kind, n=2048):
+def case_accumulation(kind, n=2048, rounds=3):
     import keras
 
-    from optimizers import EpochAlignedAccumulation, GradientAccumulator
+    from optimizers import AccumulatedNoiseScale, EpochAlignedAccumulation, GradientAccumulator
 
     x, y = _data(n)
     sgd = lambda **kw: keras.optimizers.SGD(0.01, momentum=0.9, **kw)  # noqa: E731
@@ -91,14 +91,45 @@ def case_accumulation(kind, n=2048):
     if kind == "wrapper 8x128":
         model = _model(GradientAccumulator(sgd(), 8))
         callbacks = [EpochAlignedAccumulation(n, 128)]
+    elif kind == "wrapper 8x128 + noise scale":
+        model = _model(GradientAccumulator(sgd(), 8, noise_scale_decay=0.99))
+        callbacks = [EpochAlignedAccumulation(n, 128), AccumulatedNoiseScale()]
     elif kind == "keras built-in 8x128":
         model = _model(sgd(gradient_accumulation_steps=8))
     else:
         model = _model(sgd())
     model.fit(x, y, batch_size=batch, shuffle=False, verbose=0, callbacks=callbacks)
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=batch, shuffle=False, verbose=0, callbacks=callbacks)
-    return dict(seconds_per_1024=(time.perf_counter() - start) / n * 1024)
+    seconds = []
+    for _ in range(rounds):  # the median of `rounds` timed epochs
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=batch, shuffle=False, verbose=0, callbacks=callbacks)
+        seconds.append((time.perf_counter() - start) / n * 1024)
+    return dict(seconds_per_1024=float(np.median(seconds)))
+
+
+def case_noise_scale_cost(n=2048, rounds=5):
+    """The wrapper with and without the noise scale in one process, taking
+    turns epoch by epoch, so the machine's drifts hit both alike."""
+    import keras
+
+    from optimizers import AccumulatedNoiseScale, EpochAlignedAccumulation, GradientAccumulator
+
+    x, y = _data(n)
+    runs = []
+    for decay in (None, 0.99):
+        model = _model(GradientAccumulator(keras.optimizers.SGD(0.01, momentum=0.9), 8,
+                                           noise_scale_decay=decay))
+        callbacks = [EpochAlignedAccumulation(n, 128)] + ([AccumulatedNoiseScale()] if decay
+                                                          else [])
+        model.fit(x, y, batch_size=128, shuffle=False, verbose=0, callbacks=callbacks)
+        runs.append((model, callbacks, []))
+    for _ in range(rounds):
+        for model, callbacks, seconds in runs:
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=128, shuffle=False, verbose=0, callbacks=callbacks)
+            seconds.append((time.perf_counter() - start) / n * 1024)
+    plain, noise = (float(np.median(seconds)) for _, _, seconds in runs)
+    return dict(plain=plain, noise=noise, ratio=noise / plain)
 
 
 THROUGHPUT_MODELS = {"ResNet-20": ("resnet20", (32, 32, 3), True),
@@ -272,12 +303,22 @@ def bench_pipeline():
 
 
 def bench_accumulation():
-    print(f"Effective batch 1024, ResNet-20, SGD momentum 0.9, {_machine()}")
-    print("| case | s per 1024 examples | peak RSS (MB) |")
-    print("|---|---:|---:|")
-    for kind in ("native 1024", "wrapper 8x128", "keras built-in 8x128", "native 128"):
+    print(f"Effective batch 1024, ResNet-20, SGD momentum 0.9, {_machine()}; median of 3 "
+          "timed epochs of 2,048 examples per case")
+    print("| case | s per 1024 examples | / wrapper 8x128 | peak RSS (MB) |")
+    print("|---|---:|---:|---:|")
+    wrapper = None
+    for kind in ("native 1024", "wrapper 8x128", "wrapper 8x128 + noise scale",
+                 "keras built-in 8x128", "native 128"):
         r = _run_case("accumulation", kind=kind)
-        print(f"| {kind} | {r['seconds_per_1024']:.2f} | {r['peak_rss_mb']:.0f} |", flush=True)
+        wrapper = r["seconds_per_1024"] if kind == "wrapper 8x128" else wrapper
+        ratio = f"{r['seconds_per_1024'] / wrapper:.3f}" if wrapper else ""
+        print(f"| {kind} | {r['seconds_per_1024']:.2f} | {ratio} | {r['peak_rss_mb']:.0f} |",
+              flush=True)
+    r = _run_case("noise_scale_cost")
+    print(f"\nNoise scale, in one process taking turns (median of 5 epochs each): wrapper "
+          f"{r['plain']:.2f} s, + noise scale {r['noise']:.2f} s per 1024 examples, ratio "
+          f"{r['ratio']:.3f} (issue #19 target: <= 1.05).")
 
 
 # Examples per timed epoch: enough steps at small batches, a few at large.
