@@ -20,6 +20,10 @@ which makes the loss NaN). `callbacks.sharpness(..., bn_mode="batch")` gives
 the sharpness in their mode too. The sharpness is measured on `SHARPNESS_EXAMPLES` training
 examples.
 
+Seeds: SB and LB are also trained from `seeds` - 1 further initial weights
+(each pair from the same weights); Tables 2-4 give the mean, the standard
+deviation and the number of seeds; the line is the first seed's pair.
+
     python -m reproduce.sharp_minima --preset quick     # the default
 
 Writes figures/sharp_minima{,_<preset>}{.csv,_table.csv,_line.csv,_line.png,
@@ -31,7 +35,7 @@ import pandas as pd
 
 from callbacks import interpolate, sharpness
 from reproduce.cli import save_atomic
-from reproduce.figure import Figure
+from reproduce.figure import Figure, seed_summary
 from reproduce.runner import RunConfig, build_model, data_of
 
 PAPER = {  # network: (Table 2 test acc % SB, LB; Table 3 sharpness SB, LB; Table 4 SB, LB)
@@ -55,21 +59,29 @@ PRESETS = {
     # smoke: 2 L-BFGS-B iterations, not the paper's 10; each costs ~1 s on F1's
     # 1.4M weights here, and smoke checks the plumbing, not the values.
     "smoke": {"F1 / MNIST": dict(base=F1.replace(train_size=512, test_size=256, epochs=2),
-                                 batch_sizes=(32, 52), examples=256, iterations=2)},
+                                 batch_sizes=(32, 52), examples=256, iterations=2, seeds=2)},
     "quick": {"F1 / MNIST": dict(base=F1.replace(train_size=30000, epochs=10),
-                                 batch_sizes=(64, 256, 1024, 3000), examples=2000)},
+                                 batch_sizes=(64, 256, 1024, 3000), examples=2000, seeds=3)},
     "paper": {"F1 / MNIST": dict(base=F1.replace(epochs=20),
-                                 batch_sizes=(256, 512, 1024, 2048, 6000), examples=SHARPNESS_EXAMPLES),
+                                 batch_sizes=(256, 512, 1024, 2048, 6000), examples=SHARPNESS_EXAMPLES,
+                                 seeds=3),
               "C1 / CIFAR-10": dict(base=C1.replace(epochs=20),
                                     batch_sizes=(256, 500, 1000, 2000, 5000),
-                                    examples=SHARPNESS_EXAMPLES)},
+                                    examples=SHARPNESS_EXAMPLES, seeds=3)},
 }
 
 
 def grid(preset, args=None):
-    """{(network, batch size): config}; the first size is SB, the last LB."""
-    return {(network, b): spec["base"].replace(batch_size=b)
-            for network, spec in preset.items() for b in spec["batch_sizes"]}
+    """{(network, batch size, seed index): config}; the first size is SB, the
+    last LB, and those two have `seeds` seeds (the others one)."""
+    runs = {}
+    for network, spec in preset.items():
+        sizes = spec["batch_sizes"]
+        for b in sizes:
+            base = spec["base"].replace(batch_size=b)
+            for i in range(spec.get("seeds", 1) if b in (sizes[0], sizes[-1]) else 1):
+                runs[(network, b, i)] = base.replace(seed=base.seed + i)
+    return runs
 
 
 class Measure:
@@ -121,29 +133,37 @@ def measure(preset, store):
 
 def tables(sweep, runs, preset):
     lines = pd.concat([
-        line(sweep.store, runs[(network, spec["batch_sizes"][0])],
-             runs[(network, spec["batch_sizes"][-1])]).assign(network=network)
+        line(sweep.store, runs[(network, spec["batch_sizes"][0], 0)],
+             runs[(network, spec["batch_sizes"][-1], 0)]).assign(network=network)
         for network, spec in preset.items()], ignore_index=True)
     rows = []
-    for (network, b), config in runs.items():
+    for (network, b, i), config in runs.items():
         record = sweep.load(config)
         last = record["rows"][-1]
         m = record.get("measures", {})
-        rows.append(dict(network=network, batch_size=b, epochs=last["epoch"],
+        rows.append(dict(network=network, batch_size=b, seed=config.seed, epochs=last["epoch"],
                          train_accuracy=last["accuracy"], test_accuracy=last["test_accuracy"],
                          sharpness_full=m.get("sharpness_full"),
                          sharpness_subspace=m.get("sharpness_subspace"), status=record["status"]))
-    per_batch = pd.DataFrame(rows)
+    per_run = pd.DataFrame(rows)
     table = []
-    for network, group in per_batch.groupby("network", sort=False):
+    for network, group in per_run.groupby("network", sort=False):
         paper = PAPER.get(network, ((None,) * 2,) * 3)
-        for i, (regime, row) in enumerate((("SB", group.iloc[0]), ("LB", group.iloc[-1]))):
-            table.append(dict(
-                network=network, regime=regime, batch_size=row.batch_size,
-                test_accuracy=round(100 * row.test_accuracy, 2), paper_test_accuracy=paper[0][i],
-                sharpness_full=row.sharpness_full, paper_sharpness_full=paper[1][i],
-                sharpness_subspace=row.sharpness_subspace, paper_sharpness_subspace=paper[2][i]))
-    return {"": per_batch, "table": pd.DataFrame(table), "line": lines}
+        sizes = preset[network]["batch_sizes"]
+        for i, (regime, b) in enumerate((("SB", sizes[0]), ("LB", sizes[-1]))):
+            seeds = group[group.batch_size == b]
+            row = dict(network=network, regime=regime, batch_size=b)
+            for column, scale, published in (("test_accuracy", 100, paper[0][i]),
+                                             ("sharpness_full", 1, paper[1][i]),
+                                             ("sharpness_subspace", 1, paper[2][i])):
+                summary = seed_summary(seeds[column])
+                row[column] = None if summary["mean"] is None else summary["mean"] * scale
+                row[f"{column}_std"] = None if summary["std"] is None else summary["std"] * scale
+                row[f"paper_{column}"] = published
+            row["seeds"] = len(seeds)
+            table.append(row)
+    table = pd.DataFrame(table).round({"test_accuracy": 2, "test_accuracy_std": 2})
+    return {"": per_run, "table": table, "line": lines}
 
 
 def title(runs, preset):
@@ -183,13 +203,20 @@ def plot(tables, runs, preset, title):
 
     fig2, axes = plt.subplots(1, len(networks), figsize=(6.5 * len(networks), 5.2), squeeze=False)
     for ax, network in zip(axes[0], networks):
-        d = per_batch[per_batch.network == network]
+        runs = per_batch[per_batch.network == network]
+        d = runs.groupby("batch_size").mean(numeric_only=True).reset_index()  # over seeds
         right = ax.twinx()
-        ax.plot(d.batch_size, 100 * d.test_accuracy, "o-", color="tab:blue", label="test accuracy")
+        ax.plot(d.batch_size, 100 * d.test_accuracy, "o-", color="tab:blue",
+                label="test accuracy (mean over seeds)")
+        ax.scatter(runs.batch_size, 100 * runs.test_accuracy, s=10, color="tab:blue", alpha=0.4,
+                   label="each seed")
         right.plot(d.batch_size, d.sharpness_full, "s--", color="tab:red",
                    label=f"sharpness (full space, eps {EPSILON:g})")
+        right.scatter(runs.batch_size, runs.sharpness_full, s=10, color="tab:red", alpha=0.4)
         right.plot(d.batch_size, d.sharpness_subspace, "^:", color="tab:orange",
                    label=f"sharpness ({SUBSPACE}-dim subspace)")
+        right.scatter(runs.batch_size, runs.sharpness_subspace, s=10, color="tab:orange",
+                      alpha=0.4)
         ax.set(xscale="log", xlabel="batch size", title=f"{network} (Fig 4)")
         ax.set_xticks(d.batch_size, [str(b) for b in d.batch_size])
         ax.set_ylabel("test accuracy (%)", color="tab:blue")

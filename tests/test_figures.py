@@ -158,7 +158,8 @@ def test_sharp_minima_line_ends_are_the_two_trained_models(tmp_path):
 
     fig = _run(sharp_minima, tmp_path)
     line = pd.read_csv(fig / "sharp_minima_smoke_line.csv")
-    runs = pd.read_csv(fig / "sharp_minima_smoke.csv").set_index("batch_size")
+    every_seed = pd.read_csv(fig / "sharp_minima_smoke.csv")
+    runs = every_seed[every_seed.seed == 0].set_index("batch_size")
     small, large = runs.index.min(), runs.index.max()
     test = line[line.split == "test"].set_index("alpha")
     # alpha = 0 is the small-batch model, alpha = 1 the large-batch one: each
@@ -168,7 +169,8 @@ def test_sharp_minima_line_ends_are_the_two_trained_models(tmp_path):
 
     from reproduce.runner import build_model, prepared_data
 
-    configs = {c.batch_size: c for c in sharp_minima.grid(sharp_minima.PRESETS["smoke"]).values()}
+    configs = {b: c for (_, b, i), c in sharp_minima.grid(sharp_minima.PRESETS["smoke"]).items()
+               if i == 0}
     x, y, x_test, y_test = prepared_data(configs[small].dataset, configs[small].train_size,
                                          configs[small].test_size)
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
@@ -187,5 +189,12 @@ def test_sharp_minima_line_ends_are_the_two_trained_models(tmp_path):
     assert (runs.sharpness_full >= 0).all() and (runs.sharpness_subspace >= 0).all()
     table = pd.read_csv(fig / "sharp_minima_smoke_table.csv")
     assert list(table.regime) == ["SB", "LB"] and list(table.paper_test_accuracy) == [98.03, 97.81]
+    # SB and LB at 2 seeds (smoke): Tables 2-4 are the seeds' means.
+    assert list(table.seeds) == [2, 2] and sorted(every_seed.seed.unique()) == [0, 1]
+    for row in table.itertuples():
+        seeds = every_seed[every_seed.batch_size == row.batch_size]
+        assert row.test_accuracy == pytest.approx(100 * seeds.test_accuracy.mean(), abs=0.006)
+        assert row.sharpness_full == pytest.approx(seeds.sharpness_full.mean())
+        assert row.sharpness_full_std == pytest.approx(seeds.sharpness_full.std(ddof=1))
     for suffix in ("line", "batch_size"):
         assert (fig / f"sharp_minima_smoke_{suffix}.png").stat().st_size > 1000
