@@ -129,7 +129,8 @@ def case_noise_scale_cost(n=2048, rounds=5):
             model.fit(x, y, batch_size=128, shuffle=False, verbose=0, callbacks=callbacks)
             seconds.append((time.perf_counter() - start) / n * 1024)
     plain, noise = (float(np.median(seconds)) for _, _, seconds in runs)
-    return dict(plain=plain, noise=noise, ratio=noise / plain)
+    return dict(plain=plain, noise=noise, ratio=noise / plain,
+                epochs=[[round(t, 2) for t in seconds] for _, _, seconds in runs])
 
 
 THROUGHPUT_MODELS = {"ResNet-20": ("resnet20", (32, 32, 3), True),
@@ -318,7 +319,8 @@ def bench_accumulation():
     r = _run_case("noise_scale_cost")
     print(f"\nNoise scale, in one process taking turns (median of 5 epochs each): wrapper "
           f"{r['plain']:.2f} s, + noise scale {r['noise']:.2f} s per 1024 examples, ratio "
-          f"{r['ratio']:.3f} (issue #19 target: <= 1.05).")
+          f"{r['ratio']:.3f} (issue #19 target: <= 1.05); each epoch, in turn: wrapper "
+          f"{r['epochs'][0]}, + noise scale {r['epochs'][1]}.")
 
 
 # Examples per timed epoch: enough steps at small batches, a few at large.
