@@ -189,16 +189,19 @@ def _as_fraction(row, metric="test_accuracy"):
     return row
 
 
+def _small_batch_beats_large(columns, n_test):
+    """SB's test accuracy (percent) above LB's, beyond the noise."""
+    sb, lb = _as_fraction(columns["SB"]), _as_fraction(columns["LB"])
+    tol = tolerance(sb, lb, "test_accuracy", n_test)
+    gap = sb.test_accuracy - lb.test_accuracy
+    return gap > tol, (f"SB {percent(sb.test_accuracy)} vs LB {percent(lb.test_accuracy)}, "
+                       f"gap {100 * gap:+.2f} points, tolerance {percent(tol)} "
+                       f"({noise_note(sb, lb)})")
+
+
 def large_batch_generalizes_worse(frame, test_size):
     """Hoffer et al. (Table 1): at equal epochs LB < SB, beyond the noise."""
-    def compare(columns, n_test):
-        sb, lb = _as_fraction(columns["SB"]), _as_fraction(columns["LB"])
-        tol = tolerance(sb, lb, "test_accuracy", n_test)
-        gap = sb.test_accuracy - lb.test_accuracy
-        return gap > tol, (f"SB {percent(sb.test_accuracy)} vs LB {percent(lb.test_accuracy)}, "
-                           f"gap {100 * gap:+.2f} points, tolerance {percent(tol)} "
-                           f"({noise_note(sb, lb)})")
-    return _per_network(frame, test_size, compare)
+    return _per_network(frame, test_size, _small_batch_beats_large)
 
 
 def regime_adaptation_closes_the_gap(frame, test_size):
@@ -232,14 +235,7 @@ def large_batch_minimum_is_sharper(frame, test_size):
 
 def sharp_minimum_generalizes_worse(frame, test_size):
     """Keskar et al. (Table 2): the LB test accuracy is lower, beyond the noise."""
-    def compare(columns, n_test):
-        sb, lb = _as_fraction(columns["SB"]), _as_fraction(columns["LB"])
-        tol = tolerance(sb, lb, "test_accuracy", n_test)
-        gap = sb.test_accuracy - lb.test_accuracy
-        return gap > tol, (f"SB {percent(sb.test_accuracy)} vs LB {percent(lb.test_accuracy)}, "
-                           f"gap {100 * gap:+.2f} points, tolerance {percent(tol)} "
-                           f"({noise_note(sb, lb)})")
-    return _per_network(_regimes(frame), test_size, compare)
+    return _per_network(_regimes(frame), test_size, _small_batch_beats_large)
 
 
 def every_batch_reaches_the_same_accuracy(frame, test_size, points=1.0):
