@@ -56,7 +56,7 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     large-batch one, all at the same weights. From |g_micro|^2 (mean over the
     window) and |g_window|^2 it forms their unbiased estimates of |G|^2 and
     tr(Sigma) (appendix A.1), keeps an exponential moving average of each
-    and exposes the ratio as `noise_scale` (NaN until a window of at least
+    and exposes the ratio as `noise_scale_simple` (NaN until a window of at least
     two micro-batches has closed). `AccumulatedNoiseScale` logs it. The batch
     sizes are in examples once the accumulator knows how the epoch is cut
     (`set_epoch` or `EpochAlignedAccumulation`); without that every
@@ -183,43 +183,48 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         )
         return ops.cast(n, "float32"), closes
 
-    def _accumulate(self, grads, n, add=None):
+    def _accumulate(self, grads, n, add=None, squared_norm=None):
         """Adds the micro-batch's gradients, weighted by its `n` examples.
-        `add(accumulator, fn, grad)` applies fn per replica under tf.distribute."""
+        `add(accumulator, fn, grad)` applies fn per replica under tf.distribute,
+        where `squared_norm(grads)` sums the replicas' small-batch |g|^2."""
         add = add or (lambda acc, fn, g: acc.assign(fn(acc, g)))
         for acc, g in zip(self.accumulators, grads):
             if g is not None:
                 add(acc, lambda a, g: a + n * ops.cast(g, "float32"), g)
         if self.noise_scale_decay is not None:
-            self.micro_sq_norms.assign(self.micro_sq_norms + _squared_norm(grads))
+            self.micro_sq_norms.assign(self.micro_sq_norms + (squared_norm or _squared_norm)(grads))
         self.window_examples.assign(self.window_examples + n)
         self.epoch_micro_step.assign(self.epoch_micro_step + 1)
 
-    def _close_window(self, variables, step, per_replica=None):
+    def _close_window(self, variables, step, per_replica=None, window_sq_norm=None,
+                      replicas=1):
         """`step(mean gradients, variables)` on the window's example-weighted
-        mean, then an empty window. `per_replica(fn, *args)` computes the mean
-        per replica under tf.distribute."""
+        mean, then an empty window. Under tf.distribute, `per_replica(fn,
+        *args)` computes the mean per replica, `window_sq_norm(mean)` the
+        |g_window|^2 of their sum, and each of the `replicas` shards of a
+        micro-batch is a small batch of the noise scale."""
         per_replica = per_replica or (lambda fn, *args: fn(*args))
         mean = [
             per_replica(lambda a, v: ops.cast(a / self.window_examples, v.dtype), a, v)
             for a, v in zip(self.accumulators, variables)
         ]
         if self.noise_scale_decay is not None:
-            self._measure_noise(mean)
+            self._measure_noise((window_sq_norm or _squared_norm)(mean), replicas)
         step(mean, variables)
         for acc in self.accumulators:
             acc.assign(ops.zeros(acc.shape, acc.dtype))
         self.window_examples.assign(0.0)
         self.micro_step.assign(0)
 
-    def _measure_noise(self, mean):
+    def _measure_noise(self, sq_big, replicas=1):
         """McCandlish et al. (2018), A.1: E|g_B|^2 = |G|^2 + tr(Sigma) / B at
-        B_small = the window's mean micro-batch and B_big = the window."""
-        count = ops.cast(self.micro_step + 1, "float32")  # the closing one did not wait
+        B_small = the window's mean micro-batch (per replica under
+        tf.distribute) and B_big = the window; `sq_big` is |g_window|^2."""
+        # The closing micro-batch did not wait: micro_step + 1 of them.
+        count = ops.cast(self.micro_step + 1, "float32") * replicas
         big = self.window_examples
         small = big / count
         sq_small = self.micro_sq_norms / count
-        sq_big = _squared_norm(mean)
         usable = ops.greater(count, 1.5)
         safe = ops.where(usable, big - small, 1.0)
         grad_sq = (big * sq_big - small * sq_small) / safe
@@ -230,7 +235,7 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         self.micro_sq_norms.assign(0.0)
 
     @property
-    def noise_scale(self):
+    def noise_scale_simple(self):
         """B_simple = tr(Sigma) / |G|^2 from the moving averages (a float; NaN
         before the first window of two or more micro-batches, or when off)."""
         if self.noise_scale_decay is None or not self.built:
@@ -268,17 +273,26 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         optimizer all-reduce the window's mean as it would a gradient."""
         import tensorflow as tf
 
-        if self.noise_scale_decay is not None:
-            raise NotImplementedError(
-                "GradientAccumulator(noise_scale_decay=...) under tf.distribute is not "
-                "supported yet; train on one device, or leave noise_scale_decay=None.")
-
         def merged(distribution, grads, variables):
             extended = distribution.extended
+            replicas = distribution.num_replicas_in_sync
             n, closes = self._closes_window()
+
+            def total(per_replica_value):
+                return distribution.reduce(tf.distribute.ReduceOp.SUM, per_replica_value,
+                                           axis=None)
+
+            def shard_sq_norms(grads):
+                # Keras divides each replica's loss by the replica count (the
+                # all-reduced sum is the mean), so a shard's own mean gradient
+                # is `replicas` times the replica's.
+                sq = extended.call_for_each_replica(lambda *g: _squared_norm(g), args=grads)
+                return replicas ** 2 * total(sq)
+
             # `update` calls fn(component, grad) per device; fn must assign.
             self._accumulate(grads, n, add=lambda acc, fn, g: extended.update(
-                acc.value, lambda a, g: a.assign(fn(a, g)), args=(g,), group=False))
+                acc.value, lambda a, g: a.assign(fn(a, g)), args=(g,), group=False),
+                squared_norm=shard_sq_norms)
 
             def step(mean, variables):
                 extended.call_for_each_replica(
@@ -287,8 +301,11 @@ class GradientAccumulator(keras.optimizers.Optimizer):
             def per_replica(fn, *args):
                 return extended.call_for_each_replica(fn, args=args)
 
-            ops.cond(closes, lambda: self._close_window(variables, step, per_replica),
-                     self._wait)
+            def window_sq_norm(mean):
+                return _squared_norm([total(m) for m in mean])
+
+            ops.cond(closes, lambda: self._close_window(
+                variables, step, per_replica, window_sq_norm, replicas), self._wait)
 
         tf.distribute.get_replica_context().merge_call(merged, args=(grads, variables))
 
@@ -418,8 +435,9 @@ class EpochAlignedAccumulation(keras.callbacks.Callback):
 
 class AccumulatedNoiseScale(keras.callbacks.Callback):
     """Logs the `GradientAccumulator`'s measured noise scale B_simple as
-    `noise_scale` at every epoch end (so `History` and `CSVLogger` record it),
-    and every `every_updates` updates into `history` if that is set.
+    `noise_scale_simple` at every epoch end (so `History` and `CSVLogger` record
+    it; `GradientNoiseScale`'s name for the same quantity), and every
+    `every_updates` updates into `history` if that is set.
 
     Args:
         every_updates: None, or record (updates, B_simple) every this many
@@ -458,11 +476,11 @@ class AccumulatedNoiseScale(keras.callbacks.Callback):
         updates = int(ops.convert_to_numpy(optimizer.iterations))
         if updates and updates != self._last and updates % self.every_updates == 0:
             self._last = updates
-            self.history.append({"updates": updates, "noise_scale": optimizer.noise_scale})
+            self.history.append({"updates": updates, "noise_scale_simple": optimizer.noise_scale_simple})
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["noise_scale"] = self._accumulator().noise_scale
+            logs["noise_scale_simple"] = self._accumulator().noise_scale_simple
 
 
 def wrapped_optimizers(optimizer):

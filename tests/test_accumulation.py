@@ -287,18 +287,57 @@ def test_noise_scale_from_the_windows_matches_linear_regression_with_known_noise
     model.layers[0].kernel.assign((w_star + delta)[:, None].astype("float32"))
     optimizer = GradientAccumulator(keras.optimizers.SGD(0.0), steps, noise_scale_decay=0.995)
     model.compile(optimizer, "mse")
-    assert np.isnan(optimizer.noise_scale)  # nothing measured yet
+    assert np.isnan(optimizer.noise_scale_simple)  # nothing measured yet
     model.fit(x, y, batch_size=micro, epochs=1, shuffle=False, verbose=0,
               callbacks=[EpochAlignedAccumulation(len(x), micro)])
     expected = ((d + 1) * delta @ delta + d * sigma ** 2) / (delta @ delta)
     assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == windows
-    assert optimizer.noise_scale == pytest.approx(expected, rel=0.05)
+    assert optimizer.noise_scale_simple == pytest.approx(expected, rel=0.05)
     # Off by default, a clear error for a bad decay, and saved with the config.
-    assert np.isnan(GradientAccumulator(keras.optimizers.SGD(0.1), 4).noise_scale)
+    assert np.isnan(GradientAccumulator(keras.optimizers.SGD(0.1), 4).noise_scale_simple)
     with pytest.raises(ValueError, match=r"noise_scale_decay=1.0: expected None \(off\) or a decay"):
         GradientAccumulator(keras.optimizers.SGD(0.1), 4, noise_scale_decay=1.0)
     restored = GradientAccumulator.from_config(optimizer.get_config())
     assert restored.noise_scale_decay == 0.995
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute")
+def test_noise_scale_under_mirrored_strategy_matches_one_device_and_the_analytic_value():
+    """The same regression on 1 device (small batch = the micro-batch of 64)
+    and on 2 logical CPUs (small batch = each replica's 32), 1,000 windows of
+    4 x 64 each, and on 2 CPUs without accumulation (the replicas' shards are
+    the small batches; 2 per window instead of 8, so 4,000 windows averaged
+    over ~1,000): all within 5% of the analytic B_simple = 21."""
+    out = _run_script("""
+        import numpy as np, tensorflow as tf, keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from optimizers import GradientAccumulator, EpochAlignedAccumulation
+        d, sigma, micro, windows = 4, 1.5, 64, 1000
+        rng = np.random.default_rng(0)
+        w_star, delta = rng.normal(size=d), np.array([0.5, -0.5, 0.25, 0.0])
+        x = rng.normal(size=(windows * 4 * micro, d)).astype("float32")
+        y = (x @ w_star + sigma * rng.normal(size=len(x)))[:, None].astype("float32")
+        def run(strategy, steps, decay=0.995):
+            with strategy.scope():
+                model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(1, use_bias=False)])
+                model.layers[0].kernel.assign((w_star + delta)[:, None].astype("float32"))
+                optimizer = GradientAccumulator(keras.optimizers.SGD(0.0), steps,
+                                                noise_scale_decay=decay)
+                model.compile(optimizer, "mse")
+            n = len(x)
+            model.fit(x[:n], y[:n], batch_size=micro, epochs=1, shuffle=False, verbose=0,
+                      callbacks=[EpochAlignedAccumulation(n, micro)])
+            return optimizer.noise_scale_simple
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        print("B_SIMPLE", run(tf.distribute.get_strategy(), 4), run(mirrored, 4), run(mirrored, 1, 0.999))
+    """)
+    one, two, replicas_only = map(float, out.split("B_SIMPLE")[-1].split())
+    expected = 21.0  # ((d + 1)|delta|^2 + d sigma^2) / |delta|^2, as above
+    for measured in (one, two, replicas_only):
+        assert measured == pytest.approx(expected, rel=0.05)
+    assert two == pytest.approx(one, rel=0.05)
 
 
 def test_noise_scale_is_logged_by_the_callback_in_a_real_fit():
@@ -310,9 +349,9 @@ def test_noise_scale_is_logged_by_the_callback_in_a_real_fit():
     logger = AccumulatedNoiseScale(every_updates=2)
     history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False,
                         callbacks=[EpochAlignedAccumulation(len(x), 16), logger])
-    noise = history.history["noise_scale"]
+    noise = history.history["noise_scale_simple"]
     assert len(noise) == 2 and all(np.isfinite(noise)) and noise[-1] == logger.history[-1][
-        "noise_scale"]
+        "noise_scale_simple"]
     assert [h["updates"] for h in logger.history] == list(range(2, 9, 2))  # 4 updates per epoch
     model.compile(keras.optimizers.SGD(0.05), LOSS)
     with pytest.raises(ValueError, match="needs the model's optimizer to be a GradientAccumulator"):
