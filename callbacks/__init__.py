@@ -3,6 +3,7 @@
 from callbacks.schedules import (
     BatchSizeSchedule,
     LinearWarmup,
+    NoiseScaleBatchSize,
     ScheduledEpoch,
     TrainingSchedule,
     WarmupStepDecay,
@@ -18,6 +19,7 @@ from callbacks.schedules import (
 from callbacks.measures import (
     GradientNoiseScale,
     Sharpness,
+    UpdatesToTarget,
     WeightDistance,
     gradient_noise_scale,
     interpolate,

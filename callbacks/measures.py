@@ -1,11 +1,14 @@
-"""The papers' measurements: weight distance (Hoffer), sharpness and parametric
-interpolation (Keskar), the simple gradient noise scale (McCandlish)."""
+"""The papers' measurements: weight distance (Hoffer), updates to a target
+(Shallue), sharpness and parametric interpolation (Keskar), the simple
+gradient noise scale (McCandlish)."""
 
 import math
 
 import keras
 import numpy as np
 import pandas as pd
+
+from optimizers import accumulator_of
 
 
 # -- a loss and its gradient as numpy, on any backend ----------------------
@@ -138,6 +141,139 @@ class WeightDistance(keras.callbacks.Callback):
     @property
     def history(self):
         return pd.DataFrame(self.records).drop_duplicates("iteration", keep="last")
+
+
+# -- Shallue et al.: updates to a target --------------------------------------
+class UpdatesToTarget(keras.callbacks.Callback):
+    """Counts the updates (and examples) until a held-out metric first reaches
+    `target`, Shallue et al.'s (2018) "steps to result", and stops training
+    there.
+
+    The metric is evaluated at log-spaced update counts (1, 2, ..., then
+    `per_decade` points per factor of ten), so the first hit is known to
+    within a factor 10 ** (1 / per_decade) of updates, and at every epoch
+    end. Updates are the optimizer's (`iterations`): with a
+    `GradientAccumulator`, one per window, never per micro-batch.
+
+    Args:
+        x, y: held-out data the metric is computed on.
+        target: the value to reach, e.g. 0.97 test accuracy.
+        metric: a name in `model.evaluate`'s results, e.g. "accuracy", "loss".
+        mode: "max" (reached when >= target) or "min" (<=); default "min"
+            for a metric whose name contains "loss", else "max".
+        per_decade: evaluations per factor of ten of updates.
+        batch_size: examples per update, to count examples: an int, or a
+            callable `model -> int` giving the current one (for batches that
+            grow); None counts no examples.
+        stop: stop training when the target is reached, or when the
+            evaluation is no longer finite (a diverged run).
+        max_updates: give up after this many updates (a budget, or the
+            updates another run already needed: this one cannot beat it);
+            None: train on.
+
+    Attributes:
+        records: [{"updates", "examples", metric}] at every evaluation, and
+            `noise_scale_simple` where the optimizer measures it (a
+            `GradientAccumulator` with `noise_scale_decay`): B_simple near
+            the target.
+        updates_to_target, examples_to_target: at the first evaluation that
+            reached the target; None before (and for a run that never does).
+        gave_up_at: the update count where `max_updates` stopped the run.
+
+    Example:
+
+    >>> hit = UpdatesToTarget(x_test, y_test, target=0.97, batch_size=256)
+    >>> model.fit(x, y, batch_size=256, epochs=20, callbacks=[hit])
+    >>> hit.updates_to_target, hit.examples_to_target
+    """
+
+    def __init__(self, x, y, target, metric="accuracy", mode=None, per_decade=20,
+                 batch_size=None, stop=True, max_updates=None, evaluation_batch_size=1000):
+        super().__init__()
+        mode = mode or ("min" if "loss" in metric else "max")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode={mode!r}: expected 'min' or 'max'.")
+        if per_decade < 1:
+            raise ValueError(f"per_decade={per_decade!r}: expected a number >= 1.")
+        self.x, self.y, self.target, self.metric, self.mode = x, y, float(target), metric, mode
+        self.per_decade, self.stop, self.max_updates = per_decade, stop, max_updates
+        self.batch_size, self.evaluation_batch_size = batch_size, evaluation_batch_size
+        self.records = []
+        self.updates_to_target = self.examples_to_target = self.gave_up_at = None
+        self._next, self._updates, self._examples = 1, 0, 0
+
+    def get_config(self):
+        return dict(target=self.target, metric=self.metric, mode=self.mode,
+                    per_decade=self.per_decade, stop=self.stop, max_updates=self.max_updates)
+
+    def reached(self, value):
+        return value >= self.target if self.mode == "max" else value <= self.target
+
+    def _count(self):
+        """Reads the optimizer's update count; adds the examples since the last read."""
+        updates = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if self.batch_size is not None:
+            batch = self.batch_size(self.model) if callable(self.batch_size) else self.batch_size
+            self._examples += (updates - self._updates) * int(batch)
+        self._updates = updates
+        return updates
+
+    def _evaluate(self):
+        results = self.model.evaluate(self.x, self.y, batch_size=self.evaluation_batch_size,
+                                      verbose=0, return_dict=True)
+        if self.metric not in results:
+            raise ValueError(f"UpdatesToTarget: metric={self.metric!r} is not among the "
+                             f"model's results {sorted(results)}; compile with it.")
+        value = float(results[self.metric])
+        record = {"updates": self._updates,
+                  "examples": self._examples if self.batch_size is not None else None,
+                  self.metric: value}
+        accumulator = accumulator_of(self.model.optimizer)
+        if accumulator is not None and accumulator.noise_scale_decay is not None:
+            record["noise_scale_simple"] = accumulator.noise_scale_simple
+        self.records.append(record)
+        if self.updates_to_target is None and self.reached(value):
+            self.updates_to_target = self._updates
+            self.examples_to_target = self.records[-1]["examples"]
+            if self.stop:
+                self.model.stop_training = True
+        if self.stop and not all(math.isfinite(v) for v in results.values()):
+            self.model.stop_training = True  # diverged: it will not reach the target
+        return value
+
+    def on_train_batch_end(self, batch, logs=None):
+        updates = self._count()
+        if updates >= self._next and self.updates_to_target is None:
+            self._evaluate()
+            self._next = max(updates + 1,
+                             int(10 ** (math.log10(updates) + 1 / self.per_decade)))
+            if self.max_updates is not None:
+                if updates >= self.max_updates and self.updates_to_target is None:
+                    self.gave_up_at = updates
+                    self.model.stop_training = True
+                self._next = min(self._next, max(self.max_updates, updates + 1))
+
+    def steps_until_due(self):
+        """Micro-batches until the next evaluation (the fast engine stops
+        there to call back): the updates left times the accumulation steps."""
+        left = self._next - self._updates
+        accumulator = accumulator_of(self.model.optimizer)
+        if accumulator is None or not accumulator.built:
+            return left
+        steps = int(keras.ops.convert_to_numpy(accumulator.accumulation_steps))
+        return left * steps - int(keras.ops.convert_to_numpy(accumulator.micro_step))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._count()
+        if self.updates_to_target is None and self.gave_up_at is None and (
+                not self.records or self.records[-1]["updates"] != self._updates):
+            self._evaluate()
+        if logs is not None and self.updates_to_target is not None:
+            logs["updates_to_target"] = self.updates_to_target
+
+    @property
+    def history(self):
+        return pd.DataFrame(self.records)
 
 
 # -- Keskar et al.: sharpness (Metric 2.1) ----------------------------------

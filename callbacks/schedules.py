@@ -468,6 +468,115 @@ class BatchSizeSchedule(keras.callbacks.Callback):
                     momentum=c["momentum"], max_device_batch=c["max_device_batch"])
 
 
+@keras.saving.register_keras_serializable(package="batchsize")
+class NoiseScaleBatchSize(keras.callbacks.Callback):
+    """Grows the batch, by accumulation, while the measured gradient noise
+    scale says a larger one would still pay.
+
+    McCandlish et al. (2018): below the noise scale B_simple a larger batch
+    cuts the updates needed almost in proportion; above it, it mostly wastes
+    examples. Every `every_updates` updates the callback reads the
+    `GradientAccumulator`'s B_simple (`noise_scale_decay` must be set) and,
+    while B_simple > `factor` x the current batch, multiplies the
+    accumulation steps by `growth`, up to `max_batch_size`. The micro-batch
+    and the learning rate stay as they are: as in Smith et al. (2018), the
+    growing batch lowers the gradient noise instead of a decaying rate. It
+    never shrinks the batch. At every epoch end it logs the `batch_size` in
+    force.
+
+    Args:
+        factor: grow while B_simple > factor x batch (k; 1 grows up to the
+            noise scale itself).
+        growth: the multiplier of the accumulation steps at each growth.
+        max_batch_size: the largest batch (None: no cap).
+        every_updates: updates between looks at the noise scale.
+
+    Attributes:
+        history: [{"updates", "batch_size", "noise_scale_simple"}] at each growth.
+
+    Example:
+
+    >>> optimizer = GradientAccumulator(keras.optimizers.SGD(0.2), 2, noise_scale_decay=0.95)
+    >>> model.compile(optimizer, loss)
+    >>> model.fit(x, y, batch_size=16, epochs=5, callbacks=[
+    ...     EpochAlignedAccumulation(len(x), 16), NoiseScaleBatchSize(max_batch_size=4096)])
+    """
+
+    def __init__(self, factor=1.0, growth=2, max_batch_size=None, every_updates=10):
+        super().__init__()
+        if not factor > 0 or int(growth) < 2 or int(every_updates) < 1:
+            raise ValueError(
+                f"NoiseScaleBatchSize needs factor > 0, growth >= 2 and every_updates >= 1; "
+                f"got factor={factor!r}, growth={growth!r}, every_updates={every_updates!r}.")
+        self.factor, self.growth = float(factor), int(growth)
+        self.max_batch_size, self.every_updates = max_batch_size, int(every_updates)
+        self.history = []
+        self.accumulation_steps = None  # the grown value; None until training starts
+
+    def get_config(self):
+        return dict(factor=self.factor, growth=self.growth, max_batch_size=self.max_batch_size,
+                    every_updates=self.every_updates)
+
+    def _accumulator(self):
+        accumulator = accumulator_of(self.model.optimizer)
+        if accumulator is None or accumulator.noise_scale_decay is None:
+            raise ValueError("NoiseScaleBatchSize needs the model's optimizer to be a "
+                             "GradientAccumulator(..., noise_scale_decay=0.95) (any decay).")
+        if not accumulator.built:
+            accumulator.build(self.model.trainable_variables)
+        return accumulator
+
+    def _read(self, variable):
+        return int(keras.ops.convert_to_numpy(variable))
+
+    @property
+    def batch_size(self):
+        """The batch in force: micro-batch x accumulation steps (None before training)."""
+        if self.model is None or self.accumulation_steps is None:
+            return None
+        accumulator = self._accumulator()
+        return self._read(accumulator.micro_batch_size) * self.accumulation_steps
+
+    def on_train_begin(self, logs=None):
+        self._next = self.every_updates
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # A BatchSizeSchedule before this callback sets the planned steps at
+        # every epoch start: keep the grown ones.
+        accumulator = self._accumulator()
+        if self.accumulation_steps is None:
+            self.accumulation_steps = self._read(accumulator.accumulation_steps)
+        accumulator.set_accumulation_steps(self.accumulation_steps)
+
+    def on_train_batch_end(self, batch, logs=None):
+        accumulator = self._accumulator()
+        updates = self._read(accumulator.iterations)
+        if updates < self._next:
+            return
+        self._next = updates + self.every_updates
+        noise = accumulator.noise_scale_simple
+        micro = self._read(accumulator.micro_batch_size)
+        grown = self.accumulation_steps
+        while (math.isfinite(noise) and noise > self.factor * micro * grown
+               and (self.max_batch_size is None or micro * grown * self.growth <= self.max_batch_size)):
+            grown *= self.growth
+        if grown != self.accumulation_steps:
+            self.accumulation_steps = grown
+            accumulator.set_accumulation_steps(grown)
+            self.history.append(dict(updates=updates, batch_size=micro * grown,
+                                     noise_scale_simple=noise))
+
+    def steps_until_due(self):
+        """Micro-batches until the next look (the fast engine calls back there)."""
+        accumulator = self._accumulator()
+        left = self._next - self._read(accumulator.iterations)
+        return left * self.accumulation_steps - self._read(accumulator.micro_step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["batch_size"] = self.batch_size
+
+
 def _has_schedule(optimizer):
     """Whether `optimizer`'s rate is a LearningRateSchedule (read from its public config)."""
     return isinstance(optimizer.get_config().get("learning_rate"), dict)

@@ -171,6 +171,20 @@ def digit_cnn(input_shape=(28, 28, 1), num_classes=10, norm="batch", he_init=Fal
     return keras.Model(inputs, b.logits(x, num_classes), name="digit_cnn")
 
 
+def simple_cnn(input_shape=(28, 28, 1), num_classes=10, norm="none", he_init=False,
+               weight_decay=0.0):
+    """Shallue et al.'s (2018) MNIST "Simple CNN" (the TensorFlow tutorial's):
+    conv5x5 32, max-pool 2, conv5x5 64, max-pool 2, Dense 1024, Dense classes;
+    ReLU, no normalization unless `norm` asks for it."""
+    b = _Builder(norm, he_init, weight_decay)
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for filters in (32, 64):
+        x = keras.layers.MaxPooling2D(2)(b.norm_act(b.conv(x, filters, 5)))
+    x = b.norm_act(b.dense(keras.layers.Flatten()(x), 1024))
+    return keras.Model(inputs, b.logits(x, num_classes), name="simple_cnn")
+
+
 MODELS = {
     "f1": f1,
     "c1": c1, "c3": c1,
@@ -180,6 +194,7 @@ MODELS = {
     "wrn16_1": lambda **kw: wide_resnet(16, 1, **kw),
     "alexnet": alexnet,
     "digit_cnn": digit_cnn,
+    "simple_cnn": simple_cnn,
 }
 
 

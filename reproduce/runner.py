@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 import models
-from callbacks.schedules import BatchSizeSchedule, TrainingSchedule, current_learning_rate
-from optimizers import GradientAccumulator
+from callbacks.schedules import (BatchSizeSchedule, NoiseScaleBatchSize, TrainingSchedule,
+                                 current_learning_rate)
+from optimizers import AccumulatedNoiseScale, GradientAccumulator
 from reproduce import datasets
 from reproduce.cli import UserError
 from reproduce.devices import data_parallel, use_cpu_devices
@@ -36,7 +37,8 @@ from reproduce.store import RunStore
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 # Fields added after runs were stored, left out of the key at these values so
 # those runs keep their keys.
-KEY_DEFAULTS = {"subset_seed": 12345, "devices": 1}
+KEY_DEFAULTS = {"subset_seed": 12345, "devices": 1, "noise_scale_decay": None,
+                "adaptive_batch": None}
 
 
 class ConfigError(UserError, ValueError):
@@ -56,6 +58,11 @@ class RunConfig:
     decays instead: `callbacks.BatchSizeSchedule`). Batches above
     `max_device_batch` are accumulated (`optimizers.GradientAccumulator`);
     `accumulation` > 1 forces k micro-batches of batch_size / k.
+    Gradient noise scale: with `noise_scale_decay` (an accumulated run), the
+    accumulator measures B_simple from its windows (McCandlish et al. 2018),
+    recorded per epoch as `noise_scale_simple`; with `adaptive_batch` = k too,
+    the batch grows by accumulation while B_simple > k x batch, up to
+    `max_batch_size` (`callbacks.NoiseScaleBatchSize`).
     Devices: `devices` > 1 splits every physical batch across n devices
     (`reproduce.devices`: MirroredStrategy or DataParallel, with `fit`).
     Engine: "fast" (`reproduce.engine.FastEngine`) or "fit" (`model.fit`);
@@ -79,6 +86,8 @@ class RunConfig:
     max_batch_size: int = None
     max_device_batch: int = None
     accumulation: int = 1
+    noise_scale_decay: float = None  # measure B_simple from the windows (needs accumulation)
+    adaptive_batch: float = None  # grow the batch while B_simple > this x batch
     weight_decay: float = 0.0
     clipnorm: float = None
     he_init: bool = True
@@ -110,6 +119,15 @@ class RunConfig:
         need(0 <= self.warmup < 1, "warmup", "a fraction in [0, 1)")
         need(self.accumulation >= 1 and self.batch_size % self.accumulation == 0,
              "accumulation", f"an integer >= 1 that divides batch_size={self.batch_size}")
+        need(self.noise_scale_decay is None or (
+            0 <= self.noise_scale_decay < 1 and (self.accumulation > 1 or (
+                self.max_device_batch and self.batch_size > self.max_device_batch))),
+             "noise_scale_decay", "None, or a decay in [0, 1) for a run that accumulates "
+             "(accumulation > 1): the windows' micro-batches are its small batches")
+        need(self.adaptive_batch is None or (
+            self.adaptive_batch > 0 and self.noise_scale_decay is not None),
+             "adaptive_batch", "None, or a factor > 0 with noise_scale_decay set (the batch "
+             "grows on the measured noise scale)")
         need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(any(self.augment is a for a in AUGMENTATIONS) or self.augment == "shift",
              "augment", "False, True (pad-crop-flip) or 'shift'")
@@ -192,7 +210,8 @@ def build_optimizer(config, schedule):
     else:
         inner = keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
     accumulates = any(epoch.accumulation_steps > 1 for epoch in schedule)
-    return GradientAccumulator(inner) if accumulates else inner
+    return GradientAccumulator(inner, noise_scale_decay=config.noise_scale_decay) \
+        if accumulates else inner
 
 
 # -- one run ---------------------------------------------------------------
@@ -221,13 +240,14 @@ class EpochRecorder(keras.callbacks.Callback):
         self.rows.append(dict(
             epoch=epoch + 1,
             updates=int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
-            batch_size=self.schedule[epoch].batch_size,
+            batch_size=int(logs.get("batch_size", self.schedule[epoch].batch_size)),
             lr=self.epoch_lr,
             momentum=self.schedule[epoch].momentum,
             loss=loss, accuracy=float(logs.get("accuracy", np.nan)),
             test_loss=float(logs.get("val_loss", np.nan)),
             test_accuracy=float(logs.get("val_accuracy", np.nan)),
             noise_scale=float(logs.get("noise_scale", np.nan)),
+            noise_scale_simple=float(logs.get("noise_scale_simple", np.nan)),
             wall_time=time.perf_counter() - self.started))
         if self.diverged:
             self.model.stop_training = True
@@ -266,7 +286,11 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"])
         recorder = EpochRecorder(schedule)
-        all_callbacks = [BatchSizeSchedule(schedule), *callbacks, recorder]
+        measured = [AccumulatedNoiseScale()] if config.noise_scale_decay is not None else []
+        if config.adaptive_batch is not None:
+            measured.append(NoiseScaleBatchSize(config.adaptive_batch,
+                                                max_batch_size=config.max_batch_size))
+        all_callbacks = [BatchSizeSchedule(schedule), *measured, *callbacks, recorder]
         started = time.perf_counter()
         with np.errstate(all="ignore"):
             if engine == "fast":

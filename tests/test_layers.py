@@ -75,6 +75,13 @@ def test_resnets_have_the_published_parameter_counts(name, params):
     assert model.count_params() == pytest.approx(params, rel=0.02)
 
 
+def test_simple_cnn_has_the_tensorflow_tutorials_parameter_count():
+    """Shallue et al.'s MNIST Simple CNN, counted by hand: conv 5x5x1x32 + 32,
+    conv 5x5x32x64 + 64, Dense 7*7*64 -> 1024 (+ bias), Dense 1024 -> 10."""
+    expected = (25 * 32 + 32) + (25 * 32 * 64 + 64) + (7 * 7 * 64 * 1024 + 1024) + (1024 * 10 + 10)
+    assert models.build("simple_cnn", (28, 28, 1), 10).count_params() == expected == 3_274_634
+
+
 @pytest.mark.parametrize("norm", ["none", "batch", "ghost:2", "group"])
 @pytest.mark.parametrize("name", ["f1", "c1", "alexnet", "digit_cnn", "resnet8"])
 def test_every_model_takes_every_norm(name, norm):

@@ -149,3 +149,91 @@ def test_interpolation_with_batch_statistics_normalises_each_batch_by_itself():
 
 def bn_epsilon(model):
     return model.layers[1].epsilon
+
+
+# -- Shallue et al.: updates to a target ----------------------------------------
+def separable(n=512, d=8, seed=0):
+    """Two Gaussian classes whose accuracy rises over tens of SGD updates."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n).astype("int32")
+    x = (rng.normal(size=(n, d)) + 0.6 * (2 * y[:, None] - 1)).astype("float32")
+    return x, y
+
+
+def classifier(d=8):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.02),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def test_updates_to_target_is_the_first_evaluation_at_the_target_and_stops_there():
+    from callbacks import UpdatesToTarget
+
+    x, y = separable()
+    hit = UpdatesToTarget(x, y, target=0.9, per_decade=10, batch_size=16)
+    model = classifier()
+    model.fit(x, y, batch_size=16, epochs=20, shuffle=False, verbose=0, callbacks=[hit])
+    history = hit.history
+    # Log-spaced evaluations: every update up to 8, then steps of at most
+    # a factor 10 ** (1 / 10) (the first hit is known that closely).
+    assert list(history.updates[:8]) == list(range(1, 9))
+    ratios = (history.updates.iloc[1:].to_numpy() / history.updates.iloc[:-1].to_numpy())
+    assert (ratios > 1).all() and (ratios[8:] <= 10 ** 0.1 + 1e-9).all()
+    reached = history[history.accuracy >= 0.9]
+    assert hit.updates_to_target == reached.updates.iloc[0] == history.updates.iloc[-1]
+    assert (history.accuracy.iloc[:-1] < 0.9).all()
+    assert hit.examples_to_target == 16 * hit.updates_to_target
+    assert 10 < hit.updates_to_target < 20 * 32  # not at once, and before the budget ran out
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == hit.updates_to_target
+    # Reference: a fresh run of exactly that many updates, and of the
+    # evaluation before, measured by model.evaluate independently.
+    for updates, above in ((hit.updates_to_target, True), (history.updates.iloc[-2], False)):
+        fresh = classifier()
+        epochs, rest = divmod(int(updates), len(x) // 16)
+        if epochs:
+            fresh.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0)
+        if rest:
+            fresh.fit(x[:rest * 16], y[:rest * 16], batch_size=16, epochs=1, shuffle=False,
+                      verbose=0)
+        accuracy = fresh.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+        assert (accuracy >= 0.9) == above
+
+
+def test_updates_to_target_counts_updates_not_micro_batches():
+    """4 accumulated micro-batches of 16 are one update at batch 64 (no batch
+    norm: the same training), so the target falls on the same update."""
+    from callbacks import UpdatesToTarget
+    from optimizers import EpochAlignedAccumulation, GradientAccumulator
+
+    x, y = separable()
+    hits = []
+    for steps, batch in ((1, 64), (4, 16)):
+        model = classifier()
+        if steps > 1:
+            model.compile(GradientAccumulator(keras.optimizers.SGD(0.08), steps),
+                          model.loss, metrics=["accuracy"])
+        else:
+            model.optimizer.learning_rate = 0.08
+        hit = UpdatesToTarget(x, y, target=0.9, per_decade=10, batch_size=64)
+        model.fit(x, y, batch_size=batch, epochs=30, shuffle=False, verbose=0,
+                  callbacks=[hit] + ([EpochAlignedAccumulation(len(x), 16)] if steps > 1 else []))
+        hits.append(hit)
+    assert hits[0].updates_to_target is not None
+    assert hits[1].updates_to_target == hits[0].updates_to_target
+    assert hits[1].examples_to_target == 64 * hits[0].updates_to_target
+
+
+def test_updates_to_target_says_what_it_needs():
+    from callbacks import UpdatesToTarget
+
+    x, y = separable(n=32)
+    with pytest.raises(ValueError, match="mode='up': expected 'min' or 'max'"):
+        UpdatesToTarget(x, y, 0.9, mode="up")
+    assert UpdatesToTarget(x, y, 0.1, metric="loss").mode == "min"
+    model = classifier()
+    with pytest.raises(ValueError, match="metric='auc' is not among the model's results"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+                  callbacks=[UpdatesToTarget(x, y, 0.9, metric="auc")])

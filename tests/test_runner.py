@@ -90,6 +90,9 @@ def test_batch_size_schedule_changes_batch_and_steps_per_epoch_in_a_real_fit():
     ("lr", -1.0, "lr=-1.0: expected a number > 0"),
     ("model", "resnet9", "model='resnet9': expected one of"),
     ("optimizer", "sgdd", "optimizer='sgdd': expected one of"),
+    ("noise_scale_decay", 0.9, "noise_scale_decay=0.9: expected None, or a decay"),
+    ("adaptive_batch", 1.0, "adaptive_batch=1.0: expected None, or a factor > 0 with "
+                            "noise_scale_decay set"),
 ])
 def test_bad_config_values_are_named(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -156,3 +159,20 @@ print("ROWS", [(row["batch_size"], row["updates"]) for row in r["rows"]], r["sta
     assert out.returncode == 0, out.stderr[-2000:]
     # 512 / 32 = 16 updates, then batch 128 = 2 x 64 accumulated: 4 more.
     assert "ROWS [(32, 16), (128, 20)] finished" in out.stdout
+
+
+def test_fields_added_later_leave_the_keys_of_stored_runs_alone():
+    """A run stored before `noise_scale_decay` and `adaptive_batch` existed
+    keeps its key; setting them makes a different run."""
+    import dataclasses
+    import hashlib
+    import json
+
+    fields = dataclasses.asdict(TINY)
+    for name in ("engine", "subset_seed", "devices", "noise_scale_decay", "adaptive_batch"):
+        del fields[name]
+    old_key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    assert TINY.key == old_key
+    measured = TINY.replace(batch_size=16, accumulation=2, noise_scale_decay=0.9)
+    assert len({measured.key, measured.replace(noise_scale_decay=None).key,
+                measured.replace(adaptive_batch=1.0).key}) == 3

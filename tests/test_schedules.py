@@ -154,3 +154,51 @@ def test_open_ended_schedule_and_bad_values_are_named():
         TrainingSchedule(128, 0.1, 50000, warmup=0.1)
     with pytest.raises(ValueError, match="batch_size=0"):
         TrainingSchedule(0, 0.1, 50000)
+
+
+# -- the batch grown on the measured noise scale ------------------------------
+def noisy_regression(examples, d=4, sigma=1.5, seed=0):
+    """x ~ N(0, I), y = x.w* + sigma e, weights held at w* + delta (rate 0):
+    B_simple = ((d + 1)|delta|^2 + d sigma^2) / |delta|^2 = 21 exactly
+    (tests/test_accumulation.py derives it)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w_star, delta = rng.normal(size=d), np.array([0.5, -0.5, 0.25, 0.0])
+    x = rng.normal(size=(examples, d)).astype("float32")
+    y = (x @ w_star + sigma * rng.normal(size=examples))[:, None].astype("float32")
+    model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].kernel.assign((w_star + delta)[:, None].astype("float32"))
+    return model, x, y
+
+
+@pytest.mark.parametrize("factor,cap,final", [(1.0, None, 32), (0.5, None, 64), (1.0, 16, 16)])
+def test_noise_scale_batch_size_grows_until_the_batch_passes_b_simple(factor, cap, final):
+    """Micro-batch 4, starting at 2 x 4 = 8: grow (x2) while 21 > factor x B,
+    so B ends at the first power of two past 21 / factor, or at the cap."""
+    from callbacks import NoiseScaleBatchSize
+    from optimizers import EpochAlignedAccumulation, GradientAccumulator
+
+    model, x, y = noisy_regression(300 * 8 + 200 * 64)
+    optimizer = GradientAccumulator(keras.optimizers.SGD(0.0), 2, noise_scale_decay=0.99)
+    model.compile(optimizer, "mse")
+    grow = NoiseScaleBatchSize(factor, max_batch_size=cap, every_updates=300)
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0,
+              callbacks=[EpochAlignedAccumulation(len(x), 4), grow])
+    assert optimizer.noise_scale_simple == pytest.approx(21.0, rel=0.15)
+    assert grow.batch_size == final
+    assert grow.history[0]["updates"] == 300 and grow.history[-1]["batch_size"] == final
+    assert int(keras.ops.convert_to_numpy(optimizer.accumulation_steps)) == final // 4
+
+
+def test_noise_scale_batch_size_needs_a_measuring_accumulator():
+    from callbacks import NoiseScaleBatchSize
+
+    with pytest.raises(ValueError, match="growth=1"):
+        NoiseScaleBatchSize(growth=1)
+    model, x, y = noisy_regression(16)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    with pytest.raises(ValueError, match="needs the model's optimizer to be a GradientAccumulator"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[NoiseScaleBatchSize()])
+    config = dict(factor=0.5, growth=4, max_batch_size=1024, every_updates=7)
+    assert NoiseScaleBatchSize(**NoiseScaleBatchSize(**config).get_config()).get_config() == config
