@@ -30,7 +30,7 @@ MAX_DEVICE_BATCH ?=
 KAGGLE_ARGS ?=
 
 FIGURES = fig-small-batch fig-dont-decay fig-generalization-gap fig-sharp-minima \
-	fig-mnist-batch-size fig-lr-scaling
+	fig-mnist-batch-size fig-lr-scaling fig-critical-batch
 
 .PHONY: setup test test-fast settings clean help figures check-claims $(FIGURES) kaggle-data-from-mnist kaggle-submission \
 	bench-pipeline bench-accumulation bench-throughput
@@ -41,7 +41,7 @@ help:
 	@echo "make test-fast                the unit tests without the figure smoke runs (< 1 min)"
 	@echo "make settings                 the backend and oneDNN setting the targets run with"
 	@echo "make fig-small-batch | fig-dont-decay | fig-generalization-gap | fig-sharp-minima"
-	@echo "     | fig-mnist-batch-size | fig-lr-scaling"
+	@echo "     | fig-mnist-batch-size | fig-lr-scaling | fig-critical-batch"
 	@echo "     [PRESET=smoke|quick|paper]  (fig-dont-decay: [MAX_DEVICE_BATCH=n])"
 	@echo "     [RAY_ADDRESS=local|auto|ray://host:10001] [DEVICES=n] [DRY_RUN=1]"
 	@echo "make figures                  every figure target's quick preset in a row"
@@ -103,6 +103,9 @@ fig-mnist-batch-size:
 
 fig-lr-scaling:
 	$(PYTHON) -m reproduce.lr_scaling $(FIGURE_ARGS)
+
+fig-critical-batch:
+	$(PYTHON) -m reproduce.critical_batch $(FIGURE_ARGS)
 
 figures:
 	for target in $(FIGURES); do $(MAKE) --no-print-directory $$target PRESET=quick || exit 1; done

@@ -13,7 +13,7 @@ from reproduce.figure import figure_files
 
 # The figure modules, in the order of figures/README.md.
 MODULES = ("small_batch", "dont_decay", "generalization_gap", "sharp_minima",
-           "mnist_batch_size", "lr_scaling")
+           "mnist_batch_size", "lr_scaling", "critical_batch")
 
 
 def figures():

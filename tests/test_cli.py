@@ -87,7 +87,7 @@ def test_set_trains_every_run_of_the_preset_with_the_overrides(tmp_path):
 
 
 FIGURE_MODULES = ("small_batch", "dont_decay", "generalization_gap", "sharp_minima",
-                  "mnist_batch_size", "lr_scaling")
+                  "mnist_batch_size", "lr_scaling", "critical_batch")
 CLIS = [["-m", "reproduce.small_batch", "--preset", "smoke"],
         ["-m", "reproduce.kaggle", "data-from-mnist"]]
 

@@ -198,3 +198,49 @@ def test_sharp_minima_line_ends_are_the_two_trained_models(tmp_path):
         assert row.sharpness_full_std == pytest.approx(seeds.sharpness_full.std(ddof=1))
     for suffix in ("line", "batch_size"):
         assert (fig / f"sharp_minima_smoke_{suffix}.png").stat().st_size > 1000
+
+
+@needs_mnist
+def test_critical_batch_updates_to_target_fit_and_noise_scale(tmp_path):
+    from reproduce import critical_batch
+
+    fig = _run(critical_batch, tmp_path)
+    spec = critical_batch.PRESETS["smoke"]["workloads"]["MNIST F1"]
+    runs = pd.read_csv(fig / "critical_batch_smoke.csv")
+    sweep = runs[runs.kind == "sweep"]
+    assert set(zip(sweep.batch_size, sweep.lr)) == {
+        (b, lr) for b in spec["batch_sizes"] for lr in spec["learning_rates"]}
+    reached = sweep[sweep.status == "reached"]
+    # Examples are counted per update at the run's batch.
+    assert (reached.examples_to_target == reached.batch_size * reached.updates_to_target).all()
+    # The noise run (64 = 4 x 16 accumulated, no batch norm) is the same
+    # training as the sweep's batch-64 run at its rate: the same update hits.
+    noise = runs[runs.kind == "noise"].iloc[0]
+    twin = sweep[(sweep.batch_size == 64) & (sweep.lr == noise.lr)].iloc[0]
+    assert noise.status == twin.status == "reached"
+    assert noise.updates_to_target == twin.updates_to_target
+    # Best rate per batch: the fewest updates among the rates that reached;
+    # a pruned rate stopped at or after that many updates.
+    summary = pd.read_csv(fig / "critical_batch_smoke_summary.csv")
+    for _, row in summary.iterrows():
+        group = reached[reached.batch_size == row.batch_size]
+        if len(group):
+            assert row.updates_to_target == group.updates_to_target.min()
+            assert row.examples_to_target == row.batch_size * row.updates_to_target
+    assert set(sweep.status) <= {"reached", "diverged", "not reached", "slower than another rate"}
+    # B_simple near the target: the noise run's value at its first evaluation
+    # at the target, measured by the accumulator.
+    trace = pd.read_csv(fig / "critical_batch_smoke_trace.csv")
+    measured = trace[trace.kind == "noise"]
+    first = measured[measured.accuracy >= spec["target"]].iloc[0]
+    fit = pd.read_csv(fig / "critical_batch_smoke_fit.csv").iloc[0]
+    assert fit.b_simple_near_target == pytest.approx(first.noise_scale_simple)
+    assert first.updates == noise.updates_to_target
+    # The adaptive run: a batch of 2 x 16 grown by powers of two, capped.
+    adaptive = runs[runs.kind == "adaptive"].iloc[0]
+    grown = adaptive.final_batch_size
+    assert 32 <= grown <= spec["adaptive"]["max_batch_size"] and grown & (grown - 1) == 0
+    if adaptive.status == "reached":
+        assert 32 * adaptive.updates_to_target <= adaptive.examples_to_target \
+            <= grown * adaptive.updates_to_target
+    assert (fig / "critical_batch_smoke.png").stat().st_size > 1000
