@@ -315,6 +315,40 @@ def larger_batches_travel_less(frame, test_size):
         f"{int(b)}: {d:.2f}" for b, d in zip(fixed.batch_size, distances)))
 
 
+def _per_workload(frame, holds, describe):
+    """Verdict over the fit table: `holds(row)` for every workload."""
+    rows = [row for _, row in frame.iterrows()]
+    return Verdict(bool(rows) and all(holds(row) for row in rows),
+                   "; ".join(f"{row.workload}: {describe(row)}" for row in rows))
+
+
+def perfect_scaling_at_small_batches(frame, test_size):
+    """Shallue: S(B) falls as 1/B at small batches (slope -1 +- 0.3)."""
+    return _per_workload(frame, lambda r: -1.3 <= r.slope_smallest_three <= -0.7,
+                         lambda r: f"log-log slope over the 3 smallest batches "
+                                   f"{r.slope_smallest_three:.2f} (perfect scaling: -1)")
+
+
+def diminishing_returns_at_large_batches(frame, test_size):
+    """Shallue: at the largest batches S(B) flattens (slope above -0.5)."""
+    return _per_workload(frame, lambda r: r.slope_largest_two > -0.5,
+                         lambda r: f"log-log slope over the 2 largest batches "
+                                   f"{r.slope_largest_two:.2f} (claim: > -0.5)")
+
+
+def mccandlish_model_fits(frame, test_size):
+    """McCandlish: S = S_min (1 + B_noise / B) fits S(B), R^2 >= 0.9 in log S."""
+    return _per_workload(frame, lambda r: r.r2 >= 0.9,
+                         lambda r: f"R^2 {r.r2:.3f}, S_min {r.s_min:.0f}, B_noise {r.b_noise:.0f}")
+
+
+def noise_scale_predicts_the_critical_batch(frame, test_size):
+    """McCandlish: B_simple near the target is within an order of magnitude of B_noise."""
+    return _per_workload(frame, lambda r: 0.1 <= r.b_simple_over_b_noise <= 10,
+                         lambda r: f"B_simple {r.b_simple_near_target:.0f} vs fitted B_noise "
+                                   f"{r.b_noise:.0f}: {r.b_simple_over_b_noise:.1f}x")
+
+
 SMALL_DATA = ("at quick scale ({why}); the paper preset is the paper's setting")
 
 CLAIMS = (
@@ -363,6 +397,18 @@ CLAIMS = (
     Claim("lr-scaling article", "at a fixed rate larger batches travel less far from the "
           "initial weights", "lr_scaling", "measures", larger_batches_travel_less,
           {"quick": True, "paper": True}),
+    Claim("Shallue et al. 2018", "at small batches the updates to the target fall as 1/B "
+          "(perfect scaling)", "critical_batch", "fit", perfect_scaling_at_small_batches,
+          {"quick": True, "paper": True}),
+    Claim("Shallue et al. 2018", "at large batches the updates to the target stop falling "
+          "(diminishing returns)", "critical_batch", "fit", diminishing_returns_at_large_batches,
+          {"quick": True, "paper": True}),
+    Claim("McCandlish et al. 2018", "S = S_min (1 + B_noise / B) fits the updates to the "
+          "target", "critical_batch", "fit", mccandlish_model_fits,
+          {"quick": True, "paper": True}),
+    Claim("McCandlish et al. 2018", "the simple noise scale predicts the critical batch B_noise "
+          "within an order of magnitude", "critical_batch", "fit",
+          noise_scale_predicts_the_critical_batch, {"quick": True, "paper": True}),
 )
 
 

@@ -159,6 +159,34 @@ def test_lr_scaling_claims():
     assert verdict(claims.larger_batches_travel_less, lr_scaling_measures(0.96, 0.975)).holds
 
 
+def critical_batch_fit(**changes):
+    """critical_batch_fit.csv of a workload with the model's own numbers: S_min 100,
+    B_noise 200, so S(16, 32, 64) falls with slope ~-0.9 and S(2048, 4096) ~-0.05."""
+    row = dict(workload="MNIST F1", slope_smallest_three=-0.9, slope_largest_two=-0.05,
+               r2=0.97, s_min=100.0, b_noise=200.0, b_simple_near_target=600.0,
+               b_simple_over_b_noise=3.0)
+    row.update(changes)
+    return [row]
+
+
+def test_critical_batch_claims_hold_and_fail_on_the_stated_bounds():
+    holds = {check: verdict(check, critical_batch_fit()) for check in (
+        claims.perfect_scaling_at_small_batches, claims.diminishing_returns_at_large_batches,
+        claims.mccandlish_model_fits, claims.noise_scale_predicts_the_critical_batch)}
+    assert all(v.holds for v in holds.values())
+    assert "3.0x" in holds[claims.noise_scale_predicts_the_critical_batch].numbers
+    assert not verdict(claims.perfect_scaling_at_small_batches,
+                       critical_batch_fit(slope_smallest_three=-0.5)).holds
+    assert not verdict(claims.diminishing_returns_at_large_batches,
+                       critical_batch_fit(slope_largest_two=-0.8)).holds
+    assert not verdict(claims.mccandlish_model_fits, critical_batch_fit(r2=0.6)).holds
+    assert not verdict(claims.noise_scale_predicts_the_critical_batch,
+                       critical_batch_fit(b_simple_over_b_noise=12.0)).holds
+    # Every workload must hold (the paper preset has two).
+    two = critical_batch_fit() + critical_batch_fit(workload="CIFAR-10 ResNet-8", r2=0.5)
+    assert not verdict(claims.mccandlish_model_fits, two).holds
+
+
 def test_command_prints_every_claim_and_fails_only_on_expected_claims(tmp_path, capsys):
     holds = Claim("A", "holds", "small_batch", "summary", claims.best_batch_is_small,
                   {"quick": True})
