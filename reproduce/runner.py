@@ -290,7 +290,8 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
         if config.adaptive_batch is not None:
             measured.append(NoiseScaleBatchSize(config.adaptive_batch,
                                                 max_batch_size=config.max_batch_size))
-        all_callbacks = [BatchSizeSchedule(schedule), *measured, *callbacks, recorder]
+        # The run's own callbacks see each call's updates before the batch grows.
+        all_callbacks = [BatchSizeSchedule(schedule), *callbacks, *measured, recorder]
         started = time.perf_counter()
         with np.errstate(all="ignore"):
             if engine == "fast":
