@@ -18,11 +18,16 @@ Callbacks get control at every epoch's begin and end and after every call
 (`on_train_batch_end` with the index of the call's last step, as Keras does
 with `steps_per_execution`); the model's variables are current whenever a
 callback runs. A callback can ask for control sooner with a method
-`steps_until_due()` (e.g. `WeightDistance`'s log-spaced records). One step
-function is compiled per distinct batch size (an epoch whose size does not
-divide the training set also compiles its last, smaller batch), and again
-only when something forces a new train function (`make_train_function(
-force=True)`, as `BatchSizeSchedule` does when the momentum changes).
+`steps_until_due()` (e.g. `WeightDistance`'s log-spaced records). On JAX one
+step function is compiled per distinct batch size (an epoch whose size does
+not divide the training set also compiles its last, smaller batch). On
+TensorFlow one `tf.function` serves every batch size: the first size is
+traced with its static shape, and the second traces it once more with the
+batch dimension unknown (`reduce_retracing`), which then serves every later
+size, so a batch that grows every few epochs costs two traces, not one per
+size. Either is traced again only when something forces a new train function
+(`make_train_function(force=True)`, as `BatchSizeSchedule` does when the
+momentum changes).
 
 With the same batches in the same order, the weights after an epoch equal
 fit's to float32 round-off (tests/test_engine.py); test accuracy is computed
@@ -90,7 +95,8 @@ class FastEngine:
         self.model, self.batches_per_call, self.log = model, int(batches_per_call), log
         self.x_host, self.y_host = np.asarray(x, np.float32), np.asarray(y, np.int32)
         self._functions, self._train_function = {}, None
-        self.compiled_batch_sizes = []  # one entry per compilation, for tests and logs
+        # One entry per compilation (the batch size; None: traced for any size).
+        self.compiled_batch_sizes = []
         self.resident = self._place(device_data_limit)
 
     # -- data ------------------------------------------------------------------
@@ -145,11 +151,15 @@ class FastEngine:
         if self.model.train_function is not self._train_function:
             self._functions = {}  # a new train function: trace everything again
             self._train_function = self.model.train_function
-        key = (batch, pad)
+        jax = keras.backend.backend() == "jax"
+        key = (batch, pad) if jax else pad
         if key not in self._functions:
-            build = _jax_steps if keras.backend.backend() == "jax" else _tensorflow_steps
-            self._functions[key] = build(self.model, pad)
-            self.compiled_batch_sizes.append(batch)
+            if jax:
+                self._functions[key] = _jax_steps(self.model, pad)
+                self.compiled_batch_sizes.append(batch)
+            else:
+                self._functions[key] = _tensorflow_steps(
+                    self.model, pad, on_trace=self.compiled_batch_sizes.append)
         return self._functions[key]
 
     def _run(self, plan, start, batch, count, rows):
@@ -268,12 +278,14 @@ def _jax_steps(model, pad):
     return run
 
 
-def _tensorflow_steps(model, pad):
-    """(x, y, index, dy, dx, flip, count) -> runs `count` steps; TensorFlow."""
+def _tensorflow_steps(model, pad, on_trace):
+    """(x, y, index, dy, dx, flip, count) -> runs `count` steps; TensorFlow.
+    `on_trace(batch size or None)` is called each time TensorFlow traces it."""
     import tensorflow as tf
 
     @tf.function(jit_compile=bool(model.jit_compile), reduce_retracing=True)
     def steps(x, y, index, dy, dx, flip, count):
+        on_trace(index.shape[1])  # Python: runs only while tracing
         for i in tf.range(count):
             model.train_step(_augmented_batch(x, y, index[i], dy[i], dx[i], flip[i], pad))
 

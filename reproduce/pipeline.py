@@ -58,9 +58,10 @@ def crop_on_device(x, dy, dx, flip, pad):
     one gather from the padded batch, so the result equals `crop`'s exactly."""
     from keras import ops
 
-    n, h, w, c = x.shape
+    n = ops.shape(x)[0]  # a tensor where the batch size is not static (TensorFlow)
+    h, w, c = x.shape[1:]
     hp, wp = h + 2 * pad, w + 2 * pad
-    padded = ops.reshape(ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), (n * hp * wp, c))
+    padded = ops.reshape(ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), (-1, c))
     dy, dx = ops.cast(dy, "int32")[:, None], ops.cast(dx, "int32")[:, None]
     rows = dy + ops.arange(h, dtype="int32")[None, :]
     cols = ops.where(ops.cast(flip, "bool")[:, None],
@@ -68,7 +69,7 @@ def crop_on_device(x, dy, dx, flip, pad):
                      dx + ops.arange(w, dtype="int32")[None, :])
     flat = ((ops.arange(n, dtype="int32")[:, None, None] * hp + rows[:, :, None]) * wp
             + cols[:, None, :])
-    return ops.reshape(ops.take(padded, ops.reshape(flat, (-1,)), axis=0), (n, h, w, c))
+    return ops.reshape(ops.take(padded, ops.reshape(flat, (-1,)), axis=0), (-1, h, w, c))
 
 
 AUGMENTATIONS = (False, True, "shift")
