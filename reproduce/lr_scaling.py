@@ -19,7 +19,8 @@ are the first seed's.
 After training we measure, per run, the distance travelled from the initial
 weights (||w - w0|| per layer and the histogram of |w - w0| over all
 weights) and the distribution of minibatch gradient norms at the final
-weights (`GRADIENT_SAMPLES` minibatches of the run's batch size).
+weights (`GRADIENT_SAMPLES` minibatches of the run's batch size; the smoke
+preset's `gradient_samples`, 8, only checks the plumbing).
 
     python -m reproduce.lr_scaling --preset quick     # the default
 
@@ -27,6 +28,7 @@ Writes figures/lr_scaling{,_<preset>}{.csv,_measures.csv,_accuracy.png,
 _distributions.png}.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -57,7 +59,7 @@ WEIGHT_BINS = np.logspace(-7, 0, 57)  # |w - w0| histogram bins
 PRESETS = {
     "smoke": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05,
                                  train_size=512, test_size=256, epochs=2),
-                  batch_sizes=(64, 256), seeds=2),
+                  batch_sizes=(64, 256), seeds=2, gradient_samples=8),
     "quick": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05, epochs=5),
                   batch_sizes=(64, 256, 1024), seeds=3),
     "paper": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05, epochs=30),
@@ -84,9 +86,9 @@ def grid(spec, args=None):
     return runs
 
 
-def measure(config, model, data, callbacks=()):
+def measure(config, model, data, callbacks=(), gradient_samples=GRADIENT_SAMPLES):
     """Distance from w0 (per layer, histogram over weights) and the norms of
-    minibatch gradients at the final weights."""
+    `gradient_samples` minibatch gradients at the final weights."""
     import keras
 
     x, y, _, _ = data
@@ -101,7 +103,7 @@ def measure(config, model, data, callbacks=()):
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
     rng = np.random.default_rng(config.seed)
     norms = []
-    for _ in range(GRADIENT_SAMPLES):
+    for _ in range(gradient_samples):
         idx = rng.choice(len(x), size=min(config.batch_size, len(x)), replace=False)
         _, g = loss_and_gradient(model, loss, x[idx], y[idx], training=False)
         norms.append(float(np.linalg.norm(g)))
@@ -164,7 +166,8 @@ def title(runs, spec):
 
 
 def measure_factory(spec, store):
-    return measure
+    return functools.partial(
+        measure, gradient_samples=spec.get("gradient_samples", GRADIENT_SAMPLES))
 
 
 def plot(tables, configs, spec, title):
@@ -245,7 +248,7 @@ def plot(tables, configs, spec, title):
                          title=f"{rule} lr: distance from the initial weights"
                          + (f"\n(diverged, not drawn: batch {', '.join(diverged)})" if diverged else ""))
         axes[1, col].set(xscale="log", xlabel="minibatch gradient norm at the final weights",
-                         ylabel=f"count of {GRADIENT_SAMPLES} minibatches")
+                         ylabel="count of minibatches")
         for ax in axes[:, col]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
