@@ -252,7 +252,9 @@ def every_batch_reaches_the_same_accuracy(frame, test_size, points=1.0):
 
 def accumulation_follows_the_large_batch(frame, test_size):
     """Seed article: with group norm, b x k accumulated follows native b * k
-    (the same updates), not native b."""
+    (the same updates), not native b: its curves are nearer native b * k's, and
+    native b's are further from it than two seeds of one run are from each
+    other (the seed-to-seed gap, where the table has several seeds)."""
     rows = frame[frame.experiment.str.contains("group")]
     accumulated = rows[rows.case.str.contains("accumulated")].iloc[0]
     native = rows[rows.case.str.startswith("native")]
@@ -262,10 +264,16 @@ def accumulation_follows_the_large_batch(frame, test_size):
                      other[f"mean_abs_{metric}_gap_to_accumulated"])
             for metric in ("test_accuracy", "loss")}
     holds = all(near < far for near, far in gaps.values())
+    floor = rows.get("seed_to_seed_test_accuracy_gap")
+    floor = None if floor is None or floor.isna().all() else float(floor.max())
+    if floor is not None:
+        holds = holds and gaps["test_accuracy"][1] > floor
     return Verdict(holds, f"{accumulated.case}: mean gap per epoch to {same.case} / to "
                    f"{other.case}: accuracy {gaps['test_accuracy'][0]:.3f} / "
                    f"{gaps['test_accuracy'][1]:.3f}, loss {gaps['loss'][0]:.3f} / "
-                   f"{gaps['loss'][1]:.3f}")
+                   f"{gaps['loss'][1]:.3f}; " + (
+                       "1 seed" if floor is None else
+                       f"two seeds of one case differ by up to {floor:.3f} in accuracy"))
 
 
 def _fixed_rate(frame):

@@ -24,6 +24,12 @@ same weights). One run per workload trains with accumulation and records
 B_simple at each evaluation; the figure draws its value at the first
 evaluation that reached the target, beside the fitted B_noise.
 
+Seeds: after the sweep (one seed), each batch's best rate is trained at
+`seeds` - 1 more seeds (a follow-up chosen from the results); S(B) is the
+mean over the seeds that reached the target, with its standard deviation,
+and the fit and slopes use the means. The rate was picked on the first seed,
+so S(B) leans low by up to a third of its lead, alike for every batch.
+
 The adaptive schedule: start small (micro-batch x 2 windows) at a fixed
 rate and grow the batch by accumulation whenever the measured B_simple
 exceeds k x the batch (`callbacks.NoiseScaleBatchSize`, the runner's
@@ -55,8 +61,9 @@ def _powers(low, high):
 
 
 # One workload: a model and data, the target, the batch sizes, the rate grid,
-# the noise-scale run and the adaptive run. A run stops at the target; its
-# budget is `epochs` and `max_updates`, whichever comes first.
+# the noise-scale run, the adaptive run, and the seeds of each batch's best
+# rate. A run stops at the target; its budget is `epochs` and `max_updates`,
+# whichever comes first.
 PRESETS = {
     # CI: seconds; checks the machinery, shows nothing.
     "smoke": dict(workloads={"MNIST F1": dict(
@@ -66,7 +73,7 @@ PRESETS = {
         max_updates=200,
         noise=dict(batch_size=64, accumulation=4, lr=0.05, noise_scale_decay=0.9),
         adaptive=dict(micro_batch=16, lr=0.05, factor=1.0, max_batch_size=256,
-                      noise_scale_decay=0.9))}),
+                      noise_scale_decay=0.9), seeds=2)}),
     # A 2-core CPU in minutes: F1 without batch norm on all of MNIST.
     "quick": dict(workloads={"MNIST F1": dict(
         base=RunConfig(dataset="mnist", model="f1", norm="none", test_size=5000, epochs=30),
@@ -74,7 +81,7 @@ PRESETS = {
         per_decade=15, max_updates=6000,
         noise=dict(batch_size=256, accumulation=8, lr=0.1, noise_scale_decay=0.95),
         adaptive=dict(micro_batch=16, lr=0.1, factor=1.0, max_batch_size=4096,
-                      noise_scale_decay=0.95))}),
+                      noise_scale_decay=0.95), seeds=3)}),
     # Shallue et al.'s workloads (a GPU job): MNIST Simple CNN to 0.01
     # validation error, CIFAR-10 ResNet-8 to 0.3.
     "paper": dict(workloads={
@@ -85,7 +92,7 @@ PRESETS = {
             max_updates=100_000,
             noise=dict(batch_size=1024, accumulation=8, lr=0.1, noise_scale_decay=0.99),
             adaptive=dict(micro_batch=16, lr=0.1, factor=1.0, max_batch_size=65536,
-                          noise_scale_decay=0.99)),
+                          noise_scale_decay=0.99), seeds=3),
         "CIFAR-10 ResNet-8": dict(
             base=RunConfig(dataset="cifar10", model="resnet8", norm="none", epochs=200,
                            augment=True),
@@ -94,14 +101,14 @@ PRESETS = {
             max_updates=100_000,
             noise=dict(batch_size=1024, accumulation=8, lr=0.1, noise_scale_decay=0.99),
             adaptive=dict(micro_batch=16, lr=0.1, factor=1.0, max_batch_size=65536,
-                          noise_scale_decay=0.99))}),
+                          noise_scale_decay=0.99), seeds=3)}),
 }
 
 
 def grid(spec, args=None):
-    """{(workload, kind, batch, lr): config}; kind "sweep" (every batch x
-    rate), "noise" (accumulated, measuring B_simple) or "adaptive" (batch is
-    the starting one)."""
+    """{(workload, kind, batch, lr, seed index 0): config}; kind "sweep"
+    (every batch x rate), "noise" (accumulated, measuring B_simple) or
+    "adaptive" (batch is the starting one)."""
     runs = {}
     for name, w in spec["workloads"].items():
         base = w["base"]
@@ -109,17 +116,29 @@ def grid(spec, args=None):
             # Largest rate first: at large batches it is the fastest, and the
             # slower rates then stop where it reached the target.
             for lr in sorted(w["learning_rates"], reverse=True):
-                runs[(name, "sweep", b, lr)] = base.replace(batch_size=b, lr=lr)
+                runs[(name, "sweep", b, lr, 0)] = base.replace(batch_size=b, lr=lr)
         n = w["noise"]
-        runs[(name, "noise", n["batch_size"], n["lr"])] = base.replace(
+        runs[(name, "noise", n["batch_size"], n["lr"], 0)] = base.replace(
             batch_size=n["batch_size"], accumulation=n["accumulation"], lr=n["lr"],
             noise_scale_decay=n["noise_scale_decay"])
         a = w["adaptive"]
-        runs[(name, "adaptive", 2 * a["micro_batch"], a["lr"])] = base.replace(
+        runs[(name, "adaptive", 2 * a["micro_batch"], a["lr"], 0)] = base.replace(
             batch_size=2 * a["micro_batch"], accumulation=2, lr=a["lr"],
             noise_scale_decay=a["noise_scale_decay"], adaptive_batch=a["factor"],
             max_batch_size=a["max_batch_size"])
     return runs
+
+
+def more_seeds(sweep, runs, spec):
+    """The follow-up: each batch's best rate (first seed) at seeds 1 .. seeds-1."""
+    frame = run_rows(sweep, runs, spec)
+    more = {}
+    for name, w in spec["workloads"].items():
+        for b, top in best_rates(frame, name).items():
+            config = runs[(name, "sweep", b, top.lr, 0)]
+            for i in range(1, w.get("seeds", 1)):
+                more[(name, "sweep", b, top.lr, i)] = config.replace(seed=config.seed + i)
+    return more
 
 
 def _workload_of(spec, config):
@@ -213,39 +232,61 @@ def _status(record, budget):
     return "not reached"
 
 
-def tables(sweep, configs, spec=None):
-    """Every run (updates and examples to target, or why not); the best rate
-    per batch; the fit and the noise scales per workload; and the
-    evaluations of the noise and adaptive runs (the trace)."""
-    rows, trace = [], []
-    for (name, kind, b, lr), config in configs.items():
+def run_rows(sweep, configs, spec):
+    """One row per stored run: updates and examples to target, or why not."""
+    rows = []
+    for (name, kind, b, lr, i), config in configs.items():
         record = sweep.load(config)
         m = record["measures"]
-        rows.append(dict(workload=name, kind=kind, batch_size=b, lr=lr,
-                         status=_status(record, spec["workloads"][name]["max_updates"]), updates_to_target=m["updates_to_target"],
+        rows.append(dict(workload=name, kind=kind, batch_size=b, lr=lr, seed=config.seed,
+                         seed_index=i,
+                         status=_status(record, spec["workloads"][name]["max_updates"]),
+                         updates_to_target=m["updates_to_target"],
                          examples_to_target=m["examples_to_target"],
                          evaluations=len(m["evaluations"]),
                          final_batch_size=record["rows"][-1]["batch_size"] if record["rows"]
                          else None, wall_time=record["wall_time"]))
-        if kind != "sweep":
-            trace.extend(dict(workload=name, kind=kind, **e) for e in m["evaluations"])
-    runs = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def best_rates(runs, name):
+    """{batch: row} of the first seed's best rate per batch of workload
+    `name`: the fewest updates to target (the smaller rate on a tie)."""
+    sweep = runs[(runs.workload == name) & (runs.kind == "sweep") & (runs.seed_index == 0)
+                 & (runs.status == "reached")]
+    return {b: group.sort_values(["updates_to_target", "lr"]).iloc[0]
+            for b, group in sweep.groupby("batch_size")}
+
+
+def tables(sweep, configs, spec=None):
+    """Every run (updates and examples to target, or why not); the best rate
+    per batch with its seeds' mean and spread; the fit and the noise scales
+    per workload; and the evaluations of the noise and adaptive runs (the
+    trace)."""
+    runs = run_rows(sweep, configs, spec)
+    trace = [dict(workload=name, kind=kind, **e)
+             for (name, kind, *_), config in configs.items() if kind != "sweep"
+             for e in sweep.load(config)["measures"]["evaluations"]]
     summary, fits = [], []
     for name, w in spec["workloads"].items():
         sweep_runs = runs[(runs.workload == name) & (runs.kind == "sweep")]
-        best = []
-        for b, group in sweep_runs.groupby("batch_size"):
-            reached = group[group.status == "reached"]
-            row = dict(workload=name, batch_size=b, runs=len(group), reached=len(reached))
-            if len(reached):
-                top = reached.sort_values(["updates_to_target", "lr"]).iloc[0]
-                lrs = sorted(w["learning_rates"])
-                row.update(best_lr=top.lr, updates_to_target=top.updates_to_target,
-                           examples_to_target=top.examples_to_target,
+        tops, best = best_rates(runs, name), []
+        lrs = sorted(w["learning_rates"])
+        for b, group in sweep_runs[sweep_runs.seed_index == 0].groupby("batch_size"):
+            row = dict(workload=name, batch_size=b, runs=len(group),
+                       reached=int((group.status == "reached").sum()))
+            if b in tops:
+                top = tops[b]
+                seeds = sweep_runs[(sweep_runs.batch_size == b) & (sweep_runs.lr == top.lr)]
+                hit = seeds[seeds.status == "reached"]
+                row.update(best_lr=top.lr, updates_to_target=hit.updates_to_target.mean(),
+                           updates_to_target_std=hit.updates_to_target.std(),
+                           examples_to_target=hit.examples_to_target.mean(),
+                           seeds=len(seeds), seeds_reached=len(hit),
+                           first_seed_updates_to_target=top.updates_to_target,
                            best_lr_at_grid_edge=bool(top.lr in (lrs[0], lrs[-1])))
-            summary.append(row)
-            if len(reached):
                 best.append((b, row["updates_to_target"]))
+            summary.append(row)
         fit = fit_steps(*zip(*best)) if len(best) >= 3 else fit_steps([], [])
         noise = runs[(runs.workload == name) & (runs.kind == "noise")].iloc[0]
         noise_trace = [e for e in trace if e["workload"] == name and e["kind"] == "noise"]
@@ -254,7 +295,7 @@ def tables(sweep, configs, spec=None):
         sizes, steps = zip(*best) if best else ((), ())
         fits.append(dict(
             workload=name, target=w["target"], learning_rates=" ".join(map(str, w["learning_rates"])),
-            runs_per_batch=len(w["learning_rates"]), **fit,
+            runs_per_batch=len(w["learning_rates"]), seeds=w.get("seeds", 1), **fit,
             b_simple_near_target=b_simple, b_simple_over_b_noise=b_simple / fit["b_noise"]
             if fit["b_noise"] else np.nan,
             noise_run=f"{noise.batch_size} = {w['noise']['accumulation']} x "
@@ -298,7 +339,8 @@ def plot(tables, configs, spec, title):
     for row, name in zip(axes, names):
         w, fit = spec["workloads"][name], fits[fits.workload == name].iloc[0]
         best = summary[(summary.workload == name) & summary.updates_to_target.notna()]
-        sweep_runs = runs[(runs.workload == name) & (runs.kind == "sweep")]
+        sweep_runs = runs[(runs.workload == name) & (runs.kind == "sweep")
+                          & (runs.seed_index == 0)]
         colors = dict(zip(w["learning_rates"], sns.color_palette("viridis", len(w["learning_rates"]))))
         b_grid = np.logspace(np.log10(min(w["batch_sizes"])), np.log10(max(w["batch_sizes"])), 100)
         for ax, column, model_curve, label in (
@@ -309,8 +351,11 @@ def plot(tables, configs, spec, title):
             for lr, group in sweep_runs[sweep_runs.status == "reached"].groupby("lr"):
                 ax.scatter(group.batch_size, group[column], s=18, alpha=0.5, color=colors[lr],
                            label=f"lr {lr:g}")
-            ax.plot(best.batch_size, best[column], "k-", lw=1, alpha=0.6,
-                    label="best rate per batch")
+            spread = best.updates_to_target_std * (
+                1 if column == "updates_to_target" else best.batch_size)
+            ax.errorbar(best.batch_size, best[column], yerr=spread.fillna(0), fmt="k-", lw=1,
+                        alpha=0.6, capsize=3, label="best rate per batch (mean ± std over "
+                                                    f"{fit.seeds} seeds)")
             if np.isfinite(fit.b_noise):
                 ax.plot(b_grid, model_curve(b_grid), "r--",
                         label=f"McCandlish fit: S_min {fit.s_min:.0f}, B_noise {fit.b_noise:.0f}"
@@ -366,7 +411,7 @@ def plot(tables, configs, spec, title):
 FIGURE = Figure(
     name="critical_batch", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
     tables=tables, plots=plot, title=title, callbacks=callbacks_factory, measure=measure,
-    printed=("summary", "fit"),
+    follow_up=more_seeds, printed=("summary", "fit"),
     describe=lambda c: (f"batch {c.batch_size:<5d} lr {c.lr:<6g}"
                         + (f" ({c.accumulation} x {c.batch_size // c.accumulation}, B_simple)"
                            if c.noise_scale_decay is not None and not c.adaptive_batch else "")

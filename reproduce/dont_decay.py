@@ -23,6 +23,12 @@ velocity still carries the old rate for a few steps, unlike TF1's
 MomentumOptimizer (A = m A + g; w -= lr A) that the paper used. The batch
 schedules change no rate, so for them the two agree.
 
+Seeds: the three schedules of Figs 1-3 (momentum), the cells the claims
+compare, are trained with `seeds` seeds each (3 in the quick and paper
+presets); the table gives their mean final test accuracy, its standard
+deviation and the number of seeds, and the loss and accuracy figures the mean
+per epoch with the seeds' range shaded. Fig 5's runs are one seed each.
+
     python -m reproduce.dont_decay --preset quick     # the default
 
 Writes figures/dont_decay{,_<preset>}{.csv,_table.csv,_schedules.csv,
@@ -32,7 +38,7 @@ _schedules.png,_loss.png,_accuracy.png,_updates.png}.
 import pandas as pd
 
 from callbacks import milestones_at
-from reproduce.figure import Figure
+from reproduce.figure import Figure, plot_over_seeds, seed_summary
 from reproduce.runner import ConfigError, RunConfig, data_of
 
 STEPS = (0.3, 0.6, 0.8)  # fractions of training: 60/120/160 of 200 epochs
@@ -41,7 +47,11 @@ PAPER_FIG5 = {  # run: (updates, test accuracy) as published
     "higher initial lr": ("<6,500", 0.945), "+ higher momentum": ("<2,500", 0.933)}
 
 
-# One declarative config per preset: model, data, epochs, B0 and the cap.
+# Figs 1-3: the three schedules, as the batch cap (in multiples of B0; None: no cap).
+SCHEDULES = {"decaying learning rate": 1, "hybrid": "factor", "increasing batch size": None}
+
+# One declarative config per preset: model, data, epochs, B0 and the cap, and
+# the seeds of each momentum schedule (the rest: one seed).
 # Smaller presets shrink the batch sizes with the data, so N / B stays close to
 # the paper's (50,000 / 128 at the start, 50,000 / 16,000 at the end).
 WRN = RunConfig(dataset="cifar10", model="wrn16_4", optimizer="sgd", momentum=0.9, lr=0.1,
@@ -52,20 +62,18 @@ PRESETS = {
     "smoke": dict(base=WRN.replace(model="f1", batch_size=8, epochs=4, norm="ghost:8",
                                    train_size=256, test_size=256, batch_milestones=(1, 2, 3),
                                    max_device_batch=128),
-                  b_max=320, nesterov=False),
+                  b_max=320, nesterov=False, seeds={"decaying learning rate": 2}),
     "quick": dict(base=WRN.replace(model="resnet8", batch_size=16, epochs=10, norm="ghost:16",
                                    train_size=2560, test_size=2000,
                                    batch_milestones=milestones_at(STEPS, 10),
                                    max_device_batch=256),
-                  b_max=640, nesterov=False),
+                  b_max=640, nesterov=False, seeds=dict.fromkeys(SCHEDULES, 3)),
     "paper": dict(base=WRN.replace(batch_size=128, epochs=200, norm="ghost:128",
                                    batch_milestones=(60, 120, 160)),
-                  b_max=5120, nesterov=True),
+                  b_max=5120, nesterov=True, seeds=dict.fromkeys(SCHEDULES, 3)),
 }
 
 
-# Figs 1-3: the three schedules, as the batch cap (in multiples of B0; None: no cap).
-SCHEDULES = {"decaying learning rate": 1, "hybrid": "factor", "increasing batch size": None}
 # Fig 5: four runs capped at the preset's B_max ("b_max"), as multiples of the
 # base run's lr and B0, and their momentum.
 FIG5 = {
@@ -77,8 +85,9 @@ FIG5 = {
 
 
 def grid(spec, args=None):
-    """{(figure, run): config} for Figs 1-3 (three schedules, momentum and
-    Nesterov) and Fig 5 (four runs capped at B_max)."""
+    """{(figure, run, seed index): config} for Figs 1-3 (three schedules,
+    momentum and Nesterov; the momentum ones at `spec["seeds"]` seeds) and
+    Fig 5 (four runs capped at B_max)."""
     base = spec["base"]
     if getattr(args, "max_device_batch", None):
         base = base.replace(max_device_batch=args.max_device_batch)
@@ -88,9 +97,12 @@ def grid(spec, args=None):
     runs = {}
     for optimizer in ("sgd", "nesterov") if spec["nesterov"] else ("sgd",):
         for name, times in SCHEDULES.items():
-            runs[(optimizer, name)] = base.replace(optimizer=optimizer, max_batch_size=caps[times])
+            config = base.replace(optimizer=optimizer, max_batch_size=caps[times])
+            seeds = spec.get("seeds", {}).get(name, 1) if optimizer == "sgd" else 1
+            for i in range(seeds):
+                runs[(optimizer, name, i)] = config.replace(seed=base.seed + i)
     for name, run in FIG5.items():
-        runs[("fig5", name)] = base.replace(
+        runs[("fig5", name, 0)] = base.replace(
             lr=base.lr * run.get("lr_times", 1), batch_size=b0 * run.get("batch_times", 1),
             momentum=run.get("momentum", base.momentum), max_batch_size=caps[run["cap"]])
     return runs
@@ -100,7 +112,9 @@ def configured(runs):
     """The schedule each run is configured with, per epoch (Fig 1's data and the
     reference the recorded rows are checked against)."""
     rows = []
-    for (figure, name), config in runs.items():
+    for (figure, name, i), config in runs.items():
+        if i:
+            continue  # another seed of the same schedule
         n = len(data_of(config)[0])
         for planned in config.training_schedule(n):
             rows.append(dict(figure=figure, run=name, epoch=planned.epoch + 1,
@@ -112,28 +126,33 @@ def configured(runs):
 
 
 def tables(sweep, runs, spec=None):
-    frames = [sweep.table([c]).assign(figure=f, run=r) for (f, r), c in runs.items()]
+    """Per-epoch rows of every run and seed, the configured schedules, and the
+    table: per run its updates (scheduled and made), the final test accuracy
+    (mean, std and count over the seeds that finished), the largest batch and
+    the accumulated epochs, beside the paper's Fig 5."""
+    frames = [sweep.table([c]).assign(figure=f, run=r) for (f, r, _), c in runs.items()]
     frame = pd.concat(frames, ignore_index=True)
-    frame = frame[["figure", "run", "optimizer", "epoch", "updates", "batch_size", "lr",
+    frame = frame[["figure", "run", "seed", "optimizer", "epoch", "updates", "batch_size", "lr",
                    "momentum", "loss", "accuracy", "test_loss", "test_accuracy", "noise_scale",
                    "status", "wall_time"]]
     plan = configured(runs)
-    last = frame.groupby(["figure", "run"], sort=False).tail(1)
-    table = pd.DataFrame(dict(
-        figure=last.figure, run=last.run, updates=last.updates,
-        scheduled_updates=[int(plan[(plan.figure == f) & (plan.run == r)].updates_in_epoch.sum())
-                           for f, r in zip(last.figure, last.run)],
-        final_test_accuracy=last.test_accuracy.round(4),
-        max_batch=[int(plan[(plan.figure == f) & (plan.run == r)].batch_size.max())
-                   for f, r in zip(last.figure, last.run)],
-        accumulated_epochs=[int((plan[(plan.figure == f) & (plan.run == r)].accumulation_steps > 1).sum())
-                            for f, r in zip(last.figure, last.run)],
-        paper_updates=[PAPER_FIG5.get(r, ("", None))[0] if f == "fig5" else "" for f, r in
-                       zip(last.figure, last.run)],
-        paper_test_accuracy=[PAPER_FIG5.get(r, ("", None))[1] if f == "fig5" else None
-                             for f, r in zip(last.figure, last.run)],
-        status=last.status))
-    return {"": frame, "schedules": plan, "table": table.reset_index(drop=True)}
+    rows = []
+    for (figure, name), group in frame.groupby(["figure", "run"], sort=False):
+        last = group.groupby("seed", sort=False).tail(1)
+        first = last.iloc[0]
+        planned = plan[(plan.figure == figure) & (plan.run == name)]
+        seeds = seed_summary(last.test_accuracy[last.status == "finished"])
+        rows.append(dict(
+            figure=figure, run=name, updates=int(first.updates),
+            scheduled_updates=int(planned.updates_in_epoch.sum()),
+            final_test_accuracy=None if seeds["mean"] is None else round(seeds["mean"], 4),
+            final_test_accuracy_std=None if seeds["std"] is None else round(seeds["std"], 4),
+            seeds=seeds["seeds"], max_batch=int(planned.batch_size.max()),
+            accumulated_epochs=int((planned.accumulation_steps > 1).sum()),
+            paper_updates=PAPER_FIG5.get(name, ("", None))[0] if figure == "fig5" else "",
+            paper_test_accuracy=PAPER_FIG5.get(name, ("", None))[1] if figure == "fig5" else None,
+            status=first.status))
+    return {"": frame, "schedules": plan, "table": pd.DataFrame(rows)}
 
 
 def title(runs, spec):
@@ -172,9 +191,10 @@ def plot(tables, runs, spec, title):
     # Fig 2: training cross-entropy vs epochs and vs updates.
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for name, run in frame[frame.figure == "sgd"].groupby("run", sort=False):
-        a.plot(run.epoch, run.loss, styles[name], ms=3, label=name)
-        b.plot(run.updates, run.loss, styles[name], ms=3, label=name)
-    a.set(xlabel="epoch", ylabel="training cross-entropy", title="vs epochs (Fig 2a)")
+        line = plot_over_seeds(a, run, "epoch", "loss", styles[name], name)
+        plot_over_seeds(b, run, "updates", "loss", styles[name], name, color=line.get_color())
+    a.set(xlabel="epoch", ylabel="training cross-entropy",
+          title=f"vs epochs (Fig 2a){_seeds_note(frame)}")
     b.set(xlabel="parameter updates", xscale="log", title="vs parameter updates (Fig 2b)")
     for ax in (a, b):
         ax.grid(alpha=0.3)
@@ -188,7 +208,7 @@ def plot(tables, runs, spec, title):
     fig, axes = plt.subplots(1, len(optimizers), figsize=(5.5 * len(optimizers), 4), squeeze=False)
     for ax, optimizer in zip(axes[0], optimizers):
         for name, run in frame[frame.figure == optimizer].groupby("run", sort=False):
-            ax.plot(run.epoch, run.test_accuracy, styles[name], ms=3, label=name)
+            plot_over_seeds(ax, run, "epoch", "test_accuracy", styles[name], name)
         ax.set(xlabel="epoch", ylabel="test accuracy",
                title=f"{'momentum 0.9' if optimizer == 'sgd' else 'Nesterov momentum 0.9'} (Fig 3)")
         ax.grid(alpha=0.3)
@@ -209,6 +229,10 @@ def plot(tables, runs, spec, title):
     fig.tight_layout()
     figs.append(fig)
     return dict(zip(("schedules", "loss", "accuracy", "updates"), figs))
+
+
+def _seeds_note(frame):
+    return "\nmean over seeds, shaded: their range" if frame.seed.nunique() > 1 else ""
 
 
 def options(parser):

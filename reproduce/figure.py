@@ -52,6 +52,10 @@ class Figure:
         report: [(heading, table suffix)]: the tables `make figures` prints
             beside the papers' numbers (`reproduce.report`).
         printed: table suffixes printed at the end of a run.
+        follow_up: `(sweep, runs, spec) -> {label: RunConfig}`, runs chosen
+            from the first runs' results (e.g. the best cell of each row at
+            more seeds), trained after them; the tables and plots see both.
+            A dry run does not know them and says so.
         callbacks, measure: for `Sweep`, as `(spec, store) -> ...` factories.
         options: `(parser) -> None`, extra command-line options.
         check: `(args) -> None`, validates them (raise `ConfigError`).
@@ -68,6 +72,7 @@ class Figure:
     describe: object = None
     report: tuple = ()
     printed: tuple = ("",)
+    follow_up: object = None
     callbacks: object = None
     measure: object = None
     options: object = None
@@ -172,12 +177,21 @@ def run_figure(figure, argv=None, log=None):
 
         if args.dry_run:
             plan.dry_run(runs, hooks, log=log)
+            if figure.follow_up:
+                print("plus the follow-up runs the sweep's results will choose (not in this "
+                      "plan; see the figure's docstring)", file=log)
             return {}
         callbacks, measure = hooks(store)
         sweep = Sweep(store, verbose=int(args.verbose), engine=args.engine, log=log,
                       describe=figure.describe, callbacks=callbacks, measure=measure,
                       ray=args.ray)
         sweep.run(list(runs.values()))
+        if figure.follow_up:
+            more = figure.follow_up(sweep, runs, spec)
+            if more:
+                print(f"follow-up: {len(more)} runs chosen from the results", file=log)
+                sweep.run(list(more.values()))
+                runs = {**runs, **more}
         tables = figure.tables(sweep, runs, spec)
         stem = figure.stem(args) if figure.stem else figure.name
         written = []
@@ -206,6 +220,20 @@ def seed_summary(values):
     return dict(mean=float(np.mean(finite)) if finite else None,
                 std=float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
                 seeds=len(finite))
+
+
+def plot_over_seeds(ax, run, x, y, style, label, color=None):
+    """One run's `y` against `x` (columns of its per-epoch rows, every seed):
+    the mean over the seeds, their range shaded. Returns the line."""
+    per_x = run.groupby(x)[y]
+    mean = per_x.mean()
+    seeds = run.seed.nunique()
+    (line,) = ax.plot(mean.index, mean.values, style, ms=3, color=color,
+                      label=label + (f" ({seeds} seeds)" if seeds > 1 else ""))
+    if seeds > 1:
+        ax.fill_between(mean.index, per_x.min().values, per_x.max().values,
+                        color=line.get_color(), alpha=0.2, lw=0)
+    return line
 
 
 def figure_files(figure, out, preset="quick"):

@@ -12,6 +12,14 @@ update, but batch norm still normalises over each micro-batch of 128, so only
 the group-norm curves should coincide (up to dropout's random masks, which
 are drawn per micro-batch).
 
+Seeds: the experiments in `seeded` (quick and paper: the batch-size sweep and
+the group-norm accumulation, the cells the claims compare) are trained with
+`seeds` seeds. Tables give the mean over the seeds that finished, its standard
+deviation and the number of seeds; the figures show the mean per epoch with
+the seeds' range shaded. The accumulation summary compares the mean curves
+and states the seed-to-seed gap (mean |difference| per epoch between two
+seeds of the same run) as the noise floor the other gaps are read against.
+
     python -m reproduce.mnist_batch_size --preset quick     # the default
 
 Writes figures/mnist_batch_size{,_<preset>}{.csv,_table.csv,_accumulation.csv,
@@ -20,7 +28,7 @@ _curves.png,_accumulation.png}.
 
 import pandas as pd
 
-from reproduce.figure import Figure
+from reproduce.figure import Figure, plot_over_seeds, seed_summary
 from reproduce.runner import RunConfig
 
 # The article's validation accuracy at epoch 20 (dropout on during validation).
@@ -29,53 +37,66 @@ ARTICLE = {32: 0.9818, 64: 0.9854, 128: 0.9863, 256: 0.9871, 512: 0.9861, 1024: 
 ARTICLE_MODEL = RunConfig(dataset="mnist", model="digit_cnn", norm="batch", optimizer="adam",
                           lr=1e-3, he_init=False, epochs=20)
 
-# One declarative config per preset: data, epochs, the batch-size grid, and
-# the accumulation experiment (micro-batch, steps).
+SWEEP = "batch size sweep"
+GROUP_NORM = "accumulation, group norm"
+
+# One declarative config per preset: data, epochs, the batch-size grid, the
+# accumulation experiment (micro-batch, steps), and the experiments trained
+# at `seeds` seeds (the rest: one).
 PRESETS = {
     "smoke": dict(base=ARTICLE_MODEL.replace(train_size=512, test_size=256, epochs=2),
-                  batch_sizes=(32, 128), accumulation=(32, 4)),
+                  batch_sizes=(32, 128), accumulation=(32, 4), seeds=2, seeded=(GROUP_NORM,)),
     "quick": dict(base=ARTICLE_MODEL.replace(train_size=5000, epochs=6),
-                  batch_sizes=(32, 64, 128, 256, 512, 1024), accumulation=(128, 8)),
+                  batch_sizes=(32, 64, 128, 256, 512, 1024), accumulation=(128, 8),
+                  seeds=3, seeded=(SWEEP, GROUP_NORM)),
     "paper": dict(base=ARTICLE_MODEL.replace(train_size=33600),
-                  batch_sizes=(32, 64, 128, 256, 512, 1024), accumulation=(128, 8)),
+                  batch_sizes=(32, 64, 128, 256, 512, 1024), accumulation=(128, 8),
+                  seeds=3, seeded=(SWEEP, GROUP_NORM)),
 }
 
 
-SWEEP = "batch size sweep"
-
-
 def grid(spec, args=None):
-    """{(experiment, case): config}: the batch-size sweep, then the
+    """{(experiment, case, seed index): config}: the batch-size sweep, then the
     accumulation experiment per normalisation."""
     base = spec["base"]
-    runs = {(SWEEP, f"batch {b}"): base.replace(batch_size=b) for b in spec["batch_sizes"]}
+    cells = {(SWEEP, f"batch {b}"): base.replace(batch_size=b) for b in spec["batch_sizes"]}
     micro, steps = spec["accumulation"]
     for norm in ("batch", "group"):
         experiment = f"accumulation, {norm} norm"
-        runs[(experiment, f"{micro} x {steps} accumulated")] = base.replace(
+        cells[(experiment, f"{micro} x {steps} accumulated")] = base.replace(
             norm=norm, batch_size=micro * steps, accumulation=steps)
-        runs[(experiment, f"native {micro * steps}")] = base.replace(
+        cells[(experiment, f"native {micro * steps}")] = base.replace(
             norm=norm, batch_size=micro * steps)
-        runs[(experiment, f"native {micro}")] = base.replace(norm=norm, batch_size=micro)
-    return runs
+        cells[(experiment, f"native {micro}")] = base.replace(norm=norm, batch_size=micro)
+    return {(experiment, case, i): config.replace(seed=base.seed + i)
+            for (experiment, case), config in cells.items()
+            for i in range(spec.get("seeds", 1) if experiment in spec.get("seeded", ()) else 1)}
 
 
 def tables(sweep, runs, spec=None):
     """Per-epoch rows of every run (one CSV), the final-epoch table beside the
     article's numbers, and the accumulation summary."""
     frame = pd.concat([sweep.table([config]).assign(experiment=experiment, case=case)
-                       for (experiment, case), config in runs.items()], ignore_index=True)
-    keep = ["experiment", "case", "norm", "batch_size", "accumulation", "epoch", "updates",
-            "loss", "accuracy", "test_loss", "test_accuracy", "status", "wall_time"]
+                       for (experiment, case, _), config in runs.items()], ignore_index=True)
+    keep = ["experiment", "case", "norm", "batch_size", "accumulation", "seed", "epoch",
+            "updates", "loss", "accuracy", "test_loss", "test_accuracy", "status", "wall_time"]
     frame = frame[keep]
-    last = frame[frame.experiment == SWEEP].groupby("batch_size").tail(1)
-    table = pd.DataFrame(dict(
-        batch_size=last.batch_size, epochs=last.epoch, updates=last.updates,
-        test_accuracy=last.test_accuracy.round(4),
-        article_val_accuracy_epoch20=last.batch_size.map(ARTICLE),
-        train_accuracy=last.accuracy.round(4), status=last.status))
-    return {"": frame, "table": table.reset_index(drop=True),
+    rows = []
+    for b, run in frame[frame.experiment == SWEEP].groupby("batch_size"):
+        last = run.groupby("seed").tail(1)
+        seeds = seed_summary(last.test_accuracy[last.status == "finished"])
+        rows.append(dict(
+            batch_size=b, epochs=int(last.epoch.max()), updates=int(last.updates.iloc[0]),
+            test_accuracy=_round(seeds["mean"]), test_accuracy_std=_round(seeds["std"]),
+            seeds=seeds["seeds"], article_val_accuracy_epoch20=ARTICLE.get(b),
+            train_accuracy=round(float(last.accuracy.mean()), 4),
+            status="finished" if seeds["seeds"] else last.status.iloc[0]))
+    return {"": frame, "table": pd.DataFrame(rows),
             "accumulation": accumulation_summary(frame)}
+
+
+def _round(value):
+    return None if value is None else round(value, 4)
 
 
 def title(runs, spec):
@@ -86,23 +107,41 @@ def title(runs, spec):
 
 def accumulation_summary(frame):
     """Per normalisation: how far the accumulated run is from native large and
-    native micro batches (mean |difference| of per-epoch validation accuracy
-    and training loss), and each case's final accuracy."""
+    native micro batches (mean |difference| of the per-epoch validation
+    accuracy and training loss, the curves averaged over seeds), each case's
+    final accuracy (mean, std, seeds), and the seed-to-seed gap of the same
+    case (seeds 0 and 1), the noise the gaps are read against."""
     rows = []
     for experiment, group in frame[frame.experiment != SWEEP].groupby("experiment"):
-        curves = {case: run.set_index("epoch") for case, run in group.groupby("case")}
-        accumulated = next(c for c in curves if "accumulated" in c)
-        for case, run in curves.items():
-            a = curves[accumulated]
+        curves = {case: run.groupby("epoch")[["test_accuracy", "loss", "updates"]].mean()
+                  for case, run in group.groupby("case")}
+        a = curves[next(c for c in curves if "accumulated" in c)]
+        for case, run in group.groupby("case"):
+            curve = curves[case]
+            finals = run.groupby("seed").tail(1)
+            seeds = seed_summary(finals.test_accuracy)
             rows.append(dict(
-                experiment=experiment, case=case,
-                final_test_accuracy=round(float(run.test_accuracy.iloc[-1]), 4),
-                final_loss=round(float(run.loss.iloc[-1]), 4),
-                updates=int(run.updates.iloc[-1]),
+                experiment=experiment, case=case, final_test_accuracy=_round(seeds["mean"]),
+                final_test_accuracy_std=_round(seeds["std"]), seeds=seeds["seeds"],
+                final_loss=round(float(curve.loss.iloc[-1]), 4),
+                updates=int(curve.updates.iloc[-1]),
                 mean_abs_test_accuracy_gap_to_accumulated=float(
-                    (run.test_accuracy - a.test_accuracy).abs().mean()),
-                mean_abs_loss_gap_to_accumulated=float((run.loss - a.loss).abs().mean())))
+                    (curve.test_accuracy - a.test_accuracy).abs().mean()),
+                mean_abs_loss_gap_to_accumulated=float((curve.loss - a.loss).abs().mean()),
+                **_seed_to_seed_gaps(run)))
     return pd.DataFrame(rows)
+
+
+def _seed_to_seed_gaps(run):
+    """Mean |difference| per epoch between the first two seeds of one case."""
+    seeds = sorted(run.seed.unique())
+    if len(seeds) < 2:
+        return dict(seed_to_seed_test_accuracy_gap=None, seed_to_seed_loss_gap=None)
+    first, second = (run[run.seed == s].set_index("epoch") for s in seeds[:2])
+    return dict(
+        seed_to_seed_test_accuracy_gap=float((first.test_accuracy - second.test_accuracy)
+                                             .abs().mean()),
+        seed_to_seed_loss_gap=float((first.loss - second.loss).abs().mean()))
 
 
 def plot(tables, runs, spec, title):
@@ -121,8 +160,8 @@ def plot(tables, runs, spec, title):
     article_x = runs.epoch.max() + 0.6
     fig1, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for b, run in runs.groupby("batch_size"):
-        axes[0].plot(run.epoch, run.test_accuracy, "o-", ms=3, color=colors[b], label=f"{b}")
-        axes[1].plot(run.epoch, run.accuracy, "o-", ms=3, color=colors[b], label=f"{b}")
+        plot_over_seeds(axes[0], run, "epoch", "test_accuracy", "o-", f"{b}", color=colors[b])
+        plot_over_seeds(axes[1], run, "epoch", "accuracy", "o-", f"{b}", color=colors[b])
         if b in ARTICLE:
             axes[0].plot([article_x], [ARTICLE[b]], "*", ms=10, color=colors[b])
     axes[0].set(title="validation accuracy (inference mode)\n* the article's at epoch 20 "
@@ -144,8 +183,10 @@ def plot(tables, runs, spec, title):
         sorted(acc.case.unique(), key=lambda c: ("accumulated" not in c, c)), ("o-", "s--", "^:"))}
     for col, (experiment, group) in enumerate(acc.groupby("experiment")):
         for case, run in group.groupby("case"):
-            axes[0, col].plot(run.epoch, run.test_accuracy, styles[case], ms=4, label=case)
-            axes[1, col].plot(run.updates, run.loss, styles[case], ms=4, label=case)
+            line = plot_over_seeds(axes[0, col], run, "epoch", "test_accuracy", styles[case],
+                                   case)
+            plot_over_seeds(axes[1, col], run, "updates", "loss", styles[case], case,
+                            color=line.get_color())
         axes[0, col].set(title=experiment, xlabel="epoch", ylabel="validation accuracy")
         axes[1, col].set(xlabel="parameter updates", ylabel="training loss", xscale="log",
                          yscale="log")
@@ -153,7 +194,9 @@ def plot(tables, runs, spec, title):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     fig2.suptitle("gradient accumulation vs native batches: batch norm sees the micro-batch, "
-                  "group norm does not\n" + title)
+                  "group norm does not\n" + title
+                  + ("; several seeds: their mean, the range shaded"
+                     if frame.seed.nunique() > 1 else ""))
     fig2.tight_layout()
     return {"curves": fig1, "accumulation": fig2}
 

@@ -8,6 +8,13 @@ rate is divided by 10 at 50% and 75% of training; weight decay on kernels; He
 initialisation; pad-4 crop and flip augmentation. The metric is the median
 test accuracy of the last epochs. A run whose loss turns NaN is diverged.
 
+Seeds: after the grid (one seed), the best cell of each m, the number their
+Fig 15 plots, is trained at `seeds` - 1 more seeds (a follow-up chosen from
+the results). The summary's best accuracy is that cell's mean over its seeds,
+with the standard deviation and the count. The first seed was picked as the
+row's best, so the mean leans high by up to a third of its lead over the other
+seeds, alike for every m; the summary also gives the first seed's value.
+
     python -m reproduce.small_batch --preset quick            # the default
     python -m reproduce.small_batch --preset paper --variant no-bn
 
@@ -21,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from callbacks import base_learning_rate, milestones_at
-from reproduce.figure import Figure
+from reproduce.figure import Figure, seed_summary
 from reproduce.runner import ConfigError, RunConfig
 
 # One declarative config per preset: model, data, epochs, the grid.
@@ -30,18 +37,18 @@ PRESETS = {
     "smoke": dict(
         base=RunConfig(dataset="cifar10", model="resnet8", norm="batch", train_size=256,
                        test_size=256, epochs=2, augment=True, weight_decay=1e-4),
-        batch_sizes=(8, 64), eta_exponents=(-8, -4), last_epochs=1),
+        batch_sizes=(8, 64), eta_exponents=(-8, -4), last_epochs=1, seeds=2),
     # A 2-core CPU in minutes: ResNet-8 with batch norm on a CIFAR-10 subset.
     "quick": dict(
         base=RunConfig(dataset="cifar10", model="resnet8", norm="batch", train_size=2560,
                        test_size=2000, epochs=4, augment=True, weight_decay=1e-4),
-        batch_sizes=(4, 16, 64, 256), eta_exponents=(-11, -9, -7, -5, -3), last_epochs=2),
+        batch_sizes=(4, 16, 64, 256), eta_exponents=(-11, -9, -7, -5, -3), last_epochs=2, seeds=3),
     # Their Fig 8 set-up: ResNet-32, BN, augmentation, 82 epochs (a GPU job).
     "paper": dict(
         base=RunConfig(dataset="cifar10", model="resnet32", norm="batch", epochs=82,
                        augment=True, weight_decay=1e-4),
         batch_sizes=tuple(2 ** k for k in range(1, 12)),
-        eta_exponents=tuple(range(-12, 1)), last_epochs=5),
+        eta_exponents=tuple(range(-12, 1)), last_epochs=5, seeds=3),
 }
 
 # The paper's variants: no batch norm (Figs 1-3), warm-up (Figs 10-11), and
@@ -52,15 +59,32 @@ CONVERGED_ACCURACY = 0.2  # twice chance on 10 classes: "the run learned"
 
 
 def grid(spec, args=None):
-    """The sweep: {(m, log2 eta_tilde): RunConfig}."""
+    """The sweep: {(m, log2 eta_tilde, seed index 0): RunConfig}."""
     variant = getattr(args, "variant", "bn")
     base = spec["base"]
     changes = dict(VARIANTS.get(variant, {}))
     if variant.startswith("ghost:"):
         changes["norm"] = variant
     base = base.replace(lr_milestones=milestones_at((0.5, 0.75), base.epochs), **changes)
-    return {(m, e): base.replace(batch_size=m, lr=base_learning_rate(2.0 ** e, m))
+    return {(m, e, 0): base.replace(batch_size=m, lr=base_learning_rate(2.0 ** e, m))
             for m in spec["batch_sizes"] for e in spec["eta_exponents"]}
+
+
+def more_seeds(sweep, runs, spec):
+    """The follow-up: each m's best cell (first seed) at seeds 1 .. seeds-1."""
+    frame = results_frame(list(runs.values()), sweep, spec["last_epochs"])
+    more = {}
+    for _, row in best_cells(frame).iterrows():
+        config = runs[(row.m, row.log2_eta_tilde, 0)]
+        for i in range(1, spec.get("seeds", 1)):
+            more[(row.m, row.log2_eta_tilde, i)] = config.replace(seed=config.seed + i)
+    return more
+
+
+def best_cells(frame):
+    """Per m, the grid's row (first seed) with the best test accuracy, if any."""
+    first = frame[frame.seed == frame.seed.min()].dropna(subset=["test_accuracy"])
+    return first.loc[first.groupby("m").test_accuracy.idxmax()]
 
 
 def results_frame(configs, sweep, last_epochs):
@@ -74,20 +98,28 @@ def results_frame(configs, sweep, last_epochs):
             np.median(rows["test_accuracy"].tail(last_epochs)))
         records.append(dict(
             m=config.batch_size, log2_eta_tilde=int(round(math.log2(config.lr / config.batch_size))),
-            eta_tilde=config.lr / config.batch_size, lr=config.lr, status=record["status"],
+            eta_tilde=config.lr / config.batch_size, lr=config.lr, seed=config.seed,
+            status=record["status"],
             test_accuracy=accuracy, epochs_run=len(rows), run_time_s=round(record["wall_time"], 1),
             key=config.key))
     return pd.DataFrame(records)
 
 
 def summary_frame(frame):
-    """Per m: best accuracy (Fig 15) and the range of eta_tilde that converges (Fig 16)."""
+    """Per m: best accuracy (Fig 15; the best cell's mean over its seeds) and
+    the range of eta_tilde that converges (Fig 16; the first seed's grid)."""
     rows = []
-    for m, runs in frame.groupby("m"):
+    best_of = {row.m: row for _, row in best_cells(frame).iterrows()}
+    first_seed = frame[frame.seed == frame.seed.min()]
+    for m, runs in first_seed.groupby("m"):
         ok = runs[(runs.status == "finished") & (runs.test_accuracy >= CONVERGED_ACCURACY)]
-        best = runs.loc[runs.test_accuracy.idxmax()] if runs.test_accuracy.notna().any() else None
+        best = best_of.get(m)
+        seeds = seed_summary([] if best is None else frame[
+            (frame.m == m) & (frame.log2_eta_tilde == best.log2_eta_tilde)].test_accuracy)
         rows.append(dict(
-            m=m, best_test_accuracy=None if best is None else best.test_accuracy,
+            m=m, best_test_accuracy=seeds["mean"], best_test_accuracy_std=seeds["std"],
+            seeds=seeds["seeds"],
+            best_first_seed_test_accuracy=None if best is None else best.test_accuracy,
             best_log2_eta_tilde=None if best is None else best.log2_eta_tilde,
             converged_min_log2_eta=ok.log2_eta_tilde.min() if len(ok) else None,
             converged_max_log2_eta=ok.log2_eta_tilde.max() if len(ok) else None,
@@ -116,6 +148,8 @@ def plot(tables, runs, spec, title):
     import seaborn as sns
 
     colors = dict(zip(sorted(frame.m.unique()), sns.color_palette("viridis", frame.m.nunique())))
+    seeded = frame[frame.seed != frame.seed.min()]  # the best cells' further seeds
+    frame = frame[frame.seed == frame.seed.min()]  # the grid
     # (1) their Fig 8: accuracy vs log2 eta_tilde, one curve per m.
     fig1, ax = plt.subplots(figsize=(7, 4.5))
     for m, runs in frame.groupby("m"):
@@ -130,9 +164,17 @@ def plot(tables, runs, spec, title):
 
     # (2) their Figs 15 and 16: best accuracy vs m, converging range vs m.
     fig2, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.plot(summary.m, summary.best_test_accuracy, "o-")
+    a.errorbar(summary.m, summary.best_test_accuracy, yerr=summary.best_test_accuracy_std,
+               fmt="o-", capsize=4, label="best cell: mean ± std over its seeds")
+    for _, row in summary.dropna(subset=["best_log2_eta_tilde"]).iterrows():
+        cell = pd.concat([frame, seeded])
+        cell = cell[(cell.m == row.m) & (cell.log2_eta_tilde == row.best_log2_eta_tilde)]
+        a.plot([row.m] * len(cell), cell.test_accuracy, ".", color="gray", alpha=0.7,
+               label="each seed" if row.m == summary.m.min() else None)
     a.set(xscale="log", xlabel="batch size m", ylabel="best test accuracy",
-          title="best accuracy over the eta sweep (Fig 15)")
+          title=f"best accuracy over the eta sweep (Fig 15)\nbest cell at "
+                f"{int(summary.seeds.max())} seeds (chosen on the first)")
+    a.legend(fontsize=8)
     a.set_xticks(summary.m, [str(m) for m in summary.m])
     a.grid(alpha=0.3)
     ok = summary.dropna(subset=["converged_min_log2_eta"])
@@ -172,7 +214,7 @@ def check(args):
 
 FIGURE = Figure(
     name="small_batch", description=__doc__.splitlines()[1], presets=PRESETS, grid=grid,
-    tables=tables, plots=plot, title=title, options=options, check=check,
+    tables=tables, plots=plot, title=title, options=options, check=check, follow_up=more_seeds,
     stem=lambda args: "small_batch" + ("" if args.variant == "bn"
                                        else "_" + args.variant.replace(":", "")),
     describe=lambda c: f"m={c.batch_size:<5d} log2(eta~)={math.log2(c.lr / c.batch_size):+.0f}",

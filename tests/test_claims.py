@@ -120,21 +120,31 @@ def test_keskar_sharpness_ratio_and_accuracy():
     assert not verdict(claims.sharp_minimum_generalizes_worse, keskar_table(1700.0, 96.6)).holds
 
 
-def accumulation_table(accumulated_near):
-    """mnist_batch_size_accumulation.csv: gaps of the natives to 32 x 4 accumulated."""
+def accumulation_table(accumulated_near, seed_gap=None):
+    """mnist_batch_size_accumulation.csv: gaps of the natives to 32 x 4
+    accumulated, and (with seeds) the seed-to-seed gap of each case."""
     far, near = (0.2, 0.9), (0.01, 0.02)
     large, small = (near, far) if accumulated_near == "large" else (far, near)
-    return {"experiment": ["accumulation, group norm"] * 3,
-            "case": ["32 x 4 accumulated", "native 128", "native 32"],
-            "updates": [8, 8, 32],
-            "mean_abs_test_accuracy_gap_to_accumulated": [0.0, large[0], small[0]],
-            "mean_abs_loss_gap_to_accumulated": [0.0, large[1], small[1]]}
+    table = {"experiment": ["accumulation, group norm"] * 3,
+             "case": ["32 x 4 accumulated", "native 128", "native 32"],
+             "updates": [8, 8, 32],
+             "mean_abs_test_accuracy_gap_to_accumulated": [0.0, large[0], small[0]],
+             "mean_abs_loss_gap_to_accumulated": [0.0, large[1], small[1]]}
+    if seed_gap is not None:
+        table["seed_to_seed_test_accuracy_gap"] = [seed_gap] * 3
+    return table
 
 
 def test_accumulation_follows_the_native_batch_with_its_number_of_updates():
     holds = verdict(claims.accumulation_follows_the_large_batch, accumulation_table("large"))
     assert holds.holds and "to native 128 / to native 32" in holds.numbers
+    assert "1 seed" in holds.numbers
     assert not verdict(claims.accumulation_follows_the_large_batch, accumulation_table("small")).holds
+    # With seeds, native 32 must also be further away than two seeds of one case.
+    seeded = verdict(claims.accumulation_follows_the_large_batch, accumulation_table("large", 0.1))
+    assert seeded.holds and "differ by up to 0.100" in seeded.numbers
+    assert not verdict(claims.accumulation_follows_the_large_batch,
+                       accumulation_table("large", 0.25)).holds
 
 
 def lr_scaling_measures(fixed_1024, sqrt_1024, sqrt_status="finished"):

@@ -36,19 +36,34 @@ def test_dont_decay_records_the_configured_schedules_and_their_update_counts(tmp
                                          0.5 * 320 / 25000]),
     }
     assert set(zip(frame.figure, frame.run)) == set(expected)
+    # The smoke preset trains the decaying rate at 2 seeds (the rest at 1): the
+    # same schedule, other numbers, and the table's accuracy is their mean.
+    seeds = frame.groupby(["figure", "run"]).seed.nunique()
+    assert seeds[("sgd", "decaying learning rate")] == 2 and seeds.drop(
+        ("sgd", "decaying learning rate")).eq(1).all()
     for (figure, name), (batches, lrs) in expected.items():
-        run = frame[(frame.figure == figure) & (frame.run == name)].sort_values("epoch")
-        assert list(run.batch_size) == batches, (figure, name)
-        np.testing.assert_allclose(run.lr, lrs, rtol=1e-6, err_msg=str((figure, name)))
-        # Updates: ceil(N / B) per epoch, counted by the optimizer (accumulated
-        # batches above max_device_batch = 128 still count one update each).
-        assert list(run.updates) == list(np.cumsum([math.ceil(256 / b) for b in batches]))
-        assert (run.momentum == (0.98 if name == "+ higher momentum" else 0.9)).all()
+        for _, run in frame[(frame.figure == figure) & (frame.run == name)].groupby("seed"):
+            _check_schedule(run.sort_values("epoch"), figure, name, batches, lrs)
+    decaying = frame[(frame.figure == "sgd") & (frame.run == "decaying learning rate")]
+    finals = decaying.sort_values("epoch").groupby("seed").test_accuracy.last()
+    assert decaying.groupby("seed").loss.first().nunique() == 2
     table = pd.read_csv(fig / "dont_decay_smoke_table.csv")
+    row = table[(table.figure == "sgd") & (table.run == "decaying learning rate")].iloc[0]
+    assert row.seeds == 2 and row.final_test_accuracy == pytest.approx(finals.mean(), abs=1e-4)
+    assert row.final_test_accuracy_std == pytest.approx(finals.std(), abs=1e-4)
     assert (table.updates == table.scheduled_updates).all()
     assert table.loc[table.run == "increasing batch size", "accumulated_epochs"].item() == 2
     for suffix in ("schedules", "loss", "accuracy", "updates"):
         assert (fig / f"dont_decay_smoke_{suffix}.png").stat().st_size > 1000
+
+
+def _check_schedule(run, figure, name, batches, lrs):
+    assert list(run.batch_size) == batches, (figure, name)
+    np.testing.assert_allclose(run.lr, lrs, rtol=1e-6, err_msg=str((figure, name)))
+    # Updates: ceil(N / B) per epoch, counted by the optimizer (accumulated
+    # batches above max_device_batch = 128 still count one update each).
+    assert list(run.updates) == list(np.cumsum([math.ceil(256 / b) for b in batches]))
+    assert (run.momentum == (0.98 if name == "+ higher momentum" else 0.9)).all()
 
 
 @needs_mnist
@@ -69,6 +84,21 @@ def test_mnist_batch_size_accumulated_run_makes_the_large_batch_updates(tmp_path
         assert updates[f"accumulation, {norm} norm/native 32"] == 32
     frame = pd.read_csv(fig / "mnist_batch_size_smoke.csv")
     assert set(frame[frame.case.str.contains("accumulated")].accumulation) == {4}
+    # Group norm's three cases at 2 seeds (the smoke preset's `seeded`), the rest
+    # at 1; the summary's final accuracy is the seeds' mean, and the seed-to-seed
+    # gap is the mean |difference| per epoch of the two seeds' curves.
+    seeds = frame.groupby(["experiment", "case"]).seed.nunique()
+    assert (seeds[seeds.index.get_level_values(0) == "accumulation, group norm"] == 2).all()
+    assert (seeds[seeds.index.get_level_values(0) != "accumulation, group norm"] == 1).all()
+    native = frame[(frame.case == "native 128") & (frame.experiment == "accumulation, group norm")]
+    curves = native.pivot(index="epoch", columns="seed", values="test_accuracy")
+    row = summary[(summary.experiment == "accumulation, group norm")
+                  & (summary.case == "native 128")].iloc[0]
+    assert row.seeds == 2
+    assert row.final_test_accuracy == pytest.approx(curves.iloc[-1].mean(), abs=1e-4)
+    assert row.seed_to_seed_test_accuracy_gap == pytest.approx(
+        (curves.iloc[:, 0] - curves.iloc[:, 1]).abs().mean())
+    assert summary[summary.experiment == "accumulation, batch norm"].seeds.eq(1).all()
     for suffix in ("curves", "accumulation"):
         assert (fig / f"mnist_batch_size_smoke_{suffix}.png").stat().st_size > 1000
 
@@ -113,7 +143,7 @@ def test_lr_scaling_rules_and_measures(tmp_path):
     for path in (tmp_path / "res" / "lr_scaling").glob("*.json"):
         m = json.loads(path.read_text())["measures"]
         assert sum(m["weight_change_histogram"]) == params
-        assert len(m["gradient_norms"]) == lr_scaling.GRADIENT_SAMPLES
+        assert len(m["gradient_norms"]) == lr_scaling.PRESETS["smoke"]["gradient_samples"]
     for suffix in ("accuracy", "distributions"):
         assert (fig / f"lr_scaling_smoke_{suffix}.png").stat().st_size > 1000
 
@@ -207,26 +237,39 @@ def test_critical_batch_updates_to_target_fit_and_noise_scale(tmp_path):
     fig = _run(critical_batch, tmp_path)
     spec = critical_batch.PRESETS["smoke"]["workloads"]["MNIST F1"]
     runs = pd.read_csv(fig / "critical_batch_smoke.csv")
-    sweep = runs[runs.kind == "sweep"]
+    every = runs[runs.kind == "sweep"]
+    sweep = every[every.seed_index == 0]
     assert set(zip(sweep.batch_size, sweep.lr)) == {
         (b, lr) for b in spec["batch_sizes"] for lr in spec["learning_rates"]}
+    hits = every[every.status == "reached"]
+    assert (hits.examples_to_target == hits.batch_size * hits.updates_to_target).all()
     reached = sweep[sweep.status == "reached"]
     # Examples are counted per update at the run's batch.
     assert (reached.examples_to_target == reached.batch_size * reached.updates_to_target).all()
     # The noise run (64 = 4 x 16 accumulated, no batch norm) is the same
     # training as the sweep's batch-64 run at its rate: the same update hits.
     noise = runs[runs.kind == "noise"].iloc[0]
-    twin = sweep[(sweep.batch_size == 64) & (sweep.lr == noise.lr)].iloc[0]
+    twin = sweep[(sweep.batch_size == 64) & (sweep.lr == noise.lr)].iloc[0]  # first seed
     assert noise.status == twin.status == "reached"
     assert noise.updates_to_target == twin.updates_to_target
-    # Best rate per batch: the fewest updates among the rates that reached;
-    # a pruned rate stopped at or after that many updates.
+    # Best rate per batch: the fewest updates among the first seed's rates that
+    # reached; then that rate at a second seed (the follow-up, never pruned),
+    # and S(B) the mean over the seeds that reached.
     summary = pd.read_csv(fig / "critical_batch_smoke_summary.csv")
     for _, row in summary.iterrows():
         group = reached[reached.batch_size == row.batch_size]
         if len(group):
-            assert row.updates_to_target == group.updates_to_target.min()
-            assert row.examples_to_target == row.batch_size * row.updates_to_target
+            top = group.sort_values(["updates_to_target", "lr"]).iloc[0]
+            assert row.first_seed_updates_to_target == top.updates_to_target
+            assert row.best_lr == top.lr
+            seeds = every[(every.batch_size == row.batch_size) & (every.lr == top.lr)]
+            assert sorted(seeds.seed_index) == [0, 1] and row.seeds == 2
+            assert "slower than another rate" not in set(seeds.status)
+            hit = seeds[seeds.status == "reached"]
+            assert row.seeds_reached == len(hit)
+            assert row.updates_to_target == pytest.approx(hit.updates_to_target.mean())
+            assert row.examples_to_target == pytest.approx(row.batch_size * row.updates_to_target)
+    assert len(every) == len(sweep) + summary.best_lr.notna().sum()
     assert set(sweep.status) <= {"reached", "diverged", "not reached", "slower than another rate"}
     # B_simple near the target: the noise run's value at its first evaluation
     # at the target, measured by the accumulator.

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import needs_cifar10, needs_mnist, our_lines
@@ -121,7 +122,23 @@ def test_small_batch_smoke_writes_every_cell_and_three_figures(tmp_path):
     from reproduce.small_batch import PRESETS
     spec = PRESETS["smoke"]
     cells = {(m, e) for m in spec["batch_sizes"] for e in spec["eta_exponents"]}
-    assert set(zip(frame.m, frame.log2_eta_tilde)) == cells and len(frame) == len(cells)
+    grid = frame[frame.seed == frame.seed.min()]
+    assert set(zip(grid.m, grid.log2_eta_tilde)) == cells and len(grid) == len(cells)
+    # The follow-up: each m's best cell (first seed) again at the next seed, and
+    # the summary's best accuracy is that cell's mean over the two.
+    more = frame[frame.seed != frame.seed.min()]
+    assert (more.seed == grid.seed.min() + 1).all()
+    summary = pd.read_csv(tmp_path / "fig" / "small_batch_smoke_summary.csv")
+    for m, runs in grid.dropna(subset=["test_accuracy"]).groupby("m"):
+        best = runs.loc[runs.test_accuracy.idxmax()]
+        second = more[(more.m == m) & (more.log2_eta_tilde == best.log2_eta_tilde)]
+        assert len(second) == 1 and len(more[more.m == m]) == 1
+        row = summary[summary.m == m].iloc[0]
+        assert row.best_log2_eta_tilde == best.log2_eta_tilde and row.seeds == 2 - int(
+            second.test_accuracy.isna().item())
+        assert row.best_first_seed_test_accuracy == pytest.approx(best.test_accuracy)
+        assert row.best_test_accuracy == pytest.approx(np.nanmean(
+            [best.test_accuracy, second.test_accuracy.item()]))
     finished = frame[frame.status == "finished"].test_accuracy
     assert finished.between(0, 1).all()
     assert frame[frame.status == "diverged"].test_accuracy.isna().all()
@@ -136,6 +153,8 @@ def test_small_batch_smoke_writes_every_cell_and_three_figures(tmp_path):
          str(tmp_path / "fig"), "--results", str(tmp_path / "res")],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert f"{len(cells)} already in" in again.stdout and "0 to train" in again.stdout
+    assert f"{len(more)} runs: {len(more)} already in" in again.stdout
+    assert again.stdout.count(" 0 to train") == 2, again.stdout
 
 
 @pytest.mark.slow
