@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from optimizers import accumulator_of
+from optimizers import accumulator_of, micro_batches_until
 
 
 # -- a loss and its gradient as numpy, on any backend ----------------------
@@ -278,12 +278,7 @@ class UpdatesToTarget(keras.callbacks.Callback):
     def steps_until_due(self):
         """Micro-batches until the next evaluation (the fast engine stops
         there to call back): the updates left times the accumulation steps."""
-        left = self._next - self._updates
-        accumulator = accumulator_of(self.model.optimizer)
-        if accumulator is None or not accumulator.built:
-            return left
-        steps = int(keras.ops.convert_to_numpy(accumulator.accumulation_steps))
-        return left * steps - int(keras.ops.convert_to_numpy(accumulator.micro_step))
+        return micro_batches_until(self.model.optimizer, self._next - self._updates)
 
     def on_epoch_end(self, epoch, logs=None):
         self._count()

@@ -15,7 +15,7 @@ import math
 
 import keras
 
-from optimizers import accumulator_of, inner_optimizer
+from optimizers import accumulator_of, inner_optimizer, micro_batches_until
 
 
 # -- learning-rate rules ---------------------------------------------------
@@ -534,8 +534,7 @@ class NoiseScaleBatchSize(keras.callbacks.Callback):
         """The batch in force: micro-batch x accumulation steps (None before training)."""
         if self.model is None or self.accumulation_steps is None:
             return None
-        accumulator = self._accumulator()
-        return self._read(accumulator.micro_batch_size) * self.accumulation_steps
+        return self._accumulator().batch_size
 
     def on_train_begin(self, logs=None):
         self._next = self.every_updates
@@ -568,9 +567,8 @@ class NoiseScaleBatchSize(keras.callbacks.Callback):
 
     def steps_until_due(self):
         """Micro-batches until the next look (the fast engine calls back there)."""
-        accumulator = self._accumulator()
-        left = self._next - self._read(accumulator.iterations)
-        return left * self.accumulation_steps - self._read(accumulator.micro_step)
+        updates = self._read(self._accumulator().iterations)
+        return micro_batches_until(self.model.optimizer, self._next - updates)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

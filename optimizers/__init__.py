@@ -6,8 +6,9 @@ from optimizers.accumulation import (
     GradientAccumulator,
     accumulator_of,
     inner_optimizer,
+    micro_batches_until,
     wrapped_optimizers,
 )
 
 __all__ = ["GradientAccumulator", "EpochAlignedAccumulation", "AccumulatedNoiseScale", "accumulator_of",
-           "inner_optimizer", "wrapped_optimizers"]
+           "inner_optimizer", "micro_batches_until", "wrapped_optimizers"]

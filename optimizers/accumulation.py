@@ -235,6 +235,13 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         self.micro_sq_norms.assign(0.0)
 
     @property
+    def batch_size(self):
+        """Examples per update now: the micro-batch (as the last `set_epoch`
+        gave it; 0 before) x the accumulation steps."""
+        return int(ops.convert_to_numpy(self.micro_batch_size)) * int(
+            ops.convert_to_numpy(self.accumulation_steps))
+
+    @property
     def noise_scale_simple(self):
         """B_simple = tr(Sigma) / |G|^2 from the moving averages (a float; NaN
         before the first window of two or more micro-batches, or when off)."""
@@ -494,6 +501,18 @@ def accumulator_of(optimizer):
     """The `GradientAccumulator` in `optimizer` (or wrapping it), or None."""
     return next((o for o in wrapped_optimizers(optimizer)
                  if isinstance(o, GradientAccumulator)), None)
+
+
+def micro_batches_until(optimizer, updates):
+    """Training steps (micro-batches) until `optimizer` has made `updates` more
+    updates: `updates` without accumulation, else updates x steps less the
+    micro-batches of the open window. A callback's `steps_until_due()` uses it
+    to tell the fast engine where to stop."""
+    accumulator = accumulator_of(optimizer)
+    if accumulator is None or not accumulator.built:
+        return updates
+    return updates * int(ops.convert_to_numpy(accumulator.accumulation_steps)) - int(
+        ops.convert_to_numpy(accumulator.micro_step))
 
 
 def inner_optimizer(optimizer):

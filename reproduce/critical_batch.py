@@ -47,7 +47,6 @@ import math
 import numpy as np
 import pandas as pd
 import scipy.optimize
-from keras import ops
 
 from callbacks import UpdatesToTarget
 from optimizers import accumulator_of
@@ -151,10 +150,8 @@ def _workload_of(spec, config):
 
 
 def current_batch(model):
-    """Examples per update now: the accumulator's micro-batch x steps."""
-    accumulator = accumulator_of(model.optimizer)
-    return int(ops.convert_to_numpy(accumulator.micro_batch_size)) * int(
-        ops.convert_to_numpy(accumulator.accumulation_steps))
+    """Examples per update now (the adaptive run's batch grows)."""
+    return accumulator_of(model.optimizer).batch_size
 
 
 def callbacks_factory(spec, store):

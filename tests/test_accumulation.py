@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from optimizers import EpochAlignedAccumulation, GradientAccumulator
+from optimizers import EpochAlignedAccumulation, GradientAccumulator, micro_batches_until
 
 ROOT = Path(__file__).resolve().parent.parent
 N, MICRO, STEPS = 100, 16, 3  # micro-batches 16 x 6 + 4; windows 48, 48, 4
@@ -125,6 +125,17 @@ def test_without_epoch_layout_an_open_window_is_carried():
     assert any(np.abs(a.numpy()).sum() > 0 for a in opt.accumulators)
     # The two closed windows were exactly the large batches of x[:48], x[48:96].
     assert_same_weights(model, large_batch(make, x[:96], y[:96], 48, epochs=1))
+    # 2 more updates: the open window's STEPS - 1 micro-batches, then STEPS more.
+    assert micro_batches_until(opt, 2) == 2 * STEPS - 1
+    assert micro_batches_until(keras.optimizers.SGD(0.1), 2) == 2  # one step per update
+
+
+def test_batch_size_is_the_micro_batch_times_the_steps():
+    x, y = data()
+    model = accumulated(OPTIMIZERS["momentum"], x, y, MICRO, STEPS, epochs=1)
+    assert model.optimizer.batch_size == MICRO * STEPS
+    model.optimizer.set_accumulation_steps(2 * STEPS)
+    assert model.optimizer.batch_size == 2 * MICRO * STEPS
 
 
 def test_steps_change_between_epochs_without_recompiling():
