@@ -148,8 +148,7 @@ def plot(tables, runs, spec, title):
     import seaborn as sns
 
     colors = dict(zip(sorted(frame.m.unique()), sns.color_palette("viridis", frame.m.nunique())))
-    seeded = frame[frame.seed != frame.seed.min()]  # the best cells' further seeds
-    frame = frame[frame.seed == frame.seed.min()]  # the grid
+    every, frame = frame, frame[frame.seed == frame.seed.min()]  # every run; the grid
     # (1) their Fig 8: accuracy vs log2 eta_tilde, one curve per m.
     fig1, ax = plt.subplots(figsize=(7, 4.5))
     for m, runs in frame.groupby("m"):
@@ -167,8 +166,7 @@ def plot(tables, runs, spec, title):
     a.errorbar(summary.m, summary.best_test_accuracy, yerr=summary.best_test_accuracy_std,
                fmt="o-", capsize=4, label="best cell: mean ± std over its seeds")
     for _, row in summary.dropna(subset=["best_log2_eta_tilde"]).iterrows():
-        cell = pd.concat([frame, seeded])
-        cell = cell[(cell.m == row.m) & (cell.log2_eta_tilde == row.best_log2_eta_tilde)]
+        cell = every[(every.m == row.m) & (every.log2_eta_tilde == row.best_log2_eta_tilde)]
         a.plot([row.m] * len(cell), cell.test_accuracy, ".", color="gray", alpha=0.7,
                label="each seed" if row.m == summary.m.min() else None)
     a.set(xscale="log", xlabel="batch size m", ylabel="best test accuracy",
