@@ -36,7 +36,7 @@ def our_lines(stderr):
 def pytest_configure(config):
     # `make test-fast` leaves these out: figure smoke runs, whole sweeps in
     # subprocesses; `make test` (and CI) runs everything.
-    config.addinivalue_line("markers", "slow: trains a preset or starts Python processes")
+    config.addinivalue_line("markers", "slow: trains a preset, starts Python processes, or runs thousands of steps for a statistical estimate")
     # Keras's TF backend calls np.array(x, copy=False) on every metric read.
     config.addinivalue_line(
         "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")

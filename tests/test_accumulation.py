@@ -283,6 +283,7 @@ def test_mirrored_strategy_on_two_logical_cpus_gives_the_large_batch_weights():
 
 
 # -- the gradient noise scale from the windows (McCandlish et al. 2018) ----------
+@pytest.mark.slow  # thousands of steps for a statistical estimate
 def test_noise_scale_from_the_windows_matches_linear_regression_with_known_noise():
     """x ~ N(0, I_d), y = x.w* + sigma e, squared error, at w = w* + delta
     (the rate is 0): the per-example gradient is 2 x r, so G = 2 delta and
