@@ -270,8 +270,11 @@ def tables(sweep, configs, spec=None):
         tops, best = best_rates(runs, name), []
         lrs = sorted(w["learning_rates"])
         for b, group in sweep_runs[sweep_runs.seed_index == 0].groupby("batch_size"):
+            # The evaluations' spacing bounds how exactly a first hit is known
+            # (the claims' slope errors: reproduce.claims.slope_with_error).
             row = dict(workload=name, batch_size=b, runs=len(group),
-                       reached=int((group.status == "reached").sum()))
+                       reached=int((group.status == "reached").sum()),
+                       evaluations_per_decade=w["per_decade"])
             if b in tops:
                 top = tops[b]
                 seeds = sweep_runs[(sweep_runs.batch_size == b) & (sweep_runs.lr == top.lr)]
