@@ -130,6 +130,14 @@ def keskar_table(sharpness_lb, accuracy_lb):
 def test_keskar_sharpness_ratio_and_accuracy():
     assert verdict(claims.large_batch_minimum_is_sharper, keskar_table(1700.0, 95.9)).holds
     assert not verdict(claims.large_batch_minimum_is_sharper, keskar_table(100.0, 95.9)).holds
+    # With seeds: the difference must exceed two standard errors (here
+    # 2 * sqrt(40^2 / 3 + 300^2 / 3) = 349).
+    seeded = dict(keskar_table(450.0, 95.9), sharpness_full_std=[40.0, 300.0],
+                  sharpness_subspace_std=[0.1, 1.0], seeds=[3, 3])
+    near = verdict(claims.large_batch_minimum_is_sharper, seeded)
+    assert not near.holds and "tolerance 349" in near.numbers
+    seeded["sharpness_full"] = [150.0, 550.0]
+    assert verdict(claims.large_batch_minimum_is_sharper, seeded).holds
     assert verdict(claims.sharp_minimum_generalizes_worse, keskar_table(1700.0, 95.9)).holds
     assert not verdict(claims.sharp_minimum_generalizes_worse, keskar_table(1700.0, 96.6)).holds
 
