@@ -319,6 +319,15 @@ def _near_target(evaluations, target):
     return float(hit["noise_scale_simple"])
 
 
+def _seed_count(best, seeds):
+    """'3 seeds', or '2-3 of 3 seeds' where some seeds missed the target."""
+    reached = best.seeds_reached.astype(int)
+    if reached.min() == reached.max() == seeds:
+        return f"{seeds} seeds"
+    low, high = reached.min(), reached.max()
+    return f"{low}{'' if low == high else f'-{high}'} of {seeds} seeds that reached the target"
+
+
 def title(runs, spec):
     names = ", ".join(f"{n} to {w['target']:.3g} test accuracy"
                       for n, w in spec["workloads"].items())
@@ -355,7 +364,7 @@ def plot(tables, configs, spec, title):
                 1 if column == "updates_to_target" else best.batch_size)
             ax.errorbar(best.batch_size, best[column], yerr=spread.fillna(0), fmt="k-", lw=1,
                         alpha=0.6, capsize=3, label="best rate per batch (mean ± std over "
-                                                    f"{fit.seeds} seeds)")
+                                                    f"{_seed_count(best, fit.seeds)})")
             if np.isfinite(fit.b_noise):
                 ax.plot(b_grid, model_curve(b_grid), "r--",
                         label=f"McCandlish fit: S_min {fit.s_min:.0f}, B_noise {fit.b_noise:.0f}"

@@ -204,7 +204,9 @@ def run_figure(figure, argv=None, log=None):
                 stem, args.preset, suffix, "png")))
         for suffix in figure.printed:
             print(tables[suffix].to_string(index=False), file=log)
-        minutes = sum(r["wall_time"] for r in map(sweep.load, runs.values()) if r) / 60
+        # A run that serves two cells (the same config) trained once.
+        distinct = {config.key: config for config in runs.values()}.values()
+        minutes = sum(r["wall_time"] for r in map(sweep.load, distinct) if r) / 60
         print(f"wrote {len(written)} files to {args.out}/{stem}"
               f"{'' if args.preset == 'quick' else '_' + args.preset}*; "
               f"{minutes:.1f} min of training in the store", file=log)
