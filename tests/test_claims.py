@@ -184,6 +184,13 @@ def test_lr_scaling_claims():
     assert not verdict(claims.accuracy_falls_with_the_batch, lr_scaling_measures(0.978, 0.975)).holds
     back = verdict(claims.a_larger_rate_brings_the_large_batch_back, lr_scaling_measures(0.96, 0.975))
     assert back.holds and "75%" in back.numbers and "linear (lr 0.8): diverged" in back.numbers
+    # 0.975 is 0.5 points above half-way (0.97); the tolerance on 10,000 test
+    # images is 2 * sqrt(se(0.975)^2 + (se(0.98)^2 + se(0.96)^2) / 4) = 0.39 points.
+    assert "+0.50 points from half-way" in back.numbers and "tolerance 0.39%" in back.numbers
+    # 55% recovered is above half-way, but within the noise: not brought back.
+    within = verdict(claims.a_larger_rate_brings_the_large_batch_back,
+                     lr_scaling_measures(0.96, 0.971))
+    assert not within.holds and "55%" in within.numbers
     assert not verdict(claims.a_larger_rate_brings_the_large_batch_back,
                        lr_scaling_measures(0.96, 0.965)).holds
     assert not verdict(claims.a_larger_rate_brings_the_large_batch_back,
