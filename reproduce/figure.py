@@ -204,13 +204,18 @@ def run_figure(figure, argv=None, log=None):
                 stem, args.preset, suffix, "png")))
         for suffix in figure.printed:
             print(tables[suffix].to_string(index=False), file=log)
-        # A run that serves two cells (the same config) trained once.
-        distinct = {config.key: config for config in runs.values()}.values()
-        minutes = sum(r["wall_time"] for r in map(sweep.load, distinct) if r) / 60
+        minutes = training_minutes(sweep, runs)
         print(f"wrote {len(written)} files to {args.out}/{stem}"
               f"{'' if args.preset == 'quick' else '_' + args.preset}*; "
               f"{minutes:.1f} min of training in the store", file=log)
     return tables
+
+
+def training_minutes(sweep, runs):
+    """Minutes of training the store records for `runs` ({label: config}),
+    each distinct run once: a run that serves two cells trained once."""
+    distinct = {config.key: config for config in runs.values()}.values()
+    return sum(r["wall_time"] for r in map(sweep.load, distinct) if r) / 60
 
 
 def seed_summary(values):

@@ -54,6 +54,21 @@ def test_set_parses_literals_and_text_and_names_bad_fields():
         figure.parse_overrides(["seed"])
 
 
+def test_training_minutes_count_a_run_serving_two_cells_once():
+    # The seed article's batch-norm natives are the sweep's own runs: one config
+    # under two labels, trained once, so counted once.
+    from reproduce.runner import RunConfig
+
+    class Store:  # a stored run of 60 s per config; None for one never trained
+        def load(self, config):
+            return None if config.seed == 9 else {"wall_time": 60.0}
+
+    shared, other = RunConfig(batch_size=128), RunConfig(batch_size=1024)
+    runs = {("sweep", "batch 128"): shared, ("accumulation", "native 128"): shared,
+            ("sweep", "batch 1024"): other, ("missing",): other.replace(seed=9)}
+    assert figure.training_minutes(Store(), runs) == pytest.approx(2.0)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--set", "batch_size=0"], "error: batch_size=0: expected an integer >= 1."),
     (["--set", "epochs=two"], "error: epochs='two': expected an integer >= 1."),

@@ -67,11 +67,10 @@ def _check_schedule(run, figure, name, batches, lrs):
 
 
 @needs_mnist
-def test_mnist_batch_size_accumulated_run_makes_the_large_batch_updates(tmp_path, capsys):
+def test_mnist_batch_size_accumulated_run_makes_the_large_batch_updates(tmp_path):
     from reproduce import mnist_batch_size
 
     fig = _run(mnist_batch_size, tmp_path)
-    printed = capsys.readouterr().out
     table = pd.read_csv(fig / "mnist_batch_size_smoke_table.csv")
     assert list(table.batch_size) == [32, 128]
     assert list(table.article_val_accuracy_epoch20) == [0.9818, 0.9863]
@@ -100,11 +99,6 @@ def test_mnist_batch_size_accumulated_run_makes_the_large_batch_updates(tmp_path
     assert row.seed_to_seed_test_accuracy_gap == pytest.approx(
         (curves.iloc[:, 0] - curves.iloc[:, 1]).abs().mean())
     assert summary[summary.experiment == "accumulation, batch norm"].seeds.eq(1).all()
-    # The batch-norm natives are the sweep's own runs: trained once, and counted
-    # once in the driver's "min of training in the store".
-    runs = frame.groupby(["norm", "batch_size", "accumulation", "seed"]).wall_time.last()
-    assert len(runs) < frame.groupby(["experiment", "case", "seed"]).ngroups
-    assert f"; {runs.sum() / 60:.1f} min of training in the store" in printed
     for suffix in ("curves", "accumulation"):
         assert (fig / f"mnist_batch_size_smoke_{suffix}.png").stat().st_size > 1000
 
