@@ -68,16 +68,22 @@ class Claim:
 
 # --- noise -------------------------------------------------------------------------
 
+def seed_variance(row, metric):
+    """The variance of `row[metric]`, a mean over seeds, from their spread
+    (columns `<metric>_std` and `seeds`): std^2 / seeds; None with one seed or
+    no spread."""
+    seeds = int(row.get("seeds", 1) or 1) if hasattr(row, "get") else 1
+    std = row.get(f"{metric}_std") if hasattr(row, "get") else None
+    if seeds > 1 and std is not None and not pd.isna(std):
+        return float(std) ** 2 / seeds
+    return None
+
+
 def standard_error(row, metric, n_test):
     """The standard error of `row[metric]` (an accuracy in [0, 1]): the test
     set's sampling error and, with several seeds, the seeds' spread."""
     p = float(row[metric])
-    variance = p * (1 - p) / n_test
-    seeds = int(row.get("seeds", 1) or 1) if hasattr(row, "get") else 1
-    std = row.get(f"{metric}_std") if hasattr(row, "get") else None
-    if seeds > 1 and std is not None and not pd.isna(std):
-        variance += float(std) ** 2 / seeds
-    return math.sqrt(variance)
+    return math.sqrt(p * (1 - p) / n_test + (seed_variance(row, metric) or 0.0))
 
 
 def noise_note(*rows):
@@ -132,8 +138,6 @@ def three_schedules_agree_per_epoch(frame, test_size):
     runs = frame[frame.figure == "sgd"]
     if runs.run.nunique() < 3:
         return Verdict(False, f"needs the three schedules, has {sorted(runs.run.unique())}")
-    if "seed" not in runs:
-        runs = runs.assign(seed=0)
     per_epoch = runs.groupby(["epoch", "run"]).loss
     means, stds, counts = (per_epoch.mean().unstack(), per_epoch.std().unstack(),
                            per_epoch.count().unstack())
@@ -248,10 +252,9 @@ def _sharper(sb, lb, column):
     """(LB sharper than SB beyond two standard errors of the difference,
     from the seeds' spread where the table has it; else LB > SB), its text."""
     ratio = lb[column] / sb[column]
-    spread = [row.get(f"{column}_std") for row in (sb, lb)]
-    seeds = [int(row.get("seeds", 1) or 1) for row in (sb, lb)]
-    if min(seeds) > 1 and not any(s is None or pd.isna(s) for s in spread):
-        tol = 2 * math.sqrt(sum(s ** 2 / n for s, n in zip(spread, seeds)))
+    variances = [seed_variance(row, column) for row in (sb, lb)]
+    if None not in variances:
+        tol = 2 * math.sqrt(sum(variances))
         gap = lb[column] - sb[column]
         return gap > tol, f"{ratio:.1f}x (difference {gap:.4g}, tolerance {tol:.3g})"
     return lb[column] > sb[column], f"{ratio:.1f}x (1 seed)"
