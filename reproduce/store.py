@@ -3,11 +3,20 @@ and a claim file per run being trained, so that several sweeps (two
 terminals, or machines sharing the folder) never train a run twice.
 
 A record is written whole or not at all (temp file + rename). A claim is a
-file `<key>.claim` created with O_CREAT | O_EXCL, which exactly one process
-can do; it holds the owner (host, pid) and its owner touches it every
-`heartbeat` seconds while it trains. A claim is stale, and is taken over,
-when its owner is a dead process on this host, or when it has not been
-touched for `stale_after` seconds (an owner on another machine that died).
+file `<key>.claim` holding its owner (host, pid, a unique id); its owner
+touches it every `heartbeat` seconds while it trains. A claim is stale, and is
+taken over, when its owner is a dead process on this host, or when it has not
+been touched for `stale_after` seconds (an owner on another machine that
+died).
+
+Every change to a claim (creating one, taking over a stale one, releasing
+one's own) happens while holding an exclusive `fcntl.lockf` lock on the
+store's `.claims.lock`, so of several sweeps racing for the same run exactly
+one becomes its owner; the operating system drops the lock of a process that
+dies, so a killed sweep never blocks the others. A claim is written to a temp
+file first and then linked (or, over a stale one, renamed) into place, so a
+claim file is never seen empty or half-written. POSIX locks work on local
+disks and on NFS (v4, or v3 with lockd).
 
 Example:
 
@@ -20,8 +29,10 @@ Example:
 """
 
 import contextlib
+import fcntl
 import json
 import os
+import tempfile
 import socket
 import threading
 import time
@@ -73,85 +84,104 @@ class RunStore:
     def claim(self, config):
         """A live `Claim` on `config` (call its `release()` when done), or None
         if another live owner holds it."""
-        claim = Claim(self.claim_path(config), self.heartbeat)
+        claim = Claim(self.claim_path(config), self.heartbeat, self.locked)
         return claim if claim.acquire(self.stale_after) else None
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Holds the store's claims lock (every claim change happens under it)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / LOCK_NAME, "a") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.lockf(lock, fcntl.LOCK_UN)
+
+
+LOCK_NAME = ".claims.lock"
 
 
 class Claim:
-    """One process's exclusive right to train one run (see the module doc)."""
+    """One process's exclusive right to train one run (see the module doc).
 
-    def __init__(self, path, heartbeat):
+    Args:
+        path: the claim file.
+        heartbeat: seconds between touches while held.
+        locked: a context manager holding the store's claims lock.
+    """
+
+    def __init__(self, path, heartbeat, locked):
         self.path = Path(path)
-        self.heartbeat = heartbeat
+        self.heartbeat, self.locked = heartbeat, locked
         self.token = dict(host=HOST, pid=os.getpid(), id=uuid.uuid4().hex)
+        self.lost = False  # taken over by another sweep (we looked dead to it)
         self._stop = threading.Event()
         self._thread = None
 
     def acquire(self, stale_after):
         """True if this process now owns the claim (taking over a stale one)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):  # once as is, once after taking over a stale claim
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._take_over_if_stale(stale_after):
-                    return False
-                continue
+        with self.locked():
+            owner = owner_of(self.path)
+            if owner is not None and not is_stale(self.path, owner, stale_after):
+                return False
+            self._place(replace=owner is not None)
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+        return True
+
+    def _place(self, replace):
+        """Writes the token to a temp file, then links it into place (a new
+        claim) or renames it over the stale one: the claim is whole from the
+        moment it exists."""
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                   suffix=".tmp")
+        try:
             with os.fdopen(fd, "w") as file:
                 json.dump(self.token, file)
-            self._thread = threading.Thread(target=self._beat, daemon=True)
-            self._thread.start()
-            return True
-        return False
+            if replace:
+                os.replace(tmp, self.path)
+            else:
+                os.link(tmp, self.path)  # fails if the file exists: never two owners
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def release(self):
         self._stop.set()
         if self._thread:
             self._thread.join()
-        if owner_of(self.path) == self.token:
-            with contextlib.suppress(FileNotFoundError):
+        with self.locked():
+            if owner_of(self.path) == self.token:
                 self.path.unlink()
 
     def _beat(self):
         while not self._stop.wait(self.heartbeat):
-            with contextlib.suppress(FileNotFoundError):
+            with self.locked():
+                if owner_of(self.path) != self.token:
+                    self.lost = True  # another sweep took it over; leave its claim alone
+                    return
                 os.utime(self.path)
-
-    def _take_over_if_stale(self, stale_after):
-        """Moves a stale claim aside; True if it did. Moving (rename) is atomic,
-        so of two processes taking over the same claim one moves it; if what
-        was moved turns out to be a fresh claim made in between, it is put back."""
-        owner = owner_of(self.path)
-        if owner is None or not is_stale(self.path, owner, stale_after):
-            return owner is None and not self.path.exists()
-        aside = self.path.with_name(f"{self.path.name}.stale-{self.token['id']}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return True  # someone else moved it; try to create ours
-        if owner_of(aside) != owner:  # a fresh claim: give it back
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, self.path)
-            aside.unlink()
-            return False
-        aside.unlink()
-        return True
 
 
 def owner_of(path):
-    """The token in a claim file, {} if it is being written, None if absent."""
+    """The token in a claim file, None if there is none, {} if it cannot be
+    read (a file no claim of this module writes: it counts as stale)."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
         return None
     try:
-        return json.loads(text)
+        owner = json.loads(text)
     except json.JSONDecodeError:
         return {}
+    return owner if isinstance(owner, dict) else {}
 
 
 def is_stale(path, owner, stale_after):
-    """A dead owner on this host, or no heartbeat for `stale_after` seconds."""
+    """Unreadable, a dead owner on this host, or no heartbeat for `stale_after` seconds."""
+    if not owner:
+        return True
     if owner.get("host") == HOST and isinstance(owner.get("pid"), int):
         try:
             os.kill(owner["pid"], 0)
