@@ -73,14 +73,17 @@ LIBRARY_TESTS = tests/test_accumulation.py tests/test_engine.py tests/test_layer
 # workers fill the 2 cores here (README "Tests" has the timings).
 TEST_WORKERS ?= 3
 
+# --dist loadgroup: the tests marked xdist_group("ray") share one worker.
+PYTEST = $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 test:
-	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) tests
-	KERAS_BACKEND=jax $(PYTHON) -m pytest -q -n $(TEST_WORKERS) $(LIBRARY_TESTS)
+	$(PYTEST) tests
+	KERAS_BACKEND=jax $(PYTEST) $(LIBRARY_TESTS)
 	TF_ENABLE_ONEDNN_OPTS=0 $(PYTHON) -m pytest -q tests/test_engine.py
 
 # The edit-test loop: the unit tests without the figure smoke runs (< 1 min).
 test-fast:
-	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # The settings in force in a process a target starts (reproduce/settings.py).
 settings:

@@ -10,19 +10,24 @@ is missing.
 Addresses are Ray's own (`ray.init(address=...)`): "local" starts a Ray on
 this machine for the sweep (`RAY_NUM_CPUS` caps its CPUs), "auto" joins the
 cluster this machine belongs to (`ray start`), "ray://head:10001" connects a
-client. Each task asks for one GPU where the cluster has GPUs, otherwise
+client. Each task asks for as many GPUs as its run has devices
+(`RunConfig.devices`) where the cluster has GPUs, otherwise
 `RAY_CPUS_PER_RUN` CPUs (default 1).
+
+Faults: Ray retries a task whose worker dies (`MAX_RETRIES`); a task that
+still fails, or whose run raises, comes back as a `runner.RunFailure` with
+the error's last line, and the other tasks go on.
 """
 
 import os
 import sys
 
 from reproduce.cli import ROOT, UserError
-from reproduce.runner import train_record
+from reproduce.runner import RunFailure, train_record
 
 # The environment a worker needs to train as this driver does.
 PASSED_ON = ("DATA_DIR", "DATA_MIRROR", "DATA_DOWNLOAD", "KERAS_BACKEND", "TF_ENABLE_ONEDNN_OPTS",
-             "TF_CPP_MIN_LOG_LEVEL")
+             "TF_CPP_MIN_LOG_LEVEL", "DEVICES", "XLA_FLAGS")
 MAX_RETRIES = 3
 
 
@@ -51,11 +56,14 @@ def connect(address):
     return True
 
 
-def resources_per_run():
-    """One GPU per run where the cluster has GPUs, else RAY_CPUS_PER_RUN CPUs."""
+def resources_per_run(devices=1, cluster=None):
+    """What one run's task asks Ray for: as many GPUs as the run has devices
+    (`RunConfig.devices`) where the cluster has GPUs, else RAY_CPUS_PER_RUN CPUs."""
     import ray
-    if ray.cluster_resources().get("GPU", 0) >= 1:
-        return dict(num_gpus=1, num_cpus=1)
+
+    cluster = ray.cluster_resources() if cluster is None else cluster
+    if cluster.get("GPU", 0) >= 1:
+        return dict(num_gpus=devices, num_cpus=1)
     cpus = os.environ.get("RAY_CPUS_PER_RUN", "1")
     try:
         cpus = float(cpus)
@@ -72,28 +80,41 @@ class RayRuns:
         import ray
         self.ray = ray
         self.started_ray = connect(address)
-        self.resources = resources_per_run()
-        self.task = ray.remote(_train_task).options(max_retries=MAX_RETRIES, **self.resources)
+        self.cluster = ray.cluster_resources()
+        self.task = ray.remote(_train_task)
         self.recipe = ray.put(dict(engine=sweep.engine, verbose=0, callbacks=sweep.callbacks,
                                    measure=sweep.measure))
         self.futures = {}
-        slots = ray.cluster_resources().get("GPU" if "num_gpus" in self.resources else "CPU", 1)
-        per_run = self.resources.get("num_gpus", self.resources["num_cpus"])
+        example = resources_per_run(1, self.cluster)
+        slots = self.cluster.get("GPU" if "num_gpus" in example else "CPU", 1)
+        per_run = example.get("num_gpus", example["num_cpus"])
         self.parallel = max(1, int(slots // per_run))
-        print(f"Ray: {self.parallel} runs at a time, each with {self.resources}",
-              file=sweep.log, flush=True)
+        print(f"Ray: {self.parallel} runs at a time, each with {example}"
+              + (" (x its devices)" if "num_gpus" in example else ""), file=sweep.log, flush=True)
 
     def submit(self, config):
-        self.futures[self.task.remote(config, self.recipe)] = config
+        task = self.task.options(max_retries=MAX_RETRIES,
+                                 **resources_per_run(config.devices, self.cluster))
+        self.futures[task.remote(config, self.recipe)] = config
 
     def results(self, timeout):
-        """(config, record) of the tasks finished within `timeout` seconds."""
+        """(config, record or RunFailure) of the tasks finished within `timeout` seconds."""
         if not self.futures:
             return []
         ready, _ = self.ray.wait(list(self.futures), num_returns=1, timeout=timeout)
         if ready:  # and whatever else is ready now
             ready, _ = self.ray.wait(list(self.futures), num_returns=len(self.futures), timeout=0)
-        return [(self.futures.pop(future), self.ray.get(future)) for future in ready]
+        done = [(self.futures.pop(future), future) for future in ready]
+        return [(config, self._get(future, config)) for config, future in done]
+
+    def _get(self, future, config):
+        try:
+            return self.ray.get(future)
+        except self.ray.exceptions.RayError as error:  # after Ray's own retries
+            if isinstance(getattr(error, "cause", None), UserError):
+                raise error.cause from None  # bad input: one line, as a serial sweep says it
+            print(error, file=sys.stderr, flush=True)
+            return RunFailure.of(config, error)
 
     def close(self):
         for future in self.futures:

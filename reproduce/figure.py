@@ -186,12 +186,15 @@ def run_figure(figure, argv=None, log=None):
                       describe=figure.describe, callbacks=callbacks, measure=measure,
                       ray=args.ray)
         sweep.run(list(runs.values()))
+        failures = list(sweep.failures)
         if figure.follow_up:
-            more = figure.follow_up(sweep, runs, spec)
+            more = figure.follow_up(sweep, stored(sweep, runs), spec)
             if more:
                 print(f"follow-up: {len(more)} runs chosen from the results", file=log)
                 sweep.run(list(more.values()))
+                failures += sweep.failures
                 runs = {**runs, **more}
+        planned, runs = len(runs), stored(sweep, runs)
         tables = figure.tables(sweep, runs, spec)
         stem = figure.stem(args) if figure.stem else figure.name
         written = []
@@ -208,7 +211,18 @@ def run_figure(figure, argv=None, log=None):
         print(f"wrote {len(written)} files to {args.out}/{stem}"
               f"{'' if args.preset == 'quick' else '_' + args.preset}*; "
               f"{minutes:.1f} min of training in the store", file=log)
+        if failures:
+            print(f"the figure is drawn from {len(runs)} of {planned} runs: {len(failures)} "
+                  "failed (listed above; rerun the same command to train them again)",
+                  file=log, flush=True)
+            raise SystemExit(1)
     return tables
+
+
+def stored(sweep, runs):
+    """The runs of {label: config} that are in the sweep's store (the figure
+    is drawn from these when some failed)."""
+    return {label: config for label, config in runs.items() if sweep.load(config) is not None}
 
 
 def training_minutes(sweep, runs):

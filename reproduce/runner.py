@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import keras
@@ -291,7 +292,7 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
             measured.append(NoiseScaleBatchSize(config.adaptive_batch,
                                                 max_batch_size=config.max_batch_size))
         # The run's own callbacks see each call's updates before the batch grows.
-        all_callbacks = [BatchSizeSchedule(schedule), *callbacks, *measured, recorder]
+        all_callbacks = [BatchSizeSchedule.from_schedule(schedule), *callbacks, *measured, recorder]
         started = time.perf_counter()
         with np.errstate(all="ignore"):
             if engine == "fast":
@@ -325,6 +326,30 @@ def train_record(config, engine=None, verbose=0, callbacks=None, measure=None, l
     return dict(config=dataclasses.asdict(config), key=config.key, **result)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunFailure:
+    """A run that raised instead of finishing (a crash: a diverged run is a
+    result and is stored). Nothing is stored for it, so a rerun of the sweep
+    trains it again.
+
+    Attributes:
+        config: the run's `RunConfig`.
+        error: the error's last line, e.g. "ValueError: ...".
+    """
+
+    config: object
+    error: str
+
+    @classmethod
+    def of(cls, config, error):
+        """From an exception; a Ray task's error (a remote traceback) gives its last line."""
+        lines = str(error).strip().splitlines()
+        if len(lines) > 1:
+            return cls(config, lines[-1])
+        return cls(config, f"{type(error).__name__}: {lines[0]}" if lines else
+                   type(error).__name__)
+
+
 class Sweep:
     """Runs configs into `store` (a folder), skipping those already there.
 
@@ -334,6 +359,12 @@ class Sweep:
     owner) is taken over. With `ray`, every run is a Ray task
     (`reproduce.cluster`); the records come back to this store as the serial
     sweep writes them.
+
+    Faults: a run that raises (here, or in a Ray task after Ray's own
+    retries) is a `RunFailure`: its claim is released, nothing is stored, the
+    other runs go on, and the sweep ends with the list of failed runs
+    (`failures`; the figure command then exits 1). An exception that stops the
+    sweep itself (Ctrl-C) releases every claim it holds and propagates.
 
     Args:
         store: folder of the results, one `<key>.json` per finished run.
@@ -352,6 +383,9 @@ class Sweep:
         heartbeat, stale_after: seconds; see `reproduce.store.RunStore`.
         poll: seconds between looks at runs other sweeps are training.
 
+    Attributes:
+        failures: the `RunFailure`s of the last `run`.
+
     Example:
 
     >>> sweep = Sweep("results/small_batch")
@@ -369,6 +403,7 @@ class Sweep:
         self.verbose = verbose
         self.log = log
         self.ray, self.poll = ray, poll
+        self.failures = []
 
     def path(self, config):
         return self.records.path(config)
@@ -381,10 +416,12 @@ class Sweep:
                             log=log or self.log)
 
     def run(self, configs):
-        """Trains what is missing; returns all runs' rows as one DataFrame."""
+        """Trains what is missing; returns all stored runs' rows as one
+        DataFrame (failed runs are in `failures`, not in the table)."""
         configs = list(dict.fromkeys(configs))
         todo = [c for c in configs if self.load(c) is None]
         done_before = len(configs) - len(todo)
+        self.failures = []
         self._say(f"{len(configs)} runs: {done_before} already in {self.store}, "
                   f"{len(todo)} to train" + (f" on Ray ({self.ray})" if self.ray and todo else ""))
         if todo:
@@ -397,46 +434,66 @@ class Sweep:
                 self._train(todo, runs)
             finally:
                 runs.close()
+        if self.failures:
+            self._say(f"{len(self.failures)} of {len(todo)} runs failed (nothing stored for "
+                      "them; rerun the same command to train them again):")
+            for failure in self.failures:
+                self._say(f"  {self.describe(failure.config)} [{failure.config.key}]: "
+                          f"{failure.error}")
         return self.table(configs)
 
     def _train(self, todo, runs):
         """Claims each run, hands it to `runs` (here or Ray), saves what comes
-        back; waits for runs that other sweeps hold until they are stored."""
+        back; waits for runs that other sweeps hold until they are stored.
+        Every claim this sweep holds is released, however it ends."""
         pending, claims, spent = list(todo), {}, []
 
         def save(finished):
             for config, record in finished:
-                self.records.save(config, record)
-                claims.pop(config).release()
-                spent.append(record["wall_time"])
-                last = record["rows"][-1] if record["rows"] else {}
-                eta = np.mean(spent) * (len(todo) - len(spent)) / runs.parallel
-                self._say(f"[{len(spent)}/{len(todo)}] {self.describe(config)}: "
-                          f"{record['status']}, test acc "
-                          f"{last.get('test_accuracy', float('nan')):.4f}, "
-                          f"{record['wall_time']:.1f}s; ETA {_duration(eta)}")
-
-        while pending or claims:
-            waiting = []
-            for config in pending:
-                if self.load(config) is not None:
-                    continue  # another sweep stored it
-                claim = self.records.claim(config)
-                if claim is None:
-                    waiting.append(config)
-                elif self.load(config) is not None:  # stored between the look and the claim
+                claim = claims.pop(config)
+                try:
+                    if isinstance(record, RunFailure):
+                        self.failures.append(record)
+                        outcome = f"FAILED: {record.error}"
+                    else:
+                        self.records.save(config, record)
+                        spent.append(record["wall_time"])
+                        last = record["rows"][-1] if record["rows"] else {}
+                        outcome = (f"{record['status']}, test acc "
+                                   f"{last.get('test_accuracy', float('nan')):.4f}, "
+                                   f"{record['wall_time']:.1f}s")
+                finally:
                     claim.release()
-                else:
-                    claims[config] = claim
-                    runs.submit(config)
-                    save(runs.results(timeout=0))  # a serial run is stored at once
-            if waiting and not claims:
-                self._say(f"{len(waiting)} runs are being trained by another sweep "
-                          f"(claims in {self.store}); waiting")
-            save(runs.results(timeout=self.poll if waiting or claims else 0))
-            if waiting and not claims:
-                time.sleep(self.poll)
-            pending = waiting
+                done = len(spent) + len(self.failures)
+                eta = np.mean(spent) * (len(todo) - done) / runs.parallel if spent else 0.0
+                self._say(f"[{done}/{len(todo)}] {self.describe(config)}: {outcome}; "
+                          f"ETA {_duration(eta)}")
+
+        try:
+            while pending or claims:
+                waiting = []
+                for config in pending:
+                    if self.load(config) is not None:
+                        continue  # another sweep stored it
+                    claim = self.records.claim(config)
+                    if claim is None:
+                        waiting.append(config)
+                    elif self.load(config) is not None:  # stored between the look and the claim
+                        claim.release()
+                    else:
+                        claims[config] = claim
+                        runs.submit(config)
+                        save(runs.results(timeout=0))  # a serial run is stored at once
+                if waiting and not claims:
+                    self._say(f"{len(waiting)} runs are being trained by another sweep "
+                              f"(claims in {self.store}); waiting")
+                save(runs.results(timeout=self.poll if waiting or claims else 0))
+                if waiting and not claims:
+                    time.sleep(self.poll)
+                pending = waiting
+        finally:
+            for claim in claims.values():
+                claim.release()
 
     def table(self, configs):
         """One row per epoch of every stored run, with its config's fields.
@@ -464,7 +521,10 @@ class Sweep:
 
 
 class LocalRuns:
-    """Trains each submitted run at once, in this process (the serial sweep)."""
+    """Trains each submitted run at once, in this process (the serial sweep).
+    A run that raises becomes a `RunFailure` (its traceback on stderr), but
+    for bad input (`UserError`: a missing dataset), which stops the sweep with
+    its one-line message."""
 
     parallel = 1
 
@@ -472,7 +532,14 @@ class LocalRuns:
         self.sweep, self.done = sweep, []
 
     def submit(self, config):
-        self.done.append((config, self.sweep.train_record(config)))
+        try:
+            outcome = self.sweep.train_record(config)
+        except UserError:
+            raise  # bad input (a missing dataset, a bad value): one line, exit 2
+        except Exception as error:  # a crashed run; KeyboardInterrupt stops the sweep
+            traceback.print_exc(file=sys.stderr)
+            outcome = RunFailure.of(config, error)
+        self.done.append((config, outcome))
 
     def results(self, timeout):
         done, self.done = self.done, []

@@ -104,10 +104,32 @@ def test_mnist_batch_size_accumulated_run_makes_the_large_batch_updates(tmp_path
 
 
 @needs_mnist
-def test_lr_scaling_rules_and_measures(tmp_path):
-    from reproduce import lr_scaling
+def test_lr_scaling_rules_and_measures(tmp_path, monkeypatch, capsys):
+    from reproduce import lr_scaling, runner
 
+    # First with one run crashing: the figure is drawn from the others, says
+    # how many are missing, and the command exits 1; the rerun trains only it.
+    crash = lr_scaling.grid(lr_scaling.PRESETS["smoke"])[("sqrt", 256, 1)]
+    trained = runner.train_record
+
+    def train_record(config, *args, **kwargs):
+        if config == crash:
+            raise RuntimeError("out of memory (simulated)")
+        return trained(config, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "train_record", train_record)
+    with pytest.raises(SystemExit) as exit:
+        _run(lr_scaling, tmp_path)
+    assert exit.value.code == 1
+    out = capsys.readouterr().out
+    runs = len(lr_scaling.grid(lr_scaling.PRESETS["smoke"]))
+    assert f"the figure is drawn from {runs - 1} of {runs} runs: 1 failed" in out
+    assert "RuntimeError: out of memory (simulated)" in out
+    assert (tmp_path / "fig" / "lr_scaling_smoke_accuracy.png").exists()
+    monkeypatch.undo()
     fig = _run(lr_scaling, tmp_path)
+    distinct = len(set(lr_scaling.grid(lr_scaling.PRESETS["smoke"]).values()))
+    assert f"{distinct} runs: {distinct - 1} already in" in capsys.readouterr().out
     measures = pd.read_csv(fig / "lr_scaling_smoke_measures.csv")
     lr = {(r, b): v for r, b, v in zip(measures.rule, measures.batch_size, measures.lr)}
     assert lr[("fixed", 256)] == pytest.approx(0.05)

@@ -2,6 +2,7 @@
 twice, a sweep's runs as Ray tasks (same records as the serial sweep, a
 killed worker retried), and the paper presets' dry runs."""
 
+import io
 import json
 import os
 import signal
@@ -15,8 +16,9 @@ import pandas as pd
 import pytest
 from conftest import needs_cifar10, needs_mnist
 
+from reproduce import store as store_module
 from reproduce.runner import RunConfig, Sweep
-from reproduce.store import HOST, RunStore
+from reproduce.store import HOST, LOCK_NAME, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = RunConfig(dataset="mnist", model="f1", norm="none", train_size=256, test_size=128,
@@ -70,7 +72,7 @@ def test_another_hosts_claim_is_taken_over_only_after_the_timeout(tmp_path):
     claim = store.claim(TINY)
     assert claim is not None
     claim.release()
-    assert list(tmp_path.iterdir()) == []  # nothing left behind
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_NAME]  # nothing else left behind
 
 
 def test_the_owner_touches_its_claim_while_it_holds_it(tmp_path):
@@ -86,6 +88,82 @@ def test_the_owner_touches_its_claim_while_it_holds_it(tmp_path):
 def test_bad_heartbeat_settings_are_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="stale_after=10: expected more than twice heartbeat=30"):
         RunStore(tmp_path, heartbeat=30, stale_after=10)
+
+
+def test_a_claim_is_never_seen_half_written(tmp_path, monkeypatch):
+    """A process killed while writing its claim (here: the write raises
+    half-way) leaves no claim file, so no other sweep waits on it; a claim
+    file that cannot be read (no claim of ours writes one) is taken over at once."""
+    store = RunStore(tmp_path)
+
+    def killed_while_writing(token, file):
+        file.write('{"host": "')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module.json, "dump", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        store.claim(TINY)
+    monkeypatch.undo()
+    assert not store.claim_path(TINY).exists()
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_NAME]  # no temp file either
+    store.claim_path(TINY).write_text("")  # e.g. an empty file from an older version
+    claim = store.claim(TINY)
+    assert claim is not None and owner(store) == claim.token
+    claim.release()
+
+
+def owner(store):
+    return json.loads(store.claim_path(TINY).read_text())
+
+
+RACE = """
+import os, sys, time
+from reproduce.store import RunStore
+
+import random
+
+random.seed(os.getpid())
+
+def slowly(operation):  # every window between looking and moving made wide, at random
+    def slow(*args, **kwargs):
+        time.sleep(random.uniform(0, 0.1))
+        result = operation(*args, **kwargs)
+        time.sleep(random.uniform(0, 0.1))
+        return result
+    return slow
+
+os.rename, os.replace, os.link = slowly(os.rename), slowly(os.replace), slowly(os.link)
+
+class Config:  # all a store reads of a config
+    key = sys.argv[2]
+
+store = RunStore(sys.argv[1], heartbeat=0.2, stale_after=60)
+start = float(sys.argv[3])
+while time.time() < start:  # the racers start together
+    pass
+claim = store.claim(Config())
+print("OWNER" if claim else "WAITER", flush=True)
+time.sleep(1.0)  # hold it while the others look
+if claim:
+    print("LOST" if claim.lost else "KEPT", flush=True)
+    claim.release()
+"""
+
+
+@pytest.mark.slow
+def test_three_sweeps_racing_to_take_over_a_stale_claim_leave_one_owner(tmp_path):
+    store = RunStore(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for round in range(3):
+        write_claim(store, TINY, dict(host=HOST, pid=dead_pid(), id="dead"))
+        start = time.time() + 1.5  # after the three have started Python
+        procs = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), TINY.key,
+                                   str(start)], env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+        outputs = [proc.communicate(timeout=60)[0].split() for proc in procs]
+        assert sorted(o[0] for o in outputs) == ["OWNER", "WAITER", "WAITER"], (round, outputs)
+        assert [o for o in outputs if o[0] == "OWNER"][0][1] == "KEPT", outputs
+        assert not store.claim_path(TINY).exists()
 
 
 @needs_mnist
@@ -122,9 +200,58 @@ def test_two_sweeps_on_one_store_train_every_run_exactly_once(tmp_path):
                 if "TRAINED " in line} for out in outputs]
     assert trained[0].isdisjoint(trained[1])
     assert len(trained[0] | trained[1]) == 6
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json"] * 6
-    for path in tmp_path.iterdir():
+    assert sorted(p.suffix for p in tmp_path.iterdir() if p.name != LOCK_NAME) == [".json"] * 6
+    for path in tmp_path.glob("*.json"):
         assert json.loads(path.read_text())["status"] == "finished"
+
+
+# -- faults ----------------------------------------------------------------------
+class Raise(keras.callbacks.Callback):
+    """Raises `error` at the end of the first epoch."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise self.error
+
+
+@needs_mnist
+def test_a_crashed_run_releases_its_claim_is_listed_and_the_other_runs_are_stored(tmp_path):
+    crash = TINY.replace(seed=1)
+    log = io.StringIO()
+    sweep = Sweep(tmp_path, log=log, callbacks=lambda c: [Raise(ValueError(
+        "no such layer"))] if c == crash else [])
+    table = sweep.run([TINY, crash, TINY.replace(seed=2)])
+    assert [(f.config, f.error) for f in sweep.failures] == [(crash, "ValueError: no such layer")]
+    assert set(table.key) == {TINY.key, TINY.replace(seed=2).key}
+    assert sweep.load(crash) is None and not sweep.records.claim_path(crash).exists()
+    assert "1 of 3 runs failed" in log.getvalue() and crash.key in log.getvalue()
+    # The same sweep object again, in the same process: the run is trained, not
+    # waited for (its claim was released).
+    sweep.callbacks = None
+    again = sweep.run([crash])
+    assert sweep.failures == [] and set(again.key) == {crash.key}
+
+
+@needs_mnist
+def test_an_interrupted_sweep_releases_its_claim_and_stops(tmp_path):
+    sweep = Sweep(tmp_path, log=io.StringIO(),
+                  callbacks=lambda c: [Raise(KeyboardInterrupt())])
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C is not a failed run: it stops the sweep
+        sweep.run([TINY, TINY.replace(seed=1)])
+    assert not list(tmp_path.glob("*.claim")) and not list(tmp_path.glob("*.json"))
+
+
+def test_a_run_on_n_devices_asks_ray_for_n_gpus():
+    pytest.importorskip("ray")
+    from reproduce.cluster import resources_per_run
+
+    gpus = {"GPU": 8.0, "CPU": 32.0}
+    assert resources_per_run(1, gpus) == dict(num_gpus=1, num_cpus=1)
+    assert resources_per_run(4, gpus) == dict(num_gpus=4, num_cpus=1)
+    assert resources_per_run(4, {"CPU": 32.0}) == dict(num_cpus=1.0)
 
 
 # -- Ray -----------------------------------------------------------------------
@@ -142,6 +269,29 @@ class KillOnce(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def worker_settings(config, model, data, callbacks):
+    """What a Ray worker's run saw: DEVICES, and the logical CPUs it made of it."""
+    import tensorflow as tf
+
+    return dict(DEVICES=os.environ.get("DEVICES"),
+                logical_cpus=len(tf.config.list_logical_devices("CPU")))
+
+
+# The Ray tests share one pytest-xdist worker (`--dist loadgroup`, the
+# Makefile): "auto" joins any Ray running on the machine, so the test that
+# expects none must not run beside (or just after) the one that starts one.
+@pytest.mark.xdist_group("ray")
+def test_joining_a_ray_cluster_that_is_not_there_is_a_one_line_error(monkeypatch):
+    pytest.importorskip("ray")
+    from reproduce.cli import UserError
+    from reproduce.cluster import connect
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(UserError, match="--ray auto: cannot connect .*expected 'local', 'auto'"):
+        connect("auto")
+
+
+@pytest.mark.xdist_group("ray")
 @pytest.mark.slow
 @needs_mnist
 def test_ray_sweep_on_two_workers_gives_the_serial_records_and_retries_a_killed_worker(tmp_path):
@@ -151,28 +301,52 @@ def test_ray_sweep_on_two_workers_gives_the_serial_records_and_retries_a_killed_
     quiet = open(os.devnull, "w")
     serial = Sweep(tmp_path / "serial", log=quiet).run(configs)
     marker = tmp_path / "killed"
-    victim = configs[1]
-    os.environ["RAY_NUM_CPUS"] = "2"
+    victim, crash = configs[1], TINY.replace(seed=9)
+    two_devices = TINY.replace(seed=5, devices=2)  # on 2 logical CPUs of a worker
+
+    def callbacks(config):
+        if config == victim:
+            return [KillOnce(marker)]
+        return [Raise(ValueError("a bug in one run"))] if config == crash else []
+
+    os.environ.update(RAY_NUM_CPUS="2", DEVICES="2")
     try:
-        on_ray = Sweep(tmp_path / "ray", log=quiet, ray="local",
-                       callbacks=lambda c: [KillOnce(marker)] if c == victim else []).run(configs)
+        sweep = Sweep(tmp_path / "ray", log=quiet, ray="local", callbacks=callbacks,
+                      measure=worker_settings)
+        on_ray = sweep.run(configs[:2] + [crash] + configs[2:] + [two_devices])
     finally:
-        del os.environ["RAY_NUM_CPUS"]
+        del os.environ["RAY_NUM_CPUS"], os.environ["DEVICES"]
     assert marker.exists()  # the victim's worker was killed once, and retried
+    # The failing run is reported with its error's last line; every other run is stored.
+    assert [(f.config, f.error) for f in sweep.failures] == [(crash, "ValueError: a bug in one run")]
+    assert sweep.load(two_devices)["status"] == "finished"
+    for config in configs + [two_devices]:  # what each worker ran with
+        assert sweep.load(config)["measures"] == dict(DEVICES="2", logical_cpus=2), config
+    on_ray = on_ray[on_ray.key != two_devices.key].reset_index(drop=True)
     pd.testing.assert_frame_equal(serial[METRICS + ["key", "status"]],
                                   on_ray[METRICS + ["key", "status"]], rtol=1e-5)
     assert not ray.is_initialized()  # the sweep shut down the Ray it started
-    assert sorted(p.suffix for p in (tmp_path / "ray").iterdir()) == [".json"] * 4
+    assert sorted(p.suffix for p in (tmp_path / "ray").iterdir() if p.name != LOCK_NAME) \
+        == [".json"] * 5
 
 
-def test_joining_a_ray_cluster_that_is_not_there_is_a_one_line_error(monkeypatch):
-    pytest.importorskip("ray")
-    from reproduce.cli import UserError
+def test_the_workers_get_the_drivers_devices_and_backend_settings(monkeypatch):
+    """A local Ray's workers inherit the driver's environment; a cluster's
+    (`ray start` elsewhere) get what the driver's runtime_env passes on."""
+    ray = pytest.importorskip("ray")
     from reproduce.cluster import connect
 
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    with pytest.raises(UserError, match="--ray auto: cannot connect .*expected 'local', 'auto'"):
-        connect("auto")
+    seen = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
+    settings = dict(DEVICES="4", XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                    KERAS_BACKEND="jax", TF_ENABLE_ONEDNN_OPTS="0")
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    assert connect("auto")
+    env = seen["runtime_env"]["env_vars"]
+    assert {name: env.get(name) for name in settings} == settings
+    assert str(ROOT) in env["PYTHONPATH"].split(os.pathsep)
 
 
 # -- dry runs of the paper presets --------------------------------------------
