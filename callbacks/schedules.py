@@ -12,6 +12,7 @@
 
 import dataclasses
 import math
+import warnings
 
 import keras
 
@@ -369,8 +370,7 @@ class BatchSizeSchedule(keras.callbacks.Callback):
     which does it). Within a phase the callback checks the step count.
 
     Args:
-        batch_size: initial batch size B0, or a whole `TrainingSchedule`
-            (then leave the other arguments out).
+        batch_size: initial batch size B0.
         learning_rate: initial learning rate.
         num_examples: training-set size N.
         milestones: epochs at which the target batch is multiplied.
@@ -379,6 +379,12 @@ class BatchSizeSchedule(keras.callbacks.Callback):
         momentum: a number, or (epoch, momentum) pairs in order, the first at
             epoch 0.
         max_device_batch: the largest batch one forward pass may take.
+        epochs, lr_milestones, lr_decay, warmup, warmup_start_factor: the
+            rest of the `TrainingSchedule` (step decay and warm-up, in updates).
+
+    Use `BatchSizeSchedule.from_schedule(schedule)` to apply a
+    `TrainingSchedule` you already have. `get_config` holds the whole
+    schedule, so a saved callback is the one that was trained with.
 
     Example:
 
@@ -388,16 +394,36 @@ class BatchSizeSchedule(keras.callbacks.Callback):
     """
 
     def __init__(self, batch_size, learning_rate=None, num_examples=None, milestones=(),
-                 factor=5, max_batch_size=None, momentum=0.0, max_device_batch=None):
+                 factor=5, max_batch_size=None, momentum=0.0, max_device_batch=None,
+                 epochs=None, lr_milestones=(), lr_decay=0.1, warmup=0.0,
+                 warmup_start_factor=1 / 32):
         super().__init__()
         if isinstance(batch_size, TrainingSchedule):
+            warnings.warn("BatchSizeSchedule(<a TrainingSchedule>) is deprecated and will be "
+                          "removed; use BatchSizeSchedule.from_schedule(schedule).",
+                          DeprecationWarning, stacklevel=2)
             self.schedule = batch_size
         else:
             self.schedule = TrainingSchedule(
-                batch_size, learning_rate, num_examples, batch_milestones=milestones,
-                batch_factor=factor, max_batch_size=max_batch_size, momentum=momentum,
-                max_device_batch=max_device_batch)
+                batch_size, learning_rate, num_examples, epochs=epochs,
+                batch_milestones=milestones, batch_factor=factor, max_batch_size=max_batch_size,
+                momentum=momentum, max_device_batch=max_device_batch,
+                lr_milestones=lr_milestones, lr_decay=lr_decay, warmup=warmup,
+                warmup_start_factor=warmup_start_factor)
         self.num_examples = self.schedule.num_examples
+
+    @classmethod
+    def from_schedule(cls, schedule):
+        """The callback that applies `schedule` (a `TrainingSchedule`)."""
+        return cls(**cls._arguments(schedule.get_config()))
+
+    @staticmethod
+    def _arguments(config):
+        """A `TrainingSchedule` config in this constructor's argument names."""
+        config = dict(config)
+        config["milestones"] = config.pop("batch_milestones")
+        config["factor"] = config.pop("batch_factor")
+        return config
 
     # Readers of the schedule, epoch by epoch.
     def batch_size(self, epoch):
@@ -461,11 +487,11 @@ class BatchSizeSchedule(keras.callbacks.Callback):
                     / (planned.batch_size * (1 - planned.momentum)))
 
     def get_config(self):
-        c = self.schedule.get_config()
-        return dict(batch_size=c["batch_size"], learning_rate=c["learning_rate"],
-                    num_examples=c["num_examples"], milestones=c["batch_milestones"],
-                    factor=c["batch_factor"], max_batch_size=c["max_batch_size"],
-                    momentum=c["momentum"], max_device_batch=c["max_device_batch"])
+        return self._arguments(self.schedule.get_config())
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="batchsize")

@@ -16,6 +16,8 @@ batch of k*m, not batch norm on k*m. Without batch norm (or with group norm,
 which has no batch dimension) accumulation equals the large batch.
 """
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -77,8 +79,8 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     ...           callbacks=[EpochAlignedAccumulation(len(x), 128)])
     """
 
-    def __init__(self, inner_optimizer, accumulation_steps=1, noise_scale_decay=None, name=None,
-                 **kwargs):
+    def __init__(self, inner_optimizer, accumulation_steps=1, noise_scale_decay=None,
+                 micro_batch_size=None, name=None, **kwargs):
         if isinstance(inner_optimizer, dict):
             inner_optimizer = keras.saving.deserialize_keras_object(inner_optimizer)
         if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
@@ -94,14 +96,20 @@ class GradientAccumulator(keras.optimizers.Optimizer):
                 "remove that argument and let GradientAccumulator do it."
             )
         _check_accumulation_steps(accumulation_steps)
-        kwargs.pop("learning_rate", None)  # from_config of the base class
-        super().__init__(learning_rate=0.0, name=name, **kwargs)
+        _refuse_base_arguments(kwargs)
+        super().__init__(learning_rate=0.0, name=name)
         if noise_scale_decay is not None and not 0 <= noise_scale_decay < 1:
             raise ValueError(f"noise_scale_decay={noise_scale_decay!r}: expected None (off) or "
                              "a decay per window in [0, 1), e.g. 0.99.")
+        if micro_batch_size is not None and (isinstance(micro_batch_size, bool) or not isinstance(
+                micro_batch_size, int) or micro_batch_size < 1):
+            raise ValueError(f"micro_batch_size={micro_batch_size!r}: expected None or the "
+                             "batch size given to fit, an integer >= 1.")
         self.inner_optimizer = inner_optimizer
         self.initial_accumulation_steps = int(accumulation_steps)
         self.noise_scale_decay = noise_scale_decay
+        self.initial_micro_batch_size = micro_batch_size
+        self._warned_no_micro_batch = False
 
     # -- state -------------------------------------------------------------
     def build(self, var_list):
@@ -124,7 +132,8 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         self.window_examples = scalar("window_examples", "float32")
         # How the current epoch is cut (0 = unknown: equal weights, carry).
         self.epoch_examples = scalar("epoch_examples", "int32")
-        self.micro_batch_size = scalar("micro_batch_size", "int32")
+        self.micro_batch_size = scalar("micro_batch_size", "int32",
+                                       self.initial_micro_batch_size or 0)
         self.epoch_micro_step = scalar("epoch_micro_step", "int32")
         if self.noise_scale_decay is not None:
             # Sum over the window of |g_micro|^2; moving averages of the
@@ -174,8 +183,12 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         """(weight of the coming micro-batch, does it close its window?)."""
         known = ops.greater(self.epoch_examples, 0)
         left = self.epoch_examples - self.epoch_micro_step * self.micro_batch_size
+        # Unknown epoch layout: every micro-batch weighs the declared
+        # micro_batch_size (equal weights either way; the noise scale's batch
+        # sizes are then in examples), or 1 if none was declared.
         n = ops.where(
-            known, ops.minimum(left, self.micro_batch_size), ops.ones_like(left)
+            known, ops.minimum(left, self.micro_batch_size),
+            ops.maximum(self.micro_batch_size, ops.ones_like(left)),
         )
         last_of_epoch = ops.logical_and(known, ops.less_equal(left, self.micro_batch_size))
         closes = ops.logical_or(
@@ -243,9 +256,20 @@ class GradientAccumulator(keras.optimizers.Optimizer):
 
     @property
     def noise_scale_simple(self):
-        """B_simple = tr(Sigma) / |G|^2 from the moving averages (a float; NaN
-        before the first window of two or more micro-batches, or when off)."""
+        """B_simple = tr(Sigma) / |G|^2 from the moving averages, in examples
+        (a float; NaN before the first window of two or more micro-batches,
+        when off, or when the micro-batch size is unknown: then the window
+        weighed every micro-batch as 1 and a warning says what to add)."""
         if self.noise_scale_decay is None or not self.built:
+            return float("nan")
+        if int(ops.convert_to_numpy(self.micro_batch_size)) == 0:
+            if not self._warned_no_micro_batch:
+                self._warned_no_micro_batch = True
+                warnings.warn(
+                    "GradientAccumulator.noise_scale_simple is NaN: the micro-batch size is "
+                    "unknown, so B_simple would be in micro-batches, not examples; add "
+                    "EpochAlignedAccumulation(len(x), batch_size) to fit's callbacks or pass "
+                    "micro_batch_size=batch_size to GradientAccumulator.", stacklevel=2)
             return float("nan")
         grad_sq = float(ops.convert_to_numpy(self.noise_grad_sq))
         trace = float(ops.convert_to_numpy(self.noise_trace))
@@ -372,6 +396,7 @@ class GradientAccumulator(keras.optimizers.Optimizer):
             "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
             "accumulation_steps": steps,
             "noise_scale_decay": self.noise_scale_decay,
+            "micro_batch_size": self.initial_micro_batch_size,
         }
 
     @classmethod
@@ -395,6 +420,32 @@ def _needs_merge_call():
 
     return (tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False
             and not tf.__internal__.distribute.strategy_supports_no_merge_call())
+
+
+# The base optimizer's arguments, at their defaults. On the wrapper they would
+# do nothing (the inner optimizer takes the steps), so a value other than the
+# default is refused; the defaults are accepted because configs saved by
+# Keras's base `get_config` carry them.
+BASE_OPTIMIZER_DEFAULTS = {
+    "learning_rate": None, "weight_decay": None, "clipnorm": None, "clipvalue": None,
+    "global_clipnorm": None, "use_ema": False, "ema_momentum": 0.99,
+    "ema_overwrite_frequency": None, "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+
+
+def _refuse_base_arguments(kwargs):
+    for name, default in BASE_OPTIMIZER_DEFAULTS.items():
+        if name not in kwargs:
+            continue
+        value = kwargs.pop(name)
+        if name == "learning_rate" or value == default:
+            continue  # the base class's placeholder rate; a saved default
+        raise ValueError(
+            f"GradientAccumulator does not take {name}={value!r}: it would be ignored. Set it "
+            f"on the inner optimizer instead, e.g. keras.optimizers.SGD(0.1, {name}={value!r}).")
+    if kwargs:
+        raise ValueError(f"GradientAccumulator got unexpected arguments: {', '.join(kwargs)}.")
 
 
 def _check_accumulation_steps(steps):

@@ -203,3 +203,31 @@ def test_noise_scale_batch_size_needs_a_measuring_accumulator():
         model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[NoiseScaleBatchSize()])
     config = dict(factor=0.5, growth=4, max_batch_size=1024, every_updates=7)
     assert NoiseScaleBatchSize(**NoiseScaleBatchSize(**config).get_config()).get_config() == config
+
+
+def test_a_saved_batch_size_schedule_is_the_one_that_was_trained_with():
+    """Every argument survives get_config / from_config (through JSON, as a
+    saved callback would): the batch, rate and updates of every epoch, and the
+    rate of every update, warm-up and step decay included."""
+    import json
+
+    schedule = BatchSizeSchedule(64, 0.2, 1000, milestones=(1, 2), factor=2, max_batch_size=200,
+                                 momentum=((0, 0.5), (2, 0.9)), max_device_batch=64, epochs=4,
+                                 lr_milestones=(3,), lr_decay=0.5, warmup=0.25,
+                                 warmup_start_factor=0.1)
+    restored = BatchSizeSchedule.from_config(json.loads(json.dumps(schedule.get_config())))
+    a, b = schedule.schedule, restored.schedule
+    assert list(a) == list(b)  # every ScheduledEpoch: batch, split, updates, lr, momentum
+    assert a.warmup_updates == b.warmup_updates > 0
+    assert [b.learning_rate_at(u) for u in range(b.total_updates())] == [
+        a.learning_rate_at(u) for u in range(a.total_updates())]
+    assert [s.learning_rate for s in a] != [s.learning_rate for s in
+                                            BatchSizeSchedule(64, 0.2, 1000, epochs=4).schedule]
+
+
+def test_from_schedule_applies_a_training_schedule_and_the_old_call_warns():
+    plan = TrainingSchedule(128, 0.1, 5000, epochs=3, batch_milestones=(1,), lr_milestones=(2,))
+    assert list(BatchSizeSchedule.from_schedule(plan).schedule) == list(plan)
+    with pytest.warns(DeprecationWarning, match="use BatchSizeSchedule.from_schedule"):
+        old = BatchSizeSchedule(plan)
+    assert old.schedule is plan
