@@ -1,7 +1,7 @@
 """A sweep's runs as Ray tasks: the edge between `Sweep` and a Ray cluster.
 
 `Sweep(..., ray=address)` hands each run it has claimed to `RayRuns.submit`;
-the run trains in a Ray worker (`runner.train_record`) and its record comes
+the run trains in a Ray worker (`train.train_record`) and its record comes
 back to the driver, which writes it into the store as a serial sweep does.
 Ray schedules the tasks and retries one whose worker dies (`max_retries`);
 the claims (`reproduce.store`) make a killed driver's rerun train only what
@@ -15,7 +15,7 @@ client. Each task asks for as many GPUs as its run has devices
 `RAY_CPUS_PER_RUN` CPUs (default 1).
 
 Faults: Ray retries a task whose worker dies (`MAX_RETRIES`); a task that
-still fails, or whose run raises, comes back as a `runner.RunFailure` with
+still fails, or whose run raises, comes back as a `train.RunFailure` with
 the error's last line, and the other tasks go on.
 """
 
@@ -23,7 +23,7 @@ import os
 import sys
 
 from reproduce.cli import ROOT, UserError
-from reproduce.runner import RunFailure, train_record
+from reproduce.train import RunFailure, train_record
 
 # The environment a worker needs to train as this driver does.
 PASSED_ON = ("DATA_DIR", "DATA_MIRROR", "DATA_DOWNLOAD", "KERAS_BACKEND", "TF_ENABLE_ONEDNN_OPTS",

@@ -12,6 +12,7 @@ both hashes; a missing file with no network is an error saying where to put
 it. Any other name is loaded through TensorFlow Datasets (`tfds.load`).
 """
 
+import functools
 import gzip
 import hashlib
 import os
@@ -25,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reproduce.cli import UserError
+from reproduce.cli import ROOT, UserError
 
-HERE = Path(__file__).resolve().parent.parent
 
 
 class DatasetError(UserError, RuntimeError):
@@ -104,11 +104,11 @@ NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
 def default_data_dir():
-    return Path(os.environ.get("DATA_DIR", HERE / "data"))
+    return Path(os.environ.get("DATA_DIR", ROOT / "data"))
 
 
 def default_mirror():
-    return Path(os.environ.get("DATA_MIRROR", HERE.parent / "shared" / "data"))
+    return Path(os.environ.get("DATA_MIRROR", ROOT.parent / "shared" / "data"))
 
 
 def sha256_of(path, decompress=False):
@@ -283,3 +283,28 @@ def load(name, data_dir=None, mirror=None, download=None):
     if name == "cifar100":
         return _load_cifar100(data_dir, mirror, download)
     return _load_tfds(name, data_dir, download)
+
+
+# -- the arrays a run trains on ------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def prepared_data(dataset, train_size=None, test_size=None, subset_seed=12345):
+    """Standardized float32 arrays; subsets drawn once with `subset_seed`, so
+    every run of a sweep sees the same examples."""
+    (x, y), (x_test, y_test) = load(dataset)
+    rng = np.random.default_rng(subset_seed)
+    if train_size and train_size < len(x):
+        keep = np.sort(rng.permutation(len(x))[:train_size])
+        x, y = x[keep], y[keep]
+    if test_size and test_size < len(x_test):
+        keep = np.sort(rng.permutation(len(x_test))[:test_size])
+        x_test, y_test = x_test[keep], y_test[keep]
+    from reproduce.pipeline import channel_stats, standardize  # keras: only when needed
+
+    mean, std = channel_stats(x)
+    return (standardize(x, mean, std), y.astype(np.int32),
+            standardize(x_test, mean, std), y_test.astype(np.int32))
+
+
+def data_of(config):
+    """`prepared_data` for `config`: (x, y, x_test, y_test)."""
+    return prepared_data(config.dataset, config.train_size, config.test_size, config.subset_seed)

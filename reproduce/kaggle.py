@@ -15,7 +15,7 @@ Data, in this order:
    are kept aside in test_labels.csv, so the submission can be scored).
 
     python -m reproduce.kaggle data-from-mnist
-    python -m reproduce.kaggle submit [--preset smoke|quick|paper] [--batch 128 --steps 8]
+    python -m reproduce.kaggle submit [--preset smoke|quick|paper] [--batch 128 --accumulation-steps 8]
                                       [--norm group] [--set seed=1]
 
 The submission goes to results/<data folder name>/submission.csv (atomically).
@@ -213,11 +213,12 @@ PRESETS = {
 }
 
 
-def run_config(batch, steps, epochs, norm, augment, seed):
-    from reproduce.runner import RunConfig
+def run_config(batch, accumulation_steps, epochs, norm, augment, seed):
+    from reproduce.config import RunConfig
 
     return RunConfig(dataset=COMPETITION, model="digit_cnn", norm=norm, optimizer="adam",
-                     lr=1e-3, batch_size=batch * steps, accumulation=steps, epochs=epochs,
+                     lr=1e-3, batch_size=batch * accumulation_steps,
+                     accumulation=accumulation_steps, epochs=epochs,
                      augment=augment, he_init=False, seed=seed)
 
 
@@ -237,7 +238,7 @@ def split_and_standardize(x, y, x_test, val_fraction, seed):
 def submit(args):
     import keras
 
-    from reproduce.runner import train
+    from reproduce.train import train
 
     folder, is_standin = find_data(args.data_dir)
     started = time.perf_counter()
@@ -252,13 +253,14 @@ def submit(args):
     epochs = args.epochs or preset["epochs"]
     from reproduce.figure import override, parse_overrides
 
-    config = override(run_config(args.batch, args.steps, epochs, args.norm, args.augment,
-                                 args.seed).replace(engine=args.engine), parse_overrides(args.set))
+    config = run_config(args.batch, args.accumulation_steps, epochs, args.norm, args.augment,
+                        args.seed).replace(engine=args.engine)
+    config = override(config, parse_overrides(args.set))
     x_tr, y_tr, x_val, y_val, x_test = split_and_standardize(x, y, x_test, 0.2, config.seed)
     print(f"read {len(x)} training and {len(x_test)} test images from {folder} "
           f"({time.perf_counter() - started:.0f}s); training on {len(x_tr)}, validating on "
           f"{len(x_val)}: digit_cnn ({args.norm}), Adam 1e-3, batch {args.batch} x "
-          f"{args.steps} accumulation steps = {config.batch_size}, {epochs} epochs")
+          f"{args.accumulation_steps} accumulation steps = {config.batch_size}, {epochs} epochs")
     progress = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(
         f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}, validation accuracy "
         f"{logs['val_accuracy']:.4f} ({time.perf_counter() - started:.0f}s)", flush=True))
@@ -290,7 +292,9 @@ def main(argv=None):
     s.add_argument("--full", action="store_true", help="the same as --preset paper")
     s.add_argument("--epochs", type=_positive, help="override the preset's epochs")
     s.add_argument("--batch", type=_positive, default=128, help="micro-batch size (128)")
-    s.add_argument("--steps", type=_positive, default=8, help="accumulation steps (8)")
+    s.add_argument("--accumulation-steps", "--steps", type=_positive, default=8,
+                   dest="accumulation_steps",
+                   help="micro-batches per update, k (8); --steps is the old name")
     s.add_argument("--norm", default="batch", help="batch | group | ghost:<g> | none")
     s.add_argument("--augment", action="store_const", const="shift", default=False,
                    help="random shifts by up to 2 pixels")

@@ -27,7 +27,8 @@ import pandas as pd
 
 from models.flops import forward_flops, training_flops
 from reproduce import datasets
-from reproduce.runner import RunConfig, build_model, train_record
+from reproduce.config import RunConfig
+from reproduce.train import build_model, train_record
 
 # Assumptions for one GPU, stated, not measured here: sustained fp32
 # training throughput for these small convnets, about a third of an A100's
@@ -43,7 +44,7 @@ DRY_MICRO_BATCH = 32
 def combination(config):
     """What, besides sizes, makes runs of a sweep different programs."""
     return (config.dataset, config.model, config.norm, config.optimizer, config.augment,
-            config.accumulation > 1 or config.max_device_batch is not None,
+            config.accumulates,
             bool(config.batch_milestones), bool(config.lr_milestones), config.warmup > 0,
             config.clipnorm is not None, config.weight_decay > 0, config.devices)
 

@@ -1,0 +1,156 @@
+"""A run's identity: `RunConfig`, every field of a training run, validated,
+with a content hash (`key`) that names its record in the results store.
+
+    RunConfig(dataset="mnist", model="f1", batch_size=64, lr=0.05).key
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+
+import models
+from callbacks.schedules import TrainingSchedule
+from reproduce.cli import UserError
+from reproduce.engine import ENGINES
+from reproduce.pipeline import AUGMENTATIONS
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+# Fields added after runs were stored, left out of the key at these values so
+# those runs keep their keys.
+KEY_DEFAULTS = {"subset_seed": 12345, "devices": 1, "noise_scale_decay": None,
+                "adaptive_batch": None}
+
+
+class ConfigError(UserError, ValueError):
+    """A RunConfig field with a bad value; the message names the field and value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One training run. Every field is part of the run's identity (its key).
+
+    Learning rate: `lr` is the rate of the mean-reduced loss; it is multiplied
+    by `lr_decay` at each epoch of `lr_milestones`, after a linear warm-up
+    from lr/32 over the first `warmup` fraction of updates. Every schedule
+    counts updates (`callbacks.TrainingSchedule`, from `training_schedule`).
+    Batch size: `batch_size`, multiplied by `batch_factor` at each epoch of
+    `batch_milestones` and capped at `max_batch_size` (past the cap the rate
+    decays instead: `callbacks.BatchSizeSchedule`). Batches above
+    `max_device_batch` are accumulated (`optimizers.GradientAccumulator`);
+    `accumulation` > 1 forces k micro-batches of batch_size / k.
+    Gradient noise scale: with `noise_scale_decay` (an accumulated run), the
+    accumulator measures B_simple from its windows (McCandlish et al. 2018),
+    recorded per epoch as `noise_scale_simple`; with `adaptive_batch` = k too,
+    the batch grows by accumulation while B_simple > k x batch, up to
+    `max_batch_size` (`callbacks.NoiseScaleBatchSize`).
+    Devices: `devices` > 1 splits every physical batch across n devices
+    (`reproduce.devices`: MirroredStrategy or DataParallel, with `fit`).
+    Engine: "fast" (`reproduce.engine.FastEngine`) or "fit" (`model.fit`);
+    not part of the key, since both train the same run (a sweep resumes with
+    runs the other engine stored).
+    """
+
+    dataset: str = "cifar10"
+    model: str = "resnet8"
+    norm: str = "batch"
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    batch_size: int = 128
+    epochs: int = 10
+    lr_milestones: tuple = ()
+    lr_decay: float = 0.1
+    warmup: float = 0.0
+    batch_milestones: tuple = ()
+    batch_factor: int = 5
+    max_batch_size: int = None
+    max_device_batch: int = None
+    accumulation: int = 1
+    noise_scale_decay: float = None  # measure B_simple from the windows (needs accumulation)
+    adaptive_batch: float = None  # grow the batch while B_simple > this x batch
+    weight_decay: float = 0.0
+    clipnorm: float = None
+    he_init: bool = True
+    augment: object = False  # False, True (CIFAR pad-crop-flip) or "shift" (digits)
+    train_size: int = None
+    test_size: int = None
+    subset_seed: int = 12345  # which train_size / test_size examples (every run of a sweep alike)
+    seed: int = 0
+    devices: int = 1  # data parallel over n devices (reproduce.devices); batch norm sees batch / n
+    engine: str = "fast"
+
+    def __post_init__(self):
+        for name in ("lr_milestones", "batch_milestones"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self.validate()
+
+    def validate(self):
+        """Raises ConfigError naming the bad field, its value and what is expected."""
+        def need(ok, field, expected):
+            if not ok:
+                raise ConfigError(f"{field}={getattr(self, field)!r}: expected {expected}.")
+
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
+        need(self.lr > 0 and math.isfinite(self.lr), "lr", "a number > 0")
+        need(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "an integer >= 1")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
+        need(self.model in models.MODELS, "model", f"one of {', '.join(sorted(models.MODELS))}")
+        need(0 <= self.momentum < 1, "momentum", "0 <= momentum < 1")
+        need(0 <= self.warmup < 1, "warmup", "a fraction in [0, 1)")
+        need(self.accumulation >= 1 and self.batch_size % self.accumulation == 0,
+             "accumulation", f"an integer >= 1 that divides batch_size={self.batch_size}")
+        need(self.noise_scale_decay is None or (
+            0 <= self.noise_scale_decay < 1 and self.accumulates),
+             "noise_scale_decay", "None, or a decay in [0, 1) for a run that accumulates "
+             "(accumulation > 1): the windows' micro-batches are its small batches")
+        need(self.adaptive_batch is None or (
+            self.adaptive_batch > 0 and self.noise_scale_decay is not None),
+             "adaptive_batch", "None, or a factor > 0 with noise_scale_decay set (the batch "
+             "grows on the measured noise scale)")
+        need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        need(any(self.augment is a for a in AUGMENTATIONS) or self.augment == "shift",
+             "augment", "False, True (pad-crop-flip) or 'shift'")
+        need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
+        need(isinstance(self.devices, int) and self.devices >= 1
+             and (self.batch_size // self.accumulation) % self.devices == 0, "devices",
+             f"an integer >= 1 that divides the physical batch "
+             f"{self.batch_size // self.accumulation}")
+        try:
+            models.parse_norm(self.norm)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    @property
+    def key(self):
+        fields = dataclasses.asdict(self)
+        del fields["engine"]
+        for name, value in KEY_DEFAULTS.items():
+            if fields[name] == value:
+                del fields[name]
+        text = json.dumps(fields, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def accumulates(self):
+        """Whether some epoch of the run accumulates micro-batches (its batch
+        exceeds the physical batch). Batch sizes do not depend on the number
+        of examples, so one example stands in for the data."""
+        return self.training_schedule(1).accumulates
+
+    def training_schedule(self, num_examples):
+        """The run's `TrainingSchedule` on `num_examples` training examples:
+        batch, physical batch, accumulation, updates, learning rate at every
+        update and momentum, per epoch. Everything that trains the run reads it."""
+        device_batch = self.max_device_batch
+        if self.accumulation > 1:
+            device_batch = self.batch_size // self.accumulation
+        return TrainingSchedule(
+            self.batch_size, self.lr, num_examples, epochs=self.epochs,
+            batch_milestones=self.batch_milestones, batch_factor=self.batch_factor,
+            max_batch_size=self.max_batch_size, momentum=self.momentum,
+            max_device_batch=device_batch, lr_milestones=self.lr_milestones,
+            lr_decay=self.lr_decay, warmup=self.warmup)

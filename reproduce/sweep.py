@@ -1,0 +1,222 @@
+"""A sweep: a list of runs trained into the resumable results store.
+
+`Sweep(folder).run(configs)` trains the configs the store lacks (here, one
+by one, or as Ray tasks with `ray=`) and returns every stored run's rows as
+one DataFrame. A finished run is never trained twice, so a sweep that was
+interrupted (Ctrl-C, kill -9) resumes with the runs it lacks; several sweeps
+may share a store (`reproduce.store`'s claims).
+"""
+
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reproduce.cli import UserError
+from reproduce.store import RunStore
+from reproduce.train import RunFailure, train_record
+
+
+class Sweep:
+    """Runs configs into a results folder, skipping those already there.
+
+    Several sweeps may share a store (two terminals, machines sharing the
+    folder): each run is claimed before it is trained (`reproduce.store`), a
+    run another live sweep holds is waited for, and a stale claim (a dead
+    owner) is taken over. With `ray`, every run is a Ray task
+    (`reproduce.cluster`); the records come back to this store as the serial
+    sweep writes them.
+
+    Faults: a run that raises (here, or in a Ray task after Ray's own
+    retries) is a `RunFailure`: its claim is released, nothing is stored, the
+    other runs go on, and the sweep ends with the list of failed runs
+    (`failures`; the figure command then exits 1). An exception that stops the
+    sweep itself (Ctrl-C) releases every claim it holds and propagates.
+
+    Args:
+        folder: the results, one `<key>.json` per finished run (`store`, a
+            `reproduce.store.RunStore`, reads and writes them).
+        describe: config -> short label for the progress line.
+        verbose: 1 shows Keras's progress bar.
+        engine: "fast" or "fit" for every run (`RunConfig.engine`); None:
+            each config's own.
+        callbacks: optional `config -> list` of extra callbacks for that run
+            (e.g. a `WeightDistance`).
+        measure: optional `(config, trained model, data, callbacks) -> dict` of
+            JSON-able measurements taken after training (sharpness, weight
+            change, a callback's history...), stored with the run under
+            "measures"; `data` is (x, y, x_test, y_test).
+        ray: a Ray address ("local", "auto", "ray://host:10001"): train the
+            runs as Ray tasks; None (default) trains them here, one by one.
+        heartbeat, stale_after: seconds; see `reproduce.store.RunStore`.
+        poll: seconds between looks at runs other sweeps are training.
+
+    Attributes:
+        failures: the `RunFailure`s of the last `run`.
+
+    Example:
+
+    >>> sweep = Sweep("results/small_batch")
+    >>> table = sweep.run([RunConfig(batch_size=m) for m in (8, 64)])
+    """
+
+    def __init__(self, folder, describe=None, verbose=0, log=sys.stdout, callbacks=None,
+                 measure=None, engine=None, ray=None, heartbeat=30.0, stale_after=300.0,
+                 poll=5.0):
+        self.folder = Path(folder)
+        self.store = RunStore(folder, heartbeat=heartbeat, stale_after=stale_after)
+        self.engine = engine
+        self.callbacks, self.measure = callbacks, measure
+        self.describe = describe or (lambda c: c.key)
+        self.verbose = verbose
+        self.log = log
+        self.ray, self.poll = ray, poll
+        self.failures = []
+
+    def load(self, config):
+        return self.store.load(config)
+
+    def train_record(self, config, log=None):
+        return train_record(config, self.engine, self.verbose, self.callbacks, self.measure,
+                            log=log or self.log)
+
+    def run(self, configs):
+        """Trains what is missing; returns all stored runs' rows as one
+        DataFrame (failed runs are in `failures`, not in the table)."""
+        configs = list(dict.fromkeys(configs))
+        todo = [c for c in configs if self.load(c) is None]
+        done_before = len(configs) - len(todo)
+        self.failures = []
+        self._say(f"{len(configs)} runs: {done_before} already in {self.folder}, "
+                  f"{len(todo)} to train" + (f" on Ray ({self.ray})" if self.ray and todo else ""))
+        if todo:
+            if self.ray:
+                from reproduce.cluster import RayRuns  # Ray only where asked for
+                runs = RayRuns(self, self.ray)
+            else:
+                runs = LocalRuns(self)
+            try:
+                self._train(todo, runs)
+            finally:
+                runs.close()
+        if self.failures:
+            self._say(f"{len(self.failures)} of {len(todo)} runs failed (nothing stored for "
+                      "them; rerun the same command to train them again):")
+            for failure in self.failures:
+                self._say(f"  {self.describe(failure.config)} [{failure.config.key}]: "
+                          f"{failure.error}")
+        return self.table(configs)
+
+    def _train(self, todo, runs):
+        """Claims each run, hands it to `runs` (here or Ray), saves what comes
+        back; waits for runs that other sweeps hold until they are stored.
+        Every claim this sweep holds is released, however it ends."""
+        pending, claims, spent = list(todo), {}, []
+
+        def save(finished):
+            for config, record in finished:
+                claim = claims.pop(config)
+                try:
+                    if isinstance(record, RunFailure):
+                        self.failures.append(record)
+                        outcome = f"FAILED: {record.error}"
+                    else:
+                        self.store.save(config, record)
+                        spent.append(record["wall_time"])
+                        last = record["rows"][-1] if record["rows"] else {}
+                        outcome = (f"{record['status']}, test acc "
+                                   f"{last.get('test_accuracy', float('nan')):.4f}, "
+                                   f"{record['wall_time']:.1f}s")
+                finally:
+                    claim.release()
+                done = len(spent) + len(self.failures)
+                eta = np.mean(spent) * (len(todo) - done) / runs.parallel if spent else 0.0
+                self._say(f"[{done}/{len(todo)}] {self.describe(config)}: {outcome}; "
+                          f"ETA {_duration(eta)}")
+
+        try:
+            while pending or claims:
+                waiting = []
+                for config in pending:
+                    if self.load(config) is not None:
+                        continue  # another sweep stored it
+                    claim = self.store.claim(config)
+                    if claim is None:
+                        waiting.append(config)
+                    elif self.load(config) is not None:  # stored between the look and the claim
+                        claim.release()
+                    else:
+                        claims[config] = claim
+                        runs.submit(config)
+                        save(runs.results(timeout=0))  # a serial run is stored at once
+                if waiting and not claims:
+                    self._say(f"{len(waiting)} runs are being trained by another sweep "
+                              f"(claims in {self.folder}); waiting")
+                save(runs.results(timeout=self.poll if waiting or claims else 0))
+                if waiting and not claims:
+                    time.sleep(self.poll)
+                pending = waiting
+        finally:
+            for claim in claims.values():
+                claim.release()
+
+    def table(self, configs):
+        """One row per epoch of every stored run, with its config's fields.
+
+        A field the rows record per epoch (batch_size, lr, momentum) keeps the
+        recorded value; the configured initial one is `config_<field>`.
+        """
+        frames = []
+        for config in configs:
+            record = self.load(config)
+            if record is None:
+                continue
+            rows = pd.DataFrame(record["rows"] or [{}])
+            for field, value in record["config"].items():
+                column = f"config_{field}" if field in rows else field
+                rows[column] = [tuple(value) if isinstance(value, list) else value] * len(rows)
+            rows["status"] = record["status"]
+            rows["key"] = record["key"]
+            rows["run_time"] = record["wall_time"]
+            frames.append(rows)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _say(self, text):
+        print(text, file=self.log, flush=True)
+
+
+class LocalRuns:
+    """Trains each submitted run at once, in this process (the serial sweep).
+    A run that raises becomes a `RunFailure` (its traceback on stderr), but
+    for bad input (`UserError`: a missing dataset), which stops the sweep with
+    its one-line message."""
+
+    parallel = 1
+
+    def __init__(self, sweep):
+        self.sweep, self.done = sweep, []
+
+    def submit(self, config):
+        try:
+            outcome = self.sweep.train_record(config)
+        except UserError:
+            raise  # bad input (a missing dataset, a bad value): one line, exit 2
+        except Exception as error:  # a crashed run; KeyboardInterrupt stops the sweep
+            traceback.print_exc(file=sys.stderr)
+            outcome = RunFailure.of(config, error)
+        self.done.append((config, outcome))
+
+    def results(self, timeout):
+        done, self.done = self.done, []
+        return done
+
+    def close(self):
+        pass
+
+
+def _duration(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
