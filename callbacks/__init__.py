@@ -1,28 +1,38 @@
-"""Batch-size schedules and the measurement callbacks of the papers."""
+"""Batch-size schedules, the papers' learning-rate rules, the accumulator's
+callbacks and the measurement callbacks of the papers."""
 
-from callbacks.schedules import (
-    BatchSizeSchedule,
+from callbacks.accumulation import AccumulatedNoiseScale, EpochAlignedAccumulation, NoiseScaleBatchSize
+from callbacks.learning_rates import (
     LinearWarmup,
-    NoiseScaleBatchSize,
-    ScheduledEpoch,
-    TrainingSchedule,
-    WarmupStepDecay,
     base_learning_rate,
-    current_learning_rate,
     linear_scaling,
     milestones_at,
     regime_adaptation,
-    split_batch,
     sqrt_scaling,
-    step_decay,
+    warmup_factor,
 )
 from callbacks.measures import (
-    GradientNoiseScale,
-    Sharpness,
     UpdatesToTarget,
     WeightDistance,
+    default_loss,
     gradient_noise_scale,
     interpolate,
     loss_and_gradient,
     sharpness,
 )
+from callbacks.schedules import (
+    BatchSizeSchedule,
+    ScheduledEpoch,
+    TrainingSchedule,
+    current_learning_rate,
+    sgd_noise_scale,
+    split_batch,
+)
+
+__all__ = [
+    "AccumulatedNoiseScale", "EpochAlignedAccumulation", "NoiseScaleBatchSize", "LinearWarmup",
+    "base_learning_rate", "linear_scaling", "milestones_at", "regime_adaptation", "sqrt_scaling",
+    "warmup_factor", "UpdatesToTarget", "WeightDistance", "default_loss", "gradient_noise_scale",
+    "interpolate", "loss_and_gradient", "sharpness", "BatchSizeSchedule", "ScheduledEpoch",
+    "TrainingSchedule", "current_learning_rate", "sgd_noise_scale", "split_batch",
+]

@@ -12,6 +12,19 @@ import pandas as pd
 from optimizers import accumulator_of, micro_batches_until
 
 
+def default_loss(reduction=None):
+    """The suite's loss: cross-entropy of logits (what every model of the zoo
+    outputs); unreduced (per example) by default, as the measures need it,
+    "sum_over_batch_size" (the mean) for training."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+
+
+def next_log_spaced(count, per_decade):
+    """The count after `count` at which a log-spaced record is due: 1, 2, 3, ...,
+    then about `per_decade` points per factor of ten."""
+    return max(count + 1, int(10 ** (math.log10(count) + 1 / per_decade))) if count else 1
+
+
 # -- a loss and its gradient as numpy, on any backend ----------------------
 def loss_and_gradient(model, loss_fn, x, y, weights=None, training=False):
     """(loss, flat gradient) of `loss_fn(y, model(x))` w.r.t. the trainable
@@ -147,8 +160,7 @@ class WeightDistance(keras.callbacks.Callback):
         self.iteration = self._epoch_start + batch + 1
         if self.iteration >= self._next:
             self._record()
-            self._next = max(self.iteration + 1,
-                             int(10 ** (math.log10(self.iteration) + 1 / self.per_decade)))
+            self._next = next_log_spaced(self.iteration, self.per_decade)
 
     def steps_until_due(self):
         """Steps until the next record: the fast engine stops there to call back."""
@@ -267,8 +279,7 @@ class UpdatesToTarget(keras.callbacks.Callback):
         updates = self._count()
         if updates >= self._next and self.updates_to_target is None:
             self._evaluate()
-            self._next = max(updates + 1,
-                             int(10 ** (math.log10(updates) + 1 / self.per_decade)))
+            self._next = next_log_spaced(updates, self.per_decade)
             if self.max_updates is not None:
                 if updates >= self.max_updates and self.updates_to_target is None:
                     self.gave_up_at = updates
@@ -321,8 +332,7 @@ def sharpness(model, x, y, loss_fn=None, epsilon=1e-3, subspace=None, maxiter=10
 
     if bn_mode not in ("moving", "batch"):
         raise ValueError(f"bn_mode={bn_mode!r}: expected 'moving' or 'batch'.")
-    loss_fn = loss_fn or keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction=None)
+    loss_fn = loss_fn or default_loss()
     training = bn_mode == "batch"
     w = flatten(model.trainable_variables)
     if subspace is None:
@@ -344,23 +354,6 @@ def sharpness(model, x, y, loss_fn=None, epsilon=1e-3, subspace=None, maxiter=10
     result = minimize(objective, z0, jac=True, method="L-BFGS-B",
                       bounds=Bounds(-bound, bound), options=dict(maxiter=maxiter))
     return (max(-result.fun, f0) - f0) / (1.0 + f0) * 100.0
-
-
-class Sharpness(keras.callbacks.Callback):
-    """Logs `sharpness` (see `sharpness()`) at the end of training.
-
-    Args: those of `sharpness()`, with (x, y) the training data to use.
-    """
-
-    def __init__(self, x, y, **options):
-        super().__init__()
-        self.x, self.y, self.options = x, y, options
-        self.value = None
-
-    def on_train_end(self, logs=None):
-        self.value = sharpness(self.model, self.x, self.y, **self.options)
-        if logs is not None:
-            logs["sharpness"] = self.value
 
 
 # -- Keskar et al.: parametric interpolation (Fig 3) -------------------------
@@ -396,8 +389,7 @@ def interpolate(model, weights_a, weights_b, alphas, splits, batch_size=1000,
     """
     if bn_mode not in ("moving", "batch"):
         raise ValueError(f"bn_mode={bn_mode!r}: expected 'moving' or 'batch'.")
-    loss_fn = loss_fn or keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction=None)
+    loss_fn = loss_fn or default_loss()
     original = model.get_weights()
     rows = []
     try:
@@ -443,8 +435,7 @@ def gradient_noise_scale(model, x, y, small, big, loss_fn=None, repeats=8, seed=
     """
     if not 1 <= small < big <= len(x):
         raise ValueError(f"need 1 <= small < big <= {len(x)}; got small={small}, big={big}.")
-    loss_fn = loss_fn or keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction=None)
+    loss_fn = loss_fn or default_loss()
     rng = np.random.default_rng(seed)
 
     def mean_sq_norm(batch):
@@ -459,31 +450,3 @@ def gradient_noise_scale(model, x, y, small, big, loss_fn=None, repeats=8, seed=
     grad_sq = (big * g_big - small * g_small) / (big - small)
     trace = (g_small - g_big) / (1 / small - 1 / big)
     return trace / grad_sq, grad_sq, trace
-
-
-class GradientNoiseScale(keras.callbacks.Callback):
-    """Logs `noise_scale_simple` (B_simple, the critical-batch-size signal)
-    every `every` epochs, from gradients on (x, y) at two batch sizes.
-
-    Args:
-        x, y: data to draw batches from (training data).
-        small, big: the two batch sizes.
-        repeats: gradient samples per batch size.
-        every: epochs between measurements.
-    """
-
-    def __init__(self, x, y, small=32, big=512, repeats=8, every=1, loss_fn=None):
-        super().__init__()
-        self.x, self.y, self.small, self.big = x, y, small, big
-        self.repeats, self.every, self.loss_fn = repeats, every, loss_fn
-        self.records = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every:
-            return
-        b, grad_sq, trace = gradient_noise_scale(
-            self.model, self.x, self.y, self.small, self.big, self.loss_fn,
-            self.repeats, seed=epoch)
-        self.records.append(dict(epoch=epoch + 1, b_simple=b, grad_sq=grad_sq, trace=trace))
-        if logs is not None:
-            logs["noise_scale_simple"] = b

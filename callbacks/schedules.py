@@ -1,13 +1,14 @@
-"""Batch-size and learning-rate schedules of the papers.
+"""The training schedule, counted in updates, and the callbacks that apply it.
 
 - `TrainingSchedule`: batch size, learning rate and momentum of every epoch
-  and every update, counted in updates; `BatchSizeSchedule` (Smith et al.
-  2018), the callback that applies it: multiply the batch size at
-  milestones; past a cap, decay the learning rate instead.
-- learning-rate rules: `step_decay`, `linear_scaling`, `sqrt_scaling`
-  (Hoffer et al.), `base_learning_rate` (Masters & Luschi), `WarmupStepDecay`
-  (a `keras.optimizers.schedules.LearningRateSchedule`, warm-up from lr/32).
-- `regime_adaptation` (Hoffer et al.): stretch epochs and milestones by B_L/B_S.
+  and every update, computed once from a run's settings;
+- `BatchSizeSchedule` (Smith et al. 2018), the callback that applies it, the
+  one writer of the batch a run trains at (the physical batch and the
+  accumulation steps k): multiply the batch at milestones; past a cap, decay
+  the learning rate instead;
+The papers' learning-rate rules are in `callbacks.learning_rates`; the
+batch grown on the measured noise scale (`NoiseScaleBatchSize`) in
+`callbacks.accumulation`.
 """
 
 import dataclasses
@@ -16,93 +17,15 @@ import warnings
 
 import keras
 
-from optimizers import accumulator_of, inner_optimizer, micro_batches_until
+from callbacks.learning_rates import LinearWarmup, warmup_factor
+from optimizers import built_accumulator, inner_optimizer
 
 
-# -- learning-rate rules ---------------------------------------------------
-def linear_scaling(lr, batch_size, base_batch_size):
-    """lr * B / B_base (Goyal et al.; the fig-lr-scaling article)."""
-    return lr * batch_size / base_batch_size
+def sgd_noise_scale(learning_rate, num_examples, batch_size, momentum=0.0):
+    """Smith et al.'s SGD noise scale g = lr N / (B (1 - momentum))."""
+    return learning_rate * num_examples / (batch_size * (1 - momentum))
 
 
-def sqrt_scaling(lr, batch_size, base_batch_size):
-    """lr * sqrt(B / B_base): Hoffer et al.'s +LR rule."""
-    return lr * math.sqrt(batch_size / base_batch_size)
-
-
-def base_learning_rate(eta_tilde, batch_size):
-    """Masters & Luschi write the rate per example: SGD lr = m * eta_tilde."""
-    return batch_size * eta_tilde
-
-
-def milestones_at(fractions, epochs):
-    """Milestone epochs at fractions of training, e.g. (0.5, 0.75) of 82 -> (41, 61);
-    never epoch 0 (a step before any training is no step)."""
-    return tuple(max(1, int(round(f * epochs))) for f in fractions)
-
-
-def step_decay(lr, milestones, factor=0.1):
-    """A function epoch -> lr that multiplies `lr` by `factor` at each milestone."""
-    milestones = tuple(sorted(milestones))
-
-    def schedule(epoch):
-        return lr * factor ** sum(epoch >= m for m in milestones)
-
-    return schedule
-
-
-def regime_adaptation(epochs, milestones, large_batch, small_batch):
-    """Hoffer et al.'s +RA: epochs and milestones times B_L / B_S, so the large
-    batch makes as many updates as the small one."""
-    ratio = large_batch / small_batch
-    return int(round(epochs * ratio)), tuple(int(round(m * ratio)) for m in milestones)
-
-
-@keras.saving.register_keras_serializable(package="batchsize")
-class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Step decay in updates, after a linear warm-up from lr * start_factor.
-
-    Masters & Luschi's warm-up: start at lr/32 and rise linearly to lr over
-    the first 5% of training; then divide by 10 at the milestones.
-
-    Args:
-        learning_rate: the peak rate.
-        boundaries: update counts at which the rate is multiplied by `factor`.
-        warmup_steps: updates of linear warm-up (0 for none).
-        factor: decay per boundary.
-        start_factor: the warm-up starts at learning_rate * start_factor.
-
-    Example:
-
-    >>> lr = WarmupStepDecay(0.1, boundaries=[500, 750], warmup_steps=50)
-    >>> keras.optimizers.SGD(lr)
-    """
-
-    def __init__(self, learning_rate, boundaries=(), warmup_steps=0, factor=0.1,
-                 start_factor=1 / 32):
-        self.learning_rate = float(learning_rate)
-        self.boundaries = [int(b) for b in boundaries]
-        self.warmup_steps = int(warmup_steps)
-        self.factor = float(factor)
-        self.start_factor = float(start_factor)
-
-    def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
-        decays = sum(keras.ops.cast(step >= b, "float32") for b in self.boundaries) \
-            if self.boundaries else 0.0
-        lr = self.learning_rate * keras.ops.power(self.factor, decays)
-        if self.warmup_steps:
-            progress = keras.ops.minimum(step / self.warmup_steps, 1.0)
-            lr = lr * (self.start_factor + (1 - self.start_factor) * progress)
-        return lr
-
-    def get_config(self):
-        return dict(learning_rate=self.learning_rate, boundaries=self.boundaries,
-                    warmup_steps=self.warmup_steps, factor=self.factor,
-                    start_factor=self.start_factor)
-
-
-# -- the training schedule, in updates ---------------------------------------
 def split_batch(batch_size, max_device_batch=None):
     """(physical batch, accumulation steps) with physical * steps == batch_size
     and physical <= max_device_batch: the fewest steps that divide evenly."""
@@ -249,6 +172,11 @@ class TrainingSchedule:
                               accumulation_steps=steps, updates=math.ceil(self.num_examples / batch),
                               first_update=first, learning_rate=lr, momentum=float(momentum))
 
+    @property
+    def accumulates(self):
+        """Whether some epoch accumulates micro-batches (batch > physical batch)."""
+        return any(epoch.accumulation_steps > 1 for epoch in self)
+
     def total_updates(self, epochs=None):
         """Updates in the first `epochs` epochs (default: all)."""
         epochs = self.epochs if epochs is None else epochs
@@ -265,8 +193,7 @@ class TrainingSchedule:
         """The learning rate of update number `update` (0-based), warm-up included."""
         lr = self[self.epoch_of_update(update)].learning_rate
         if update < self.warmup_updates:
-            start = self.config["warmup_start_factor"]
-            lr *= start + (1 - start) * update / self.warmup_updates
+            lr *= warmup_factor(update, self.warmup_updates, self.config["warmup_start_factor"])
         return lr
 
     def learning_rate_schedule(self):
@@ -288,9 +215,9 @@ class TrainingSchedule:
         return schedule
 
     def noise_scale(self, epoch):
-        """Smith et al.'s SGD noise scale g = lr N / (B (1 - momentum)) at `epoch`."""
+        """Smith et al.'s SGD noise scale at `epoch` (`sgd_noise_scale`)."""
         s = self[epoch]
-        return s.learning_rate * self.num_examples / (s.batch_size * (1 - s.momentum))
+        return sgd_noise_scale(s.learning_rate, self.num_examples, s.batch_size, s.momentum)
 
     def phases(self, epochs=None):
         """[(first_epoch, end_epoch, physical_batch, momentum)]: runs of epochs
@@ -309,42 +236,6 @@ class TrainingSchedule:
 
 
 @keras.saving.register_keras_serializable(package="batchsize")
-class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
-    """A learning rate (a number or a schedule) ramped up linearly over the
-    first `warmup_updates` updates, from `start_factor` of it to all of it.
-
-    Args:
-        learning_rate: a float or a `LearningRateSchedule`.
-        warmup_updates: updates of warm-up.
-        start_factor: the fraction of the rate at update 0.
-
-    Example:
-
-    >>> lr = LinearWarmup(keras.optimizers.schedules.PiecewiseConstantDecay([99], [0.1, 0.01]), 10)
-    >>> keras.optimizers.SGD(lr)
-    """
-
-    def __init__(self, learning_rate, warmup_updates, start_factor=1 / 32):
-        if isinstance(learning_rate, dict):
-            learning_rate = keras.saving.deserialize_keras_object(learning_rate)
-        self.learning_rate = learning_rate
-        self.warmup_updates = int(warmup_updates)
-        self.start_factor = float(start_factor)
-
-    def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
-        lr = self.learning_rate
-        lr = lr(step) if callable(lr) else lr
-        progress = keras.ops.minimum(step / max(self.warmup_updates, 1), 1.0)
-        return lr * (self.start_factor + (1 - self.start_factor) * progress)
-
-    def get_config(self):
-        lr = self.learning_rate
-        return dict(learning_rate=keras.saving.serialize_keras_object(lr) if callable(lr) else lr,
-                    warmup_updates=self.warmup_updates, start_factor=self.start_factor)
-
-
-@keras.saving.register_keras_serializable(package="batchsize")
 class BatchSizeSchedule(keras.callbacks.Callback):
     """Increase the batch size instead of decaying the learning rate.
 
@@ -356,18 +247,22 @@ class BatchSizeSchedule(keras.callbacks.Callback):
     - a cap of `batch_size * factor` is their "hybrid",
     - no cap is "increasing batch size"; their Fig 5 caps at 5120.
 
-    The callback applies a `TrainingSchedule`; it computes nothing itself. At
-    every epoch start it sets the accumulation steps and the accumulator's
-    epoch layout (`GradientAccumulator`, needed for batches above
-    `max_device_batch`), the momentum, and the learning rate where the
-    optimizer's rate is a number (give the optimizer
+    The callback applies a `TrainingSchedule` and is the one writer of the
+    batch the run trains at. At every epoch start it sets the accumulation
+    steps k and the accumulator's epoch layout (`GradientAccumulator`, needed
+    for batches above `max_device_batch`), the momentum, and the learning rate
+    where the optimizer's rate is a number (give the optimizer
     `schedule.learning_rate_schedule()` instead and the rate moves per
-    update). At every epoch end it logs `batch_size`, `lr`, `momentum`,
-    `updates` and `noise_scale`.
+    update). The training loop asks it for each epoch's `physical_batch`, and
+    a callback that grows the batch on a measurement asks it to
+    (`grow_accumulation`, as `NoiseScaleBatchSize` does), so nothing depends on
+    the order of the callbacks. At every epoch end it logs `batch_size` (in
+    force), `lr`, `momentum`, `updates` and `noise_scale`.
 
     A Keras `fit` cannot change its batch size mid-way: train one `fit` per
-    phase of constant physical batch (`phases()`, or `reproduce.runner`,
-    which does it). Within a phase the callback checks the step count.
+    phase of constant physical batch (`TrainingSchedule.phases()`, or
+    `reproduce.train`, which does it). Within a phase the callback checks the
+    step count.
 
     Args:
         batch_size: initial batch size B0.
@@ -411,6 +306,9 @@ class BatchSizeSchedule(keras.callbacks.Callback):
                 lr_milestones=lr_milestones, lr_decay=lr_decay, warmup=warmup,
                 warmup_start_factor=warmup_start_factor)
         self.num_examples = self.schedule.num_examples
+        self.epoch = 0
+        self.growth = 1  # accumulation steps x this, from `grow_accumulation`
+        self.epoch_learning_rate = None  # the rate of the epoch's first update
 
     @classmethod
     def from_schedule(cls, schedule):
@@ -425,48 +323,72 @@ class BatchSizeSchedule(keras.callbacks.Callback):
         config["factor"] = config.pop("batch_factor")
         return config
 
-    # Readers of the schedule, epoch by epoch.
+    def get_config(self):
+        return self._arguments(self.schedule.get_config())
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # What the schedule says, epoch by epoch.
     def batch_size(self, epoch):
         return self.schedule[epoch].batch_size
 
     def learning_rate(self, epoch):
         return self.schedule[epoch].learning_rate
 
-    def momentum_at(self, epoch):
-        return self.schedule[epoch].momentum
+    def physical_batch(self, epoch):
+        """Examples per forward pass at `epoch`: what the training loop trains at."""
+        return self.schedule[epoch].physical_batch
 
-    def split(self, epoch):
-        """(physical batch, accumulation steps) at `epoch`."""
-        return self.schedule[epoch].physical_batch, self.schedule[epoch].accumulation_steps
+    # What is in force now.
+    @property
+    def accumulation_steps(self):
+        """Micro-batches per update now: the epoch's k times the growth asked for."""
+        return self.schedule[self.epoch].accumulation_steps * self.growth
 
-    def total_updates(self, epochs):
-        return self.schedule.total_updates(epochs)
+    @property
+    def batch_size_in_force(self):
+        return self.physical_batch(self.epoch) * self.accumulation_steps
 
-    def noise_scale(self, epoch):
-        return self.schedule.noise_scale(epoch)
+    def noise_scale_now(self):
+        """Smith et al.'s noise scale at this epoch's planned batch and the rate
+        the next update will use (logged at epoch ends)."""
+        planned = self.schedule[self.epoch]
+        return sgd_noise_scale(current_learning_rate(self.model.optimizer), self.num_examples,
+                               planned.batch_size, planned.momentum)
 
-    def phases(self, epochs):
-        return self.schedule.phases(epochs)
+    def grow_accumulation(self, times):
+        """Multiplies the accumulation steps by `times` from now on (the
+        micro-batch and the rate stay): for a callback that decides the batch
+        on a measurement. Takes effect at the accumulator's next window."""
+        if int(times) < 1:
+            raise ValueError(f"grow_accumulation(times={times!r}): expected an integer >= 1.")
+        self.growth *= int(times)
+        accumulator = built_accumulator(self.model)
+        if accumulator is None:
+            raise ValueError("BatchSizeSchedule.grow_accumulation needs the model's optimizer "
+                             "to be a GradientAccumulator.")
+        accumulator.set_accumulation_steps(self.accumulation_steps)
 
     # The callback.
     def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
         optimizer, planned = self.model.optimizer, self.schedule[epoch]
         expected = math.ceil(self.num_examples / planned.physical_batch)
         if self.params.get("steps") not in (None, expected):
             raise ValueError(
                 f"BatchSizeSchedule: epoch {epoch} needs physical batch {planned.physical_batch} "
                 f"({expected} steps) but this fit runs {self.params['steps']} steps; "
-                "train one fit per phase (BatchSizeSchedule.phases or reproduce.runner).")
-        accumulator = accumulator_of(optimizer)
-        if planned.accumulation_steps > 1 and accumulator is None:
+                "train one fit per phase (TrainingSchedule.phases or reproduce.train).")
+        accumulator = built_accumulator(self.model)
+        if self.accumulation_steps > 1 and accumulator is None:
             raise ValueError(
                 f"BatchSizeSchedule: batch {planned.batch_size} exceeds max_device_batch="
                 f"{self.schedule.config['max_device_batch']}; compile with "
                 "GradientAccumulator(optimizer).")
         if accumulator is not None:
-            if not accumulator.built:
-                accumulator.build(self.model.trainable_variables)
-            accumulator.set_accumulation_steps(planned.accumulation_steps)
+            accumulator.set_accumulation_steps(self.accumulation_steps)
             accumulator.set_epoch(self.num_examples, planned.physical_batch)
         inner = inner_optimizer(optimizer)
         if not _has_schedule(inner):
@@ -476,129 +398,16 @@ class BatchSizeSchedule(keras.callbacks.Callback):
             # where it changes, and the step must be traced again.
             inner.momentum = planned.momentum
             self.model.make_train_function(force=True)
+        self.epoch_learning_rate = current_learning_rate(optimizer)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        planned, lr = self.schedule[epoch], current_learning_rate(self.model.optimizer)
-        logs.update(batch_size=planned.batch_size, lr=lr, momentum=planned.momentum,
+        logs.update(batch_size=self.batch_size_in_force,
+                    lr=current_learning_rate(self.model.optimizer),
+                    momentum=self.schedule[epoch].momentum,
                     updates=int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
-                    noise_scale=lr * self.num_examples
-                    / (planned.batch_size * (1 - planned.momentum)))
-
-    def get_config(self):
-        return self._arguments(self.schedule.get_config())
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="batchsize")
-class NoiseScaleBatchSize(keras.callbacks.Callback):
-    """Grows the batch, by accumulation, while the measured gradient noise
-    scale says a larger one would still pay.
-
-    McCandlish et al. (2018): below the noise scale B_simple a larger batch
-    cuts the updates needed almost in proportion; above it, it mostly wastes
-    examples. Every `every_updates` updates the callback reads the
-    `GradientAccumulator`'s B_simple (`noise_scale_decay` must be set) and,
-    while B_simple > `factor` x the current batch, multiplies the
-    accumulation steps by `growth`, up to `max_batch_size`. The micro-batch
-    and the learning rate stay as they are: as in Smith et al. (2018), the
-    growing batch lowers the gradient noise instead of a decaying rate. It
-    never shrinks the batch. At every epoch end it logs the `batch_size` in
-    force.
-
-    Args:
-        factor: grow while B_simple > factor x batch (k; 1 grows up to the
-            noise scale itself).
-        growth: the multiplier of the accumulation steps at each growth.
-        max_batch_size: the largest batch (None: no cap).
-        every_updates: updates between looks at the noise scale.
-
-    Attributes:
-        history: [{"updates", "batch_size", "noise_scale_simple"}] at each growth.
-
-    Example:
-
-    >>> optimizer = GradientAccumulator(keras.optimizers.SGD(0.2), 2, noise_scale_decay=0.95)
-    >>> model.compile(optimizer, loss)
-    >>> model.fit(x, y, batch_size=16, epochs=5, callbacks=[
-    ...     EpochAlignedAccumulation(len(x), 16), NoiseScaleBatchSize(max_batch_size=4096)])
-    """
-
-    def __init__(self, factor=1.0, growth=2, max_batch_size=None, every_updates=10):
-        super().__init__()
-        if not factor > 0 or int(growth) < 2 or int(every_updates) < 1:
-            raise ValueError(
-                f"NoiseScaleBatchSize needs factor > 0, growth >= 2 and every_updates >= 1; "
-                f"got factor={factor!r}, growth={growth!r}, every_updates={every_updates!r}.")
-        self.factor, self.growth = float(factor), int(growth)
-        self.max_batch_size, self.every_updates = max_batch_size, int(every_updates)
-        self.history = []
-        self.accumulation_steps = None  # the grown value; None until training starts
-
-    def get_config(self):
-        return dict(factor=self.factor, growth=self.growth, max_batch_size=self.max_batch_size,
-                    every_updates=self.every_updates)
-
-    def _accumulator(self):
-        accumulator = accumulator_of(self.model.optimizer)
-        if accumulator is None or accumulator.noise_scale_decay is None:
-            raise ValueError("NoiseScaleBatchSize needs the model's optimizer to be a "
-                             "GradientAccumulator(..., noise_scale_decay=0.95) (any decay).")
-        if not accumulator.built:
-            accumulator.build(self.model.trainable_variables)
-        return accumulator
-
-    def _read(self, variable):
-        return int(keras.ops.convert_to_numpy(variable))
-
-    @property
-    def batch_size(self):
-        """The batch in force: micro-batch x accumulation steps (None before training)."""
-        if self.model is None or self.accumulation_steps is None:
-            return None
-        return self._accumulator().batch_size
-
-    def on_train_begin(self, logs=None):
-        self._next = self.every_updates
-
-    def on_epoch_begin(self, epoch, logs=None):
-        # A BatchSizeSchedule before this callback sets the planned steps at
-        # every epoch start: keep the grown ones.
-        accumulator = self._accumulator()
-        if self.accumulation_steps is None:
-            self.accumulation_steps = self._read(accumulator.accumulation_steps)
-        accumulator.set_accumulation_steps(self.accumulation_steps)
-
-    def on_train_batch_end(self, batch, logs=None):
-        accumulator = self._accumulator()
-        updates = self._read(accumulator.iterations)
-        if updates < self._next:
-            return
-        self._next = updates + self.every_updates
-        noise = accumulator.noise_scale_simple
-        micro = self._read(accumulator.micro_batch_size)
-        grown = self.accumulation_steps
-        while (math.isfinite(noise) and noise > self.factor * micro * grown
-               and (self.max_batch_size is None or micro * grown * self.growth <= self.max_batch_size)):
-            grown *= self.growth
-        if grown != self.accumulation_steps:
-            self.accumulation_steps = grown
-            accumulator.set_accumulation_steps(grown)
-            self.history.append(dict(updates=updates, batch_size=micro * grown,
-                                     noise_scale_simple=noise))
-
-    def steps_until_due(self):
-        """Micro-batches until the next look (the fast engine calls back there)."""
-        updates = self._read(self._accumulator().iterations)
-        return micro_batches_until(self.model.optimizer, self._next - updates)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["batch_size"] = self.batch_size
+                    noise_scale=self.noise_scale_now())
 
 
 def _has_schedule(optimizer):

@@ -33,8 +33,9 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     so by default every micro-batch gets the same weight and a window that is
     still open at the end of an epoch (or of `fit`) is *carried*: the next
     epoch completes it. Tell the accumulator how an epoch is cut, through
-    `set_epoch(num_examples, batch_size)` or the `EpochAlignedAccumulation`
-    callback, and it becomes exact for uneven epochs too: the short last
+    `set_epoch(num_examples, batch_size)` or the
+    `callbacks.EpochAlignedAccumulation` callback, and it becomes exact for
+    uneven epochs too: the short last
     micro-batch is weighted by its size, and the last window of the epoch is
     *flushed* (applied early, with fewer micro-batches), so an epoch makes
     `ceil(num_examples / (batch_size * accumulation_steps))` updates, as
@@ -60,15 +61,17 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     tr(Sigma) (appendix A.1), keeps an exponential moving average of each
     and exposes the ratio as `noise_scale_simple` (NaN until a window of at least
     two micro-batches has closed). `AccumulatedNoiseScale` logs it. The batch
-    sizes are in examples once the accumulator knows how the epoch is cut
-    (`set_epoch` or `EpochAlignedAccumulation`); without that every
-    micro-batch weighs 1, and so B_simple is in micro-batches.
+    sizes are in examples once the accumulator knows the micro-batch size
+    (`set_epoch`, `callbacks.EpochAlignedAccumulation`, or `micro_batch_size`);
+    without it `noise_scale_simple` is NaN, with a warning.
 
     Args:
         inner_optimizer: the `keras.optimizers.Optimizer` that takes the steps.
         accumulation_steps: int >= 1, micro-batches per update.
         noise_scale_decay: None (off), or the moving averages' decay per
             window, in [0, 1).
+        micro_batch_size: the batch size given to `fit`, for B_simple in
+            examples without the epoch callback (None: unknown).
         name: optional name.
 
     Example:
@@ -76,7 +79,7 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     >>> opt = GradientAccumulator(keras.optimizers.SGD(0.1, momentum=0.9), 8)
     >>> model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
     >>> model.fit(x, y, batch_size=128,  # updates at batch 1024
-    ...           callbacks=[EpochAlignedAccumulation(len(x), 128)])
+    ...           callbacks=[callbacks.EpochAlignedAccumulation(len(x), 128)])
     """
 
     def __init__(self, inner_optimizer, accumulation_steps=1, noise_scale_decay=None,
@@ -456,91 +459,6 @@ def _check_accumulation_steps(steps):
         )
 
 
-@keras.saving.register_keras_serializable(package="batchsize")
-class EpochAlignedAccumulation(keras.callbacks.Callback):
-    """Tells a `GradientAccumulator` how each epoch is cut into micro-batches.
-
-    With it the short last micro-batch of an epoch is weighted by its size
-    and the epoch's last window is flushed, so accumulated training equals
-    native large-batch training epoch by epoch.
-
-    Args:
-        num_examples: training examples per epoch.
-        batch_size: the micro-batch size given to `fit`.
-
-    Example:
-
-    >>> model.fit(x, y, batch_size=128,
-    ...           callbacks=[EpochAlignedAccumulation(len(x), 128)])
-    """
-
-    def __init__(self, num_examples, batch_size):
-        super().__init__()
-        self.num_examples = int(num_examples)
-        self.batch_size = int(batch_size)
-
-    def get_config(self):
-        return {"num_examples": self.num_examples, "batch_size": self.batch_size}
-
-    def on_epoch_begin(self, epoch, logs=None):
-        optimizer = accumulator_of(self.model.optimizer)
-        if optimizer is None:
-            return
-        if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
-        optimizer.set_epoch(self.num_examples, self.batch_size)
-
-
-class AccumulatedNoiseScale(keras.callbacks.Callback):
-    """Logs the `GradientAccumulator`'s measured noise scale B_simple as
-    `noise_scale_simple` at every epoch end (so `History` and `CSVLogger` record
-    it; `GradientNoiseScale`'s name for the same quantity), and every
-    `every_updates` updates into `history` if that is set.
-
-    Args:
-        every_updates: None, or record (updates, B_simple) every this many
-            updates in `self.history`.
-
-    Example:
-
-    >>> opt = GradientAccumulator(keras.optimizers.SGD(0.1), 8, noise_scale_decay=0.99)
-    >>> model.compile(opt, "sparse_categorical_crossentropy")
-    >>> model.fit(x, y, batch_size=64, callbacks=[AccumulatedNoiseScale()])
-    """
-
-    def __init__(self, every_updates=None):
-        super().__init__()
-        self.every_updates = every_updates
-        self.history = []
-
-    def get_config(self):
-        return {"every_updates": self.every_updates}
-
-    def _accumulator(self):
-        optimizer = accumulator_of(self.model.optimizer)
-        if optimizer is None or optimizer.noise_scale_decay is None:
-            raise ValueError("AccumulatedNoiseScale needs the model's optimizer to be a "
-                             "GradientAccumulator(..., noise_scale_decay=0.99) (any decay).")
-        return optimizer
-
-    def on_train_begin(self, logs=None):
-        self._accumulator()
-        self._last = -1
-
-    def on_train_batch_end(self, batch, logs=None):
-        if not self.every_updates:
-            return
-        optimizer = self._accumulator()
-        updates = int(ops.convert_to_numpy(optimizer.iterations))
-        if updates and updates != self._last and updates % self.every_updates == 0:
-            self._last = updates
-            self.history.append({"updates": updates, "noise_scale_simple": optimizer.noise_scale_simple})
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["noise_scale_simple"] = self._accumulator().noise_scale_simple
-
-
 def wrapped_optimizers(optimizer):
     """`optimizer` and every optimizer it wraps (`inner_optimizer`), outermost first."""
     while optimizer is not None:
@@ -569,3 +487,13 @@ def micro_batches_until(optimizer, updates):
 def inner_optimizer(optimizer):
     """The optimizer that does the arithmetic, below any wrappers."""
     return list(wrapped_optimizers(optimizer))[-1]
+
+
+def built_accumulator(model):
+    """The `GradientAccumulator` of `model`'s optimizer, built for the model's
+    weights if it was not yet (a callback may need its variables before the
+    first step), or None."""
+    accumulator = accumulator_of(model.optimizer)
+    if accumulator is not None and not accumulator.built:
+        accumulator.build(model.trainable_variables)
+    return accumulator

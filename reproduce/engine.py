@@ -46,7 +46,7 @@ import numpy as np
 
 from reproduce.pipeline import EpochPlan, crop_on_device
 
-ENGINES = ("fast", "fit")
+ENGINES = ("fast", "fit")  # RunConfig.engine: this one, or model.fit
 
 
 def fast_engine_available():
@@ -206,8 +206,10 @@ class FastEngine:
             rows = min(self.batches_per_call, full) if full else 0
             step = 0
             while step < full and not model.stop_training:
-                count = min(rows, full - step, *self._due(callbacks))
+                # Begin hooks first: one may change the accumulation (a batch
+                # grown on the noise scale), which moves where the next is due.
                 callbacks.on_train_batch_begin(step)
+                count = min(rows, full - step, *self._due(callbacks))
                 self._run(plan, step * batch, batch, count, rows)
                 step += count
                 callbacks.on_train_batch_end(step - 1, {})
