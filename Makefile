@@ -26,11 +26,11 @@ endif
 ENGINE     ?=
 FIGURE_ARGS = --preset $(PRESET) $(if $(ENGINE),--engine $(ENGINE))
 # Batches above this go through gradient accumulation (fig-dont-decay); empty: the preset's.
-MAX_DEVICE_BATCH ?=
+export MAX_DEVICE_BATCH
 KAGGLE_ARGS ?=
 
-FIGURES = fig-small-batch fig-dont-decay fig-generalization-gap fig-sharp-minima \
-	fig-mnist-batch-size fig-lr-scaling fig-critical-batch
+# The figure targets, one per module in reproduce/registry.py (the one list of figures).
+FIGURES := $(shell $(PYTHON_SYS) -m reproduce.registry)
 
 .PHONY: setup test test-fast settings clean help figures check-claims $(FIGURES) kaggle-data-from-mnist kaggle-submission \
 	bench-pipeline bench-accumulation bench-throughput
@@ -40,9 +40,9 @@ help:
 	@echo "make test                     run the test suite (the library tests on TF and JAX)"
 	@echo "make test-fast                the unit tests without the figure smoke runs (< 1 min)"
 	@echo "make settings                 the backend and oneDNN setting the targets run with"
-	@echo "make fig-small-batch | fig-dont-decay | fig-generalization-gap | fig-sharp-minima"
-	@echo "     | fig-mnist-batch-size | fig-lr-scaling | fig-critical-batch"
-	@echo "     [PRESET=smoke|quick|paper]  (fig-dont-decay: [MAX_DEVICE_BATCH=n])"
+	@echo "make <figure> [PRESET=smoke|quick|paper], <figure> one of:"
+	@echo "     $(FIGURES)"
+	@echo "     (fig-dont-decay: [MAX_DEVICE_BATCH=n])"
 	@echo "     [RAY_ADDRESS=local|auto|ray://host:10001] [DEVICES=n] [DRY_RUN=1]"
 	@echo "make figures                  every figure target's quick preset in a row"
 	@echo "make check-claims [PRESET=...] each paper's claims checked over the figures' CSVs"
@@ -89,26 +89,9 @@ test-fast:
 settings:
 	$(PYTHON) -m reproduce
 
-fig-small-batch:
-	$(PYTHON) -m reproduce.small_batch $(FIGURE_ARGS)
-
-fig-dont-decay:
-	$(PYTHON) -m reproduce.dont_decay $(FIGURE_ARGS) $(if $(MAX_DEVICE_BATCH),--max-device-batch $(MAX_DEVICE_BATCH))
-
-fig-generalization-gap:
-	$(PYTHON) -m reproduce.generalization_gap $(FIGURE_ARGS)
-
-fig-sharp-minima:
-	$(PYTHON) -m reproduce.sharp_minima $(FIGURE_ARGS)
-
-fig-mnist-batch-size:
-	$(PYTHON) -m reproduce.mnist_batch_size $(FIGURE_ARGS)
-
-fig-lr-scaling:
-	$(PYTHON) -m reproduce.lr_scaling $(FIGURE_ARGS)
-
-fig-critical-batch:
-	$(PYTHON) -m reproduce.critical_batch $(FIGURE_ARGS)
+# fig-small-batch -> python -m reproduce.small_batch, and so on for every figure.
+$(FIGURES):
+	$(PYTHON) -m reproduce.$(subst -,_,$(patsubst fig-%,%,$@)) $(FIGURE_ARGS)
 
 figures:
 	for target in $(FIGURES); do $(MAKE) --no-print-directory $$target PRESET=quick || exit 1; done

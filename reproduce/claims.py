@@ -17,7 +17,6 @@ seed the test set's error alone is used, and the printout says "1 seed".
 """
 
 import dataclasses
-import importlib
 import math
 import sys
 from pathlib import Path
@@ -25,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reproduce import cli
+from reproduce import cli, registry
+from reproduce.figure import file_name
 
 FULL_TEST_SET = 10_000  # MNIST and CIFAR-10 alike
 
@@ -540,8 +540,8 @@ CLAIMS = (
 def test_sizes(figure, preset):
     """`key -> n_test` for `figure`'s `preset`: the test examples behind its
     accuracies (key: a network name for figures with several, else None)."""
-    module = importlib.import_module(f"reproduce.{figure}")
-    configs = module.FIGURE.grid(module.FIGURE.presets[preset])
+    declared = registry.figure(figure)
+    configs = declared.grid(declared.presets[preset])
     sizes = {}
     for label, config in configs.items():
         network = label[0] if isinstance(label, tuple) and isinstance(label[0], str) else None
@@ -552,9 +552,7 @@ def test_sizes(figure, preset):
 # --- the command -------------------------------------------------------------------------
 
 def csv_path(out, claim, preset):
-    parts = [claim.figure] + ([] if preset == "quick" else [preset]) + (
-        [claim.table] if claim.table else [])
-    return Path(out) / ("_".join(parts) + ".csv")
+    return Path(out) / file_name(claim.figure, preset, claim.table, "csv")
 
 
 def check(claims, out, presets, test_size=test_sizes, log=None):

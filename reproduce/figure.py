@@ -31,7 +31,8 @@ import numpy as np
 
 from reproduce import cli, plan, settings
 from reproduce.devices import use_cpu_devices
-from reproduce.runner import ConfigError, RunConfig, Sweep
+from reproduce.config import ConfigError, RunConfig
+from reproduce.sweep import Sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +57,13 @@ class Figure:
             from the first runs' results (e.g. the best cell of each row at
             more seeds), trained after them; the tables and plots see both.
             A dry run does not know them and says so.
-        callbacks, measure: for `Sweep`, as `(spec, store) -> ...` factories.
+        callbacks, measure: for `Sweep`, as `(spec, results folder) -> ...`
+            factories.
         options: `(parser) -> None`, extra command-line options.
         check: `(args) -> None`, validates them (raise `ConfigError`).
         stem: `(args) -> str`, the file stem (default: `name`).
+        cheap_paper_dry_run: its paper preset's dry run trains in seconds on
+            a CPU (the tests run those dry runs; the others' plans only).
     """
 
     name: str
@@ -78,16 +82,21 @@ class Figure:
     options: object = None
     check: object = None
     stem: object = None
+    cheap_paper_dry_run: bool = False
 
     def main(self, argv=None):
         """The module's command line: `main = FIGURE.main`."""
         return run_figure(self, argv)
 
     def file_name(self, stem, preset, suffix, extension):
-        """small_batch, smoke, summary, csv -> small_batch_smoke_summary.csv; the
-        quick preset (the default) has no preset part."""
-        parts = [stem] + ([] if preset == "quick" else [preset]) + ([suffix] if suffix else [])
-        return "_".join(parts) + "." + extension
+        return file_name(stem, preset, suffix, extension)
+
+
+def file_name(stem, preset, suffix, extension):
+    """small_batch, smoke, summary, csv -> small_batch_smoke_summary.csv; the
+    quick preset (the default) has no preset part."""
+    parts = [stem] + ([] if preset == "quick" else [preset]) + ([suffix] if suffix else [])
+    return "_".join(parts) + "." + extension
 
 
 def parse_overrides(items):
@@ -132,10 +141,10 @@ def parser(figure):
     p.add_argument("--ray", metavar="ADDRESS", default=os.environ.get("RAY_ADDRESS") or None,
                    help="train the runs as Ray tasks: 'local' (a Ray on this machine), 'auto' "
                         "(the cluster of `ray start`) or ray://host:10001; default $RAY_ADDRESS")
-    p.add_argument("--devices", type=int, metavar="N", default=_int_env("DEVICES", 1),
+    p.add_argument("--devices", type=int, metavar="N", default=int_from_env("DEVICES", 1),
                    help="spread each run over N devices, data parallel (reproduce.devices); "
                         "default $DEVICES or 1")
-    p.add_argument("--dry-run", action="store_true", default=_int_env("DRY_RUN", 0) > 0,
+    p.add_argument("--dry-run", action="store_true", default=int_from_env("DRY_RUN", 0) > 0,
                    help="train each distinct kind of run for 2 updates on a slice, print the "
                         "sweep's size and estimated cost, write nothing")
     if figure.options:
@@ -143,7 +152,9 @@ def parser(figure):
     return p
 
 
-def _int_env(name, default):
+def int_from_env(name, default):
+    """An integer from the environment ($name), `default` if unset or empty; a
+    value that is not an integer is a one-line error."""
     text = os.environ.get(name) or str(default)
     try:
         return int(text)
@@ -164,7 +175,7 @@ def run_figure(figure, argv=None, log=None):
             changes.setdefault("devices", args.devices)
         spec = override(figure.presets[args.preset], changes)
         runs = figure.grid(spec, args)
-        store = args.results / figure.name
+        folder = args.results / figure.name
         use_cpu_devices(max(config.devices for config in runs.values()))
         backend, onednn = settings.in_force()
         print(f"{figure.name} --preset {args.preset}: {len(runs)} runs; backend {backend}"
@@ -181,41 +192,54 @@ def run_figure(figure, argv=None, log=None):
                 print("plus the follow-up runs the sweep's results will choose (not in this "
                       "plan; see the figure's docstring)", file=log)
             return {}
-        callbacks, measure = hooks(store)
-        sweep = Sweep(store, verbose=int(args.verbose), engine=args.engine, log=log,
+        callbacks, measure = hooks(folder)
+        sweep = Sweep(folder, verbose=int(args.verbose), engine=args.engine, log=log,
                       describe=figure.describe, callbacks=callbacks, measure=measure,
                       ray=args.ray)
-        sweep.run(list(runs.values()))
-        failures = list(sweep.failures)
-        if figure.follow_up:
-            more = figure.follow_up(sweep, stored(sweep, runs), spec)
-            if more:
-                print(f"follow-up: {len(more)} runs chosen from the results", file=log)
-                sweep.run(list(more.values()))
-                failures += sweep.failures
-                runs = {**runs, **more}
-        planned, runs = len(runs), stored(sweep, runs)
-        tables = figure.tables(sweep, runs, spec)
-        stem = figure.stem(args) if figure.stem else figure.name
-        written = []
-        for suffix, frame in tables.items():
-            written.append(cli.save_csv(frame, args.out / figure.file_name(
-                stem, args.preset, suffix, "csv")))
-        plots = figure.plots(tables, runs, spec, figure.title(runs, spec))
-        for suffix, plot in plots.items():
-            written.append(cli.save_figure(plot, args.out / figure.file_name(
-                stem, args.preset, suffix, "png")))
-        for suffix in figure.printed:
-            print(tables[suffix].to_string(index=False), file=log)
-        minutes = training_minutes(sweep, runs)
-        print(f"wrote {len(written)} files to {args.out}/{stem}"
-              f"{'' if args.preset == 'quick' else '_' + args.preset}*; "
-              f"{minutes:.1f} min of training in the store", file=log)
+        planned, runs, failures = train_sweep(figure, sweep, spec, runs, log)
+        if not runs:
+            cli.fail(f"no run of {figure.name} finished ({len(failures)} failed, listed "
+                     "above); nothing to draw")
+        tables = write_figure(figure, sweep, spec, runs, args, log)
         if failures:
             print(f"the figure is drawn from {len(runs)} of {planned} runs: {len(failures)} "
                   "failed (listed above; rerun the same command to train them again)",
                   file=log, flush=True)
             raise SystemExit(1)
+    return tables
+
+
+def train_sweep(figure, sweep, spec, runs, log):
+    """Trains the grid, then the follow-up it chooses. Returns (runs planned,
+    {label: config} of the stored runs, the failures)."""
+    sweep.run(list(runs.values()))
+    failures = list(sweep.failures)
+    if figure.follow_up:
+        more = figure.follow_up(sweep, stored(sweep, runs), spec)
+        if more:
+            print(f"follow-up: {len(more)} runs chosen from the results", file=log)
+            sweep.run(list(more.values()))
+            failures += sweep.failures
+            runs = {**runs, **more}
+    return len(runs), stored(sweep, runs), failures
+
+
+def write_figure(figure, sweep, spec, runs, args, log):
+    """The tables (CSVs) and plots (PNGs) of the stored runs, written
+    atomically under `args.out` with the preset in their names; prints the
+    `printed` tables. Returns the tables."""
+    tables = figure.tables(sweep, runs, spec)
+    stem = figure.stem(args) if figure.stem else figure.name
+    written = [cli.save_csv(frame, args.out / file_name(stem, args.preset, suffix, "csv"))
+               for suffix, frame in tables.items()]
+    plots = figure.plots(tables, runs, spec, figure.title(runs, spec))
+    written += [cli.save_figure(plot, args.out / file_name(stem, args.preset, suffix, "png"))
+                for suffix, plot in plots.items()]
+    for suffix in figure.printed:
+        print(tables[suffix].to_string(index=False), file=log)
+    print(f"wrote {len(written)} files to {args.out}/{stem}"
+          f"{'' if args.preset == 'quick' else '_' + args.preset}*; "
+          f"{training_minutes(sweep, runs):.1f} min of training in the store", file=log)
     return tables
 
 
@@ -232,15 +256,57 @@ def training_minutes(sweep, runs):
     return sum(r["wall_time"] for r in map(sweep.load, distinct) if r) / 60
 
 
-def seed_summary(values):
-    """Test accuracies of one cell over its seeds -> {mean, std, seeds}: the
-    mean and sample standard deviation of the finite values (std None for
-    fewer than two), and how many there were. The claims' noise reads these
-    columns (`reproduce.claims`)."""
+def seed_summary(values, digits=None):
+    """Values of one cell over its seeds (test accuracies) -> {mean, std,
+    seeds}: the mean and sample standard deviation of the finite values (std
+    None for fewer than two), and how many there were; rounded to `digits`
+    where given. The claims' noise reads these columns (`reproduce.claims`)."""
     finite = [float(v) for v in values if v is not None and np.isfinite(v)]
-    return dict(mean=float(np.mean(finite)) if finite else None,
-                std=float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
-                seeds=len(finite))
+    mean = float(np.mean(finite)) if finite else None
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else None
+    if digits is not None:
+        mean, std = (None if v is None else round(v, digits) for v in (mean, std))
+    return dict(mean=mean, std=std, seeds=len(finite))
+
+
+# -- plots: what every figure's drawing shares ------------------------------------
+def subplots(rows=1, cols=1, width=5.5, height=4.0, **options):
+    """A matplotlib figure of rows x cols panels, `width` x `height` inches
+    each, on the Agg backend (no display needed); axes always 2-D."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
+                        **options)
+
+
+def panel(ax, legend=True, legend_size=8, legend_title=None, minor_grid=False, **properties):
+    """Sets an axis's labels, scales and title (`ax.set(**properties)`), a light
+    grid (at the minor ticks too, for log-log plots), and a legend where
+    something is labelled."""
+    ax.set(**properties)
+    ax.grid(alpha=0.3, which="both" if minor_grid else "major")
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend_size, title=legend_title)
+    return ax
+
+
+def shared_legend(ax, other, **options):
+    """One legend below `ax` for the lines of `ax` and its twin axis `other`."""
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = other.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, ncol=2, loc="upper center",
+              bbox_to_anchor=(0.5, -0.15), **options)
+
+
+def finish(fig, title=None):
+    """The figure's common title, and a tight layout."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def plot_over_seeds(ax, run, x, y, style, label, color=None):

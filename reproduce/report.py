@@ -4,27 +4,17 @@ step of `make figures`); the written report is figures/README.md.
     python -m reproduce.report [--preset quick]
 """
 
-import importlib
-
 import pandas as pd
 
-from reproduce import cli
+from reproduce import cli, registry
 from reproduce.figure import figure_files
-
-# The figure modules, in the order of figures/README.md.
-MODULES = ("small_batch", "dont_decay", "generalization_gap", "sharp_minima",
-           "mnist_batch_size", "lr_scaling", "critical_batch")
-
-
-def figures():
-    return [importlib.import_module(f"reproduce.{name}").FIGURE for name in MODULES]
 
 
 def main(argv=None):
     p = cli.parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
     missing = []
-    for figure in figures():
+    for figure in registry.figures():
         for title, path in figure_files(figure, args.out, args.preset):
             if not path.exists():
                 missing.append(path.name)
