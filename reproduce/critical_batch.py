@@ -50,8 +50,9 @@ import scipy.optimize
 
 from callbacks import UpdatesToTarget
 from optimizers import accumulator_of
-from reproduce.figure import Figure
-from reproduce.runner import RunConfig, data_of
+from reproduce.figure import Figure, finish, panel, subplots
+from reproduce.config import RunConfig
+from reproduce.datasets import data_of
 from reproduce.store import RunStore
 
 
@@ -154,11 +155,11 @@ def current_batch(model):
     return accumulator_of(model.optimizer).batch_size
 
 
-def callbacks_factory(spec, store):
+def callbacks_factory(spec, folder):
     """Each run's `UpdatesToTarget`. A sweep run gives up at the workload's
     update budget, or at the fewest updates a rate of its batch already
     needed (it cannot be that batch's best: pruning, which changes no S(B))."""
-    records = RunStore(store)
+    records = RunStore(folder)
 
     def callbacks(config):
         w = _workload_of(spec, config)
@@ -288,18 +289,18 @@ def tables(sweep, configs, spec=None):
                 best.append((b, row["updates_to_target"]))
             summary.append(row)
         fit = fit_steps(*zip(*best)) if len(best) >= 3 else fit_steps([], [])
-        noise = runs[(runs.workload == name) & (runs.kind == "noise")].iloc[0]
         noise_trace = [e for e in trace if e["workload"] == name and e["kind"] == "noise"]
         b_simple = _near_target(noise_trace, w["target"])
-        adaptive = runs[(runs.workload == name) & (runs.kind == "adaptive")].iloc[0]
+        adaptive = _only(runs[(runs.workload == name) & (runs.kind == "adaptive")])
         sizes, steps = zip(*best) if best else ((), ())
         fits.append(dict(
             workload=name, target=w["target"], learning_rates=" ".join(map(str, w["learning_rates"])),
             runs_per_batch=len(w["learning_rates"]), seeds=w.get("seeds", 1), **fit,
             b_simple_near_target=b_simple, b_simple_over_b_noise=b_simple / fit["b_noise"]
             if fit["b_noise"] else np.nan,
-            noise_run=f"{noise.batch_size} = {w['noise']['accumulation']} x "
-                      f"{noise.batch_size // w['noise']['accumulation']}, lr {noise.lr}",
+            noise_run=f"{w['noise']['batch_size']} = {w['noise']['accumulation']} x "
+                      f"{w['noise']['batch_size'] // w['noise']['accumulation']}, "
+                      f"lr {w['noise']['lr']}",
             slope_smallest_three=loglog_slope(sizes[:3], steps[:3]) if len(sizes) >= 3 else np.nan,
             slope_largest_two=loglog_slope(sizes[-2:], steps[-2:]) if len(sizes) >= 2 else np.nan,
             adaptive_updates=adaptive.updates_to_target,
@@ -307,6 +308,14 @@ def tables(sweep, configs, spec=None):
             adaptive_final_batch=adaptive.final_batch_size))
     return {"": runs, "summary": pd.DataFrame(summary), "fit": pd.DataFrame(fits),
             "trace": pd.DataFrame(trace)}
+
+
+def _only(rows):
+    """The one row of `rows`, or a row of NaNs where its run is missing (failed)."""
+    if len(rows):
+        return rows.iloc[0]
+    return pd.Series(dict(status="missing", updates_to_target=np.nan,
+                          examples_to_target=np.nan, final_batch_size=np.nan))
 
 
 def _near_target(evaluations, target):
@@ -335,86 +344,90 @@ def title(runs, spec):
 
 
 def plot(tables, configs, spec, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib.ticker import NullFormatter
-
     runs, summary, fits = tables[""], tables["summary"], tables["fit"]
     names = list(spec["workloads"])
-    fig, axes = plt.subplots(len(names), 3, figsize=(18, 5.5 * len(names)), squeeze=False)
+    fig, axes = subplots(len(names), 3, width=6, height=5.5)
     for row, name in zip(axes, names):
         w, fit = spec["workloads"][name], fits[fits.workload == name].iloc[0]
         best = summary[(summary.workload == name) & summary.updates_to_target.notna()]
         sweep_runs = runs[(runs.workload == name) & (runs.kind == "sweep")
                           & (runs.seed_index == 0)]
-        colors = dict(zip(w["learning_rates"], sns.color_palette("viridis", len(w["learning_rates"]))))
-        b_grid = np.logspace(np.log10(min(w["batch_sizes"])), np.log10(max(w["batch_sizes"])), 100)
-        for ax, column, model_curve, label in (
-                (row[0], "updates_to_target", lambda b: fit.s_min * (1 + fit.b_noise / b),
-                 "updates to target S"),
-                (row[1], "examples_to_target", lambda b: fit.e_min * (1 + b / fit.b_noise),
-                 "examples to target E = B S")):
-            for lr, group in sweep_runs[sweep_runs.status == "reached"].groupby("lr"):
-                ax.scatter(group.batch_size, group[column], s=18, alpha=0.5, color=colors[lr],
-                           label=f"lr {lr:g}")
-            spread = best.updates_to_target_std * (
-                1 if column == "updates_to_target" else best.batch_size)
-            ax.errorbar(best.batch_size, best[column], yerr=spread.fillna(0), fmt="k-", lw=1,
-                        alpha=0.6, capsize=3, label="best rate per batch (mean ± std over "
-                                                    f"{_seed_count(best, fit.seeds)})")
-            if np.isfinite(fit.b_noise):
-                ax.plot(b_grid, model_curve(b_grid), "r--",
-                        label=f"McCandlish fit: S_min {fit.s_min:.0f}, B_noise {fit.b_noise:.0f}"
-                              f", R² {fit.r2:.3f}")
-                ax.axvline(fit.b_noise, color="r", lw=1, alpha=0.6)
-            if np.isfinite(fit.b_simple_near_target):
-                ax.axvline(fit.b_simple_near_target, color="tab:blue", ls=":",
-                           label=f"B_simple near the target: {fit.b_simple_near_target:.0f}")
-            if column == "updates_to_target" and len(best):
-                first = best.iloc[0]
-                b_data = b_grid[b_grid <= best.batch_size.max()]
-                ax.plot(b_data, first.updates_to_target * first.batch_size / b_data, color="0.6",
-                        lw=0.8, ls="-.", label="perfect scaling (slope -1)")
-            failed = sweep_runs[sweep_runs.status != "reached"]
-            ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel=label,
-                   title=f"{name}: {label}\nlr tuned over {{{fit.learning_rates.replace(' ', ', ')}}}"
-                         f" ({fit.runs_per_batch} runs per batch);\n{len(failed)} of "
-                         f"{len(sweep_runs)} runs did not reach the target (or were slower)")
-            ax.set_xticks(w["batch_sizes"], [str(b) for b in w["batch_sizes"]], fontsize=7)
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=7)
-        # The trade-off McCandlish draw: examples against updates, and the adaptive run.
-        ax = row[2]
-        ax.plot(best.updates_to_target, best.examples_to_target, "ko-", ms=4,
-                label="fixed batch, best rate")
-        for _, point in best.iterrows():
-            ax.annotate(str(point.batch_size), (point.updates_to_target, point.examples_to_target),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
-        if np.isfinite(fit.b_noise):
-            s = np.logspace(np.log10(fit.s_min * 1.001), np.log10(best.updates_to_target.max() * 2), 100)
-            ax.plot(s, fit.e_min / (1 - fit.s_min / s), "r--", label="fit: (S/S_min - 1)(E/E_min - 1) = 1")
-        adaptive = runs[(runs.workload == name) & (runs.kind == "adaptive")].iloc[0]
-        a = w["adaptive"]
-        if adaptive.status == "reached":
-            ax.scatter([adaptive.updates_to_target], [adaptive.examples_to_target], marker="*",
-                       s=200, color="tab:orange", zorder=5,
-                       label=f"adaptive: batch {2 * a['micro_batch']} -> "
-                             f"{adaptive.final_batch_size} while B_simple > {a['factor']:g} B, "
-                             f"lr {a['lr']:g}")
-        else:
-            ax.text(0.02, 0.02, f"adaptive run: {adaptive.status}", transform=ax.transAxes)
-        ax.set(xscale="log", yscale="log", xlabel="updates to target", ylabel="examples to target",
-               title=f"{name}: the updates / examples trade-off")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return {"": fig}
+        for ax, column in zip(row, ("updates_to_target", "examples_to_target")):
+            to_target_panel(ax, column, name, w, fit, best, sweep_runs)
+        trade_off_panel(row[2], name, w, fit, best,
+                        _only(runs[(runs.workload == name) & (runs.kind == "adaptive")]))
+    return {"": finish(fig, title)}
+
+
+def to_target_panel(ax, column, name, w, fit, best, sweep_runs):
+    """Updates (or examples) to the target against the batch: every rate that
+    reached it, the best rate's seeds, McCandlish's fit, B_noise and B_simple."""
+    import seaborn as sns
+    from matplotlib.ticker import NullFormatter
+
+    updates = column == "updates_to_target"
+    label = "updates to target S" if updates else "examples to target E = B S"
+    colors = dict(zip(w["learning_rates"], sns.color_palette("viridis", len(w["learning_rates"]))))
+    b_grid = np.logspace(np.log10(min(w["batch_sizes"])), np.log10(max(w["batch_sizes"])), 100)
+    for lr, group in sweep_runs[sweep_runs.status == "reached"].groupby("lr"):
+        ax.scatter(group.batch_size, group[column], s=18, alpha=0.5, color=colors[lr],
+                   label=f"lr {lr:g}")
+    spread = best.updates_to_target_std * (1 if updates else best.batch_size)
+    ax.errorbar(best.batch_size, best[column], yerr=spread.fillna(0), fmt="k-", lw=1, alpha=0.6,
+                capsize=3, label=f"best rate per batch (mean ± std over "
+                                 f"{_seed_count(best, fit.seeds)})")
+    if np.isfinite(fit.b_noise):
+        curve = fit.s_min * (1 + fit.b_noise / b_grid) if updates else \
+            fit.e_min * (1 + b_grid / fit.b_noise)
+        ax.plot(b_grid, curve, "r--", label=f"McCandlish fit: S_min {fit.s_min:.0f}, B_noise "
+                                           f"{fit.b_noise:.0f}, R² {fit.r2:.3f}")
+        ax.axvline(fit.b_noise, color="r", lw=1, alpha=0.6)
+    if np.isfinite(fit.b_simple_near_target):
+        ax.axvline(fit.b_simple_near_target, color="tab:blue", ls=":",
+                   label=f"B_simple near the target: {fit.b_simple_near_target:.0f}")
+    if updates and len(best):
+        first = best.iloc[0]
+        b_data = b_grid[b_grid <= best.batch_size.max()]
+        ax.plot(b_data, first.updates_to_target * first.batch_size / b_data, color="0.6",
+                lw=0.8, ls="-.", label="perfect scaling (slope -1)")
+    failed = sweep_runs[sweep_runs.status != "reached"]
+    panel(ax, legend_size=7, minor_grid=True, xscale="log", yscale="log", xlabel="batch size B",
+          ylabel=label,
+          title=f"{name}: {label}\nlr tuned over {{{fit.learning_rates.replace(' ', ', ')}}}"
+                f" ({fit.runs_per_batch} runs per batch);\n{len(failed)} of "
+                f"{len(sweep_runs)} runs did not reach the target (or were slower)")
+    ax.set_xticks(w["batch_sizes"], [str(b) for b in w["batch_sizes"]], fontsize=7)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def trade_off_panel(ax, name, w, fit, best, adaptive):
+    """The trade-off McCandlish et al. draw: examples against updates, with the
+    adaptive run."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.plot(best.updates_to_target, best.examples_to_target, "ko-", ms=4,
+            label="fixed batch, best rate")
+    for _, point in best.iterrows():
+        ax.annotate(str(point.batch_size), (point.updates_to_target, point.examples_to_target),
+                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if np.isfinite(fit.b_noise) and len(best):
+        s = np.logspace(np.log10(fit.s_min * 1.001), np.log10(best.updates_to_target.max() * 2),
+                        100)
+        ax.plot(s, fit.e_min / (1 - fit.s_min / s), "r--",
+                label="fit: (S/S_min - 1)(E/E_min - 1) = 1")
+    a = w["adaptive"]
+    if adaptive.status == "reached":
+        ax.scatter([adaptive.updates_to_target], [adaptive.examples_to_target], marker="*",
+                   s=200, color="tab:orange", zorder=5,
+                   label=f"adaptive: batch {2 * a['micro_batch']} -> "
+                         f"{adaptive.final_batch_size} while B_simple > {a['factor']:g} B, "
+                         f"lr {a['lr']:g}")
+    else:
+        ax.text(0.02, 0.02, f"adaptive run: {adaptive.status}", transform=ax.transAxes)
+    panel(ax, legend_size=7, minor_grid=True, xscale="log", yscale="log",
+          xlabel="updates to target",
+          ylabel="examples to target", title=f"{name}: the updates / examples trade-off")
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 FIGURE = Figure(

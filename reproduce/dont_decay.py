@@ -38,8 +38,10 @@ _schedules.png,_loss.png,_accuracy.png,_updates.png}.
 import pandas as pd
 
 from callbacks import milestones_at
-from reproduce.figure import Figure, plot_over_seeds, seed_summary
-from reproduce.runner import ConfigError, RunConfig, data_of
+from reproduce.figure import (Figure, finish, int_from_env, panel, plot_over_seeds, seed_summary,
+                              subplots)
+from reproduce.config import ConfigError, RunConfig
+from reproduce.datasets import data_of
 
 STEPS = (0.3, 0.6, 0.8)  # fractions of training: 60/120/160 of 200 epochs
 PAPER_FIG5 = {  # run: (updates, test accuracy) as published
@@ -111,10 +113,11 @@ def grid(spec, args=None):
 def configured(runs):
     """The schedule each run is configured with, per epoch (Fig 1's data and the
     reference the recorded rows are checked against)."""
-    rows = []
-    for (figure, name, i), config in runs.items():
-        if i:
+    rows, seen = [], set()
+    for (figure, name, _), config in runs.items():
+        if (figure, name) in seen:
             continue  # another seed of the same schedule
+        seen.add((figure, name))
         n = len(data_of(config)[0])
         for planned in config.training_schedule(n):
             rows.append(dict(figure=figure, run=name, epoch=planned.epoch + 1,
@@ -141,12 +144,11 @@ def tables(sweep, runs, spec=None):
         last = group.groupby("seed", sort=False).tail(1)
         first = last.iloc[0]
         planned = plan[(plan.figure == figure) & (plan.run == name)]
-        seeds = seed_summary(last.test_accuracy[last.status == "finished"])
+        seeds = seed_summary(last.test_accuracy[last.status == "finished"], digits=4)
         rows.append(dict(
             figure=figure, run=name, updates=int(first.updates),
             scheduled_updates=int(planned.updates_in_epoch.sum()),
-            final_test_accuracy=None if seeds["mean"] is None else round(seeds["mean"], 4),
-            final_test_accuracy_std=None if seeds["std"] is None else round(seeds["std"], 4),
+            final_test_accuracy=seeds["mean"], final_test_accuracy_std=seeds["std"],
             seeds=seeds["seeds"], max_batch=int(planned.batch_size.max()),
             accumulated_epochs=int((planned.accumulation_steps > 1).sum()),
             paper_updates=PAPER_FIG5.get(name, ("", None))[0] if figure == "fig5" else "",
@@ -163,72 +165,64 @@ def title(runs, spec):
             f"max device batch {base.max_device_batch}")
 
 
+STYLES = {"decaying learning rate": "o-", "hybrid": "s--", "increasing batch size": "^:",
+          "original schedule": "o-", "increasing batch": "^:", "higher initial lr": "d-.",
+          "+ higher momentum": "v-"}
+
+
 def plot(tables, runs, spec, title):
     frame, plan = tables[""], tables["schedules"]
-    import matplotlib
+    return dict(schedules=schedules_figure(plan, title), loss=loss_figure(frame, title),
+                accuracy=accuracy_figure(frame, title), updates=capped_figure(frame, title))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    styles = {"decaying learning rate": "o-", "hybrid": "s--", "increasing batch size": "^:",
-              "original schedule": "o-", "increasing batch": "^:", "higher initial lr": "d-.",
-              "+ higher momentum": "v-"}
-    figs = []
-    # Fig 1: the schedules.
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+def schedules_figure(plan, title):
+    """Fig 1: the learning rate and the batch size of the three schedules."""
+    fig, axes = subplots(1, 2)
+    a, b = axes[0]
     for name, run in plan[plan.figure == "sgd"].groupby("run", sort=False):
         a.step(run.epoch, run.lr, where="post", label=name)
         b.step(run.epoch, run.batch_size, where="post", label=name)
-    a.set(xlabel="epoch", ylabel="learning rate", yscale="log", title="learning rate (Fig 1a)")
-    b.set(xlabel="epoch", ylabel="batch size", yscale="log", title="batch size (Fig 1b)")
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    figs.append(fig)
+    panel(a, xlabel="epoch", ylabel="learning rate", yscale="log", title="learning rate (Fig 1a)")
+    panel(b, xlabel="epoch", ylabel="batch size", yscale="log", title="batch size (Fig 1b)")
+    return finish(fig, title)
 
-    # Fig 2: training cross-entropy vs epochs and vs updates.
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+
+def loss_figure(frame, title):
+    """Fig 2: training cross-entropy against epochs and against updates."""
+    fig, axes = subplots(1, 2)
+    a, b = axes[0]
     for name, run in frame[frame.figure == "sgd"].groupby("run", sort=False):
-        line = plot_over_seeds(a, run, "epoch", "loss", styles[name], name)
-        plot_over_seeds(b, run, "updates", "loss", styles[name], name, color=line.get_color())
-    a.set(xlabel="epoch", ylabel="training cross-entropy",
+        line = plot_over_seeds(a, run, "epoch", "loss", STYLES[name], name)
+        plot_over_seeds(b, run, "updates", "loss", STYLES[name], name, color=line.get_color())
+    panel(a, xlabel="epoch", ylabel="training cross-entropy",
           title=f"vs epochs (Fig 2a){_seeds_note(frame)}")
-    b.set(xlabel="parameter updates", xscale="log", title="vs parameter updates (Fig 2b)")
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    figs.append(fig)
+    panel(b, xlabel="parameter updates", xscale="log", title="vs parameter updates (Fig 2b)")
+    return finish(fig, title)
 
-    # Fig 3: test accuracy vs epochs, momentum and (paper preset) Nesterov.
+
+def accuracy_figure(frame, title):
+    """Fig 3: test accuracy against epochs, momentum and (paper preset) Nesterov."""
     optimizers = [o for o in ("sgd", "nesterov") if o in set(frame.figure)]
-    fig, axes = plt.subplots(1, len(optimizers), figsize=(5.5 * len(optimizers), 4), squeeze=False)
+    fig, axes = subplots(1, len(optimizers))
     for ax, optimizer in zip(axes[0], optimizers):
         for name, run in frame[frame.figure == optimizer].groupby("run", sort=False):
-            plot_over_seeds(ax, run, "epoch", "test_accuracy", styles[name], name)
-        ax.set(xlabel="epoch", ylabel="test accuracy",
-               title=f"{'momentum 0.9' if optimizer == 'sgd' else 'Nesterov momentum 0.9'} (Fig 3)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    figs.append(fig)
+            plot_over_seeds(ax, run, "epoch", "test_accuracy", STYLES[name], name)
+        panel(ax, xlabel="epoch", ylabel="test accuracy",
+              title=f"{'momentum 0.9' if optimizer == 'sgd' else 'Nesterov momentum 0.9'} (Fig 3)")
+    return finish(fig, title)
 
-    # Fig 5: test accuracy vs parameter updates, batch capped.
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+
+def capped_figure(frame, title):
+    """Fig 5: test accuracy against parameter updates, the batch capped at B_max."""
+    fig, axes = subplots(width=7, height=4.5)
+    ax = axes[0, 0]
     for name, run in frame[frame.figure == "fig5"].groupby("run", sort=False):
-        ax.plot(run.updates, run.test_accuracy, styles[name], ms=3,
+        ax.plot(run.updates, run.test_accuracy, STYLES[name], ms=3,
                 label=f"{name}: {run.updates.iloc[-1]} updates")
-    ax.set(xlabel="parameter updates", xscale="log", ylabel="test accuracy",
-           title=f"batch capped at B_max (Fig 5)\n{title}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    figs.append(fig)
-    return dict(zip(("schedules", "loss", "accuracy", "updates"), figs))
+    panel(ax, xlabel="parameter updates", xscale="log", ylabel="test accuracy",
+          title=f"batch capped at B_max (Fig 5)\n{title}")
+    return finish(fig)
 
 
 def _seeds_note(frame):
@@ -236,9 +230,10 @@ def _seeds_note(frame):
 
 
 def options(parser):
-    parser.add_argument("--max-device-batch", type=int, default=None,
+    parser.add_argument("--max-device-batch", type=int,
+                        default=int_from_env("MAX_DEVICE_BATCH", 0) or None,
                         help="largest batch one forward pass may take; larger ones are "
-                             "accumulated (default: the preset's)")
+                             "accumulated (default: $MAX_DEVICE_BATCH, else the preset's)")
 
 
 def check(args):

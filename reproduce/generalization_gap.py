@@ -28,8 +28,8 @@ _error.png,_distance.png,_adapted.png}.
 import pandas as pd
 
 from callbacks import WeightDistance, milestones_at, regime_adaptation, sqrt_scaling
-from reproduce.figure import Figure, seed_summary
-from reproduce.runner import RunConfig
+from reproduce.figure import Figure, finish, panel, seed_summary, subplots
+from reproduce.config import RunConfig
 
 COLUMNS = ("SB", "LB", "+LR", "+GBN", "+RA")
 SEEDED = ("SB", "LB")  # the cells the generalization gap compares
@@ -132,7 +132,7 @@ def distance_history(config, model, data, callbacks):
 
 
 def tables(sweep, runs, spec=None):
-    frames, distances, table = [], [], []
+    frames, distances = [], []
     for (network, label), config in runs.items():
         record = sweep.load(config)
         frames.append(sweep.table([config]).assign(network=network, run=label))
@@ -144,28 +144,34 @@ def tables(sweep, runs, spec=None):
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[["network", "run", "batch_size", "lr", "norm", "seed", "epoch", "updates",
                    "loss", "accuracy", "test_loss", "test_accuracy", "status", "wall_time"]]
-    for network in dict.fromkeys(n for n, _ in runs):
-        last = {label: frame[(frame.network == network) & (frame.run == label)].iloc[-1]
-                for label in COLUMNS}
-        configured = {label: runs[(network, label)] for label in COLUMNS}
-        paper = PAPER_TABLE1.get(network) or PAPER_TABLE1.get(
-            network.replace("ResNet-8", "ResNet-44"), (None,) * 5)
-        for column, paper_value in zip(COLUMNS, paper):
-            row, config = last[column], configured[column]
-            seeds = seed_summary(
-                frame[(frame.network == network) & (frame.run == label)].iloc[-1].test_accuracy
-                for (n, label) in runs if n == network
-                and (label == column or label.startswith(f"{column} seed ")))
-            percent = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
-            table.append(dict(network=network, column=column, batch_size=config.batch_size,
-                              initial_lr=config.lr, lr_milestones=config.lr_milestones,
-                              norm=config.norm, epochs=int(row.epoch),
-                              updates=int(row.updates),
-                              test_accuracy=percent(seeds["mean"]),
-                              test_accuracy_std=percent(seeds["std"]), seeds=seeds["seeds"],
-                              paper_validation_accuracy=paper_value, status=row.status))
+    table = [row for network in dict.fromkeys(n for n, _ in runs)
+             for row in table1_rows(frame, runs, network)]
     return {"": frame, "distance": pd.concat(distances, ignore_index=True),
             "table": pd.DataFrame(table)}
+
+
+def table1_rows(frame, runs, network):
+    """Table 1's columns of `network` that have runs: the last epoch, the test
+    accuracy over the column's seeds (percent), beside the paper's."""
+    paper = PAPER_TABLE1.get(network) or PAPER_TABLE1.get(
+        network.replace("ResNet-8", "ResNet-44"), (None,) * 5)
+    ours = frame[frame.network == network]
+    rows = []
+    for column, paper_value in zip(COLUMNS, paper):
+        labels = [label for (n, label) in runs if n == network
+                  and (label == column or label.startswith(f"{column} seed "))]
+        if column not in labels:
+            continue  # its first run failed; the table says so by leaving it out
+        row, config = ours[ours.run == column].iloc[-1], runs[(network, column)]
+        seeds = seed_summary(ours[ours.run == label].iloc[-1].test_accuracy for label in labels)
+        percent = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
+        rows.append(dict(network=network, column=column, batch_size=config.batch_size,
+                         initial_lr=config.lr, lr_milestones=config.lr_milestones,
+                         norm=config.norm, epochs=int(row.epoch), updates=int(row.updates),
+                         test_accuracy=percent(seeds["mean"]),
+                         test_accuracy_std=percent(seeds["std"]), seeds=seeds["seeds"],
+                         paper_validation_accuracy=paper_value, status=row.status))
+    return rows
 
 
 def title(runs, preset):
@@ -176,16 +182,17 @@ def title(runs, preset):
 
 def plot(tables, runs, preset, title):
     frame, distances = tables[""], tables["distance"]
-    import matplotlib
+    networks = list(dict.fromkeys(frame.network))
+    return dict(error=error_figure(frame, networks, title),
+                distance=distance_figure(distances, networks, title),
+                adapted=adapted_figure(frame, networks, title))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def error_figure(frame, networks, title):
+    """Fig 1: training and validation error against epochs, per batch size."""
     import seaborn as sns
 
-    networks = list(dict.fromkeys(frame.network))
-    figs = []
-    # Fig 1: training and validation error vs epochs, per batch size.
-    fig, axes = plt.subplots(len(networks), 2, figsize=(11, 4 * len(networks)), squeeze=False)
+    fig, axes = subplots(len(networks), 2)
     for row, network in zip(axes, networks):
         runs = frame[(frame.network == network) & frame.run.str.startswith("batch ")]
         sizes = sorted(runs.batch_size.unique())
@@ -193,17 +200,14 @@ def plot(tables, runs, preset, title):
         for b, run in runs.groupby("batch_size"):
             row[0].plot(run.epoch, 1 - run.accuracy, "-", color=colors[b], label=f"b = {b}")
             row[1].plot(run.epoch, 1 - run.test_accuracy, "-", color=colors[b], label=f"b = {b}")
-        row[0].set(title=f"{network}: training error (Fig 1)", xlabel="epoch", ylabel="error")
-        row[1].set(title=f"{network}: validation error", xlabel="epoch")
-        for ax in row:
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    figs.append(fig)
+        panel(row[0], title=f"{network}: training error (Fig 1)", xlabel="epoch", ylabel="error")
+        panel(row[1], title=f"{network}: validation error", xlabel="epoch")
+    return finish(fig, title)
 
-    # Fig 2: distance from w0 vs iterations, log x.
-    fig, axes = plt.subplots(len(networks), 2, figsize=(11, 4 * len(networks)), squeeze=False)
+
+def distance_figure(distances, networks, title):
+    """Fig 2: the distance from w0 against iterations (log x), before and after the fixes."""
+    fig, axes = subplots(len(networks), 2)
     for row, network in zip(axes, networks):
         d = distances[distances.network == network]
         panels = (("before the fixes (Fig 2a)", ["SB", "LB"]),
@@ -212,36 +216,30 @@ def plot(tables, runs, preset, title):
             for label in labels:
                 run = d[d.run == label]
                 ax.plot(run.iteration.clip(lower=1), run.distance, label=label)
-            ax.set(xscale="log", xlabel="iteration", ylabel=r"$\|w_t - w_0\|$",
-                   title=f"{network}: {name}")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    figs.append(fig)
+            panel(ax, xscale="log", xlabel="iteration", ylabel=r"$\|w_t - w_0\|$",
+                  title=f"{network}: {name}")
+    return finish(fig, title)
 
-    # Fig 3: validation error vs iterations, SB vs the adapted large batch.
-    fig, axes = plt.subplots(1, len(networks), figsize=(5.5 * len(networks), 4), squeeze=False)
+
+def adapted_figure(frame, networks, title):
+    """Fig 3: validation error against iterations, SB against the adapted large batch."""
+    import seaborn as sns
+
+    fig, axes = subplots(1, len(networks))
     for ax, network in zip(axes[0], networks):
         for k, label in enumerate(("SB", "LB", "+RA")):
             runs = frame[(frame.network == network)
                          & ((frame.run == label) | frame.run.str.startswith(f"{label} seed "))]
             name = {"+RA": "LB +LR +GBN +RA (adapted)"}.get(label, label)
-            seeds = runs.seed.nunique()
-            color = sns.color_palette("tab10")[k]
+            seeds, color = runs.seed.nunique(), sns.color_palette("tab10")[k]
             for i, (seed, run) in enumerate(runs.groupby("seed")):
                 ax.plot(run.updates, 1 - run.test_accuracy, "o-", ms=3 if i == 0 else 2,
                         lw=1.5 if i == 0 else 0.8, alpha=1.0 if i == 0 else 0.5, color=color,
                         label=None if i else f"{name}, b = {run.batch_size.iloc[0]}"
                         + (f" ({seeds} seeds)" if seeds > 1 else ""))
-        ax.set(xlabel="iterations (updates)", ylabel="validation error",
-               title=f"{network} (Fig 3)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    figs.append(fig)
-    return dict(zip(("error", "distance", "adapted"), figs))
+        panel(ax, xlabel="iterations (updates)", ylabel="validation error",
+              title=f"{network} (Fig 3)")
+    return finish(fig, title)
 
 
 FIGURE = Figure(

@@ -36,8 +36,9 @@ import pandas as pd
 
 from callbacks import linear_scaling, sqrt_scaling
 from callbacks.measures import loss_and_gradient
-from reproduce.figure import Figure, seed_summary
-from reproduce.runner import RunConfig, build_model
+from reproduce.figure import Figure, finish, panel, seed_summary, subplots
+from reproduce.config import RunConfig
+from reproduce.train import build_model
 
 BASE_BATCH = 64
 RULES = {
@@ -171,18 +172,21 @@ def measure_factory(spec, store):
 
 
 def plot(tables, configs, spec, title):
-    frame, measures, dist = tables[""], tables["measures"], tables["distributions"]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
+    frame, measures = tables[""], tables["measures"]
     sizes = sorted(frame.batch_size.unique())
     colors = dict(zip(sizes, sns.color_palette("viridis", len(sizes))))
-    fig1, axes = plt.subplots(1, len(RULES) + 1, figsize=(4.6 * (len(RULES) + 1), 4.2),
-                              sharey=True)
-    for ax, (rule, group) in zip(axes, frame.groupby("rule", sort=False)):
+    return {"accuracy": accuracy_figure(frame, measures, colors, title),
+            "distributions": distributions_figure(measures, tables["distributions"], colors,
+                                                  title)}
+
+
+def accuracy_figure(frame, measures, colors, title):
+    """Test accuracy per epoch for each rule (mean ± std over seeds), and the
+    final accuracy of every seed against the batch size."""
+    fig, axes = subplots(1, len(RULES) + 1, width=4.6, height=4.2, sharey=True)
+    for ax, (rule, group) in zip(axes[0], frame.groupby("rule", sort=False)):
         for b, run in group.groupby("batch_size"):
             per_epoch = run.groupby("epoch").test_accuracy
             mean, std, seeds = per_epoch.mean(), per_epoch.std(), run.seed.nunique()
@@ -196,12 +200,18 @@ def plot(tables, configs, spec, title):
             if seeds > 1:
                 ax.fill_between(mean.index, mean - std.fillna(0), mean + std.fillna(0),
                                 color=colors[b], alpha=0.2)
-        ax.set(title=f"{rule} learning rate", xlabel="epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("test accuracy")
-    # Last panel: the final accuracy of every seed (points) and the mean per rule.
-    ax = axes[-1]
+        panel(ax, legend_size=7, title=f"{rule} learning rate", xlabel="epoch")
+    axes[0, 0].set_ylabel("test accuracy")
+    final_accuracy_panel(axes[0, -1], frame, sorted(colors))
+    low = frame.test_accuracy.quantile(0.05) if frame.test_accuracy.notna().any() else 0.0
+    axes[0, 0].set_ylim(max(0.0, low - 0.02), 1.0)
+    return finish(fig, title)
+
+
+def final_accuracy_panel(ax, frame, sizes):
+    """Every finished seed's final test accuracy (points), the mean per rule (lines)."""
+    import seaborn as sns
+
     final = frame.sort_values("epoch").groupby(["rule", "batch_size", "seed"], sort=False).last()
     final = final.reset_index()
     final = final[final.status == "finished"]  # diverged runs: in the legends of the panels
@@ -211,54 +221,45 @@ def plot(tables, configs, spec, title):
                    color=color, alpha=0.7)
         ax.plot(*zip(*group.groupby("batch_size").test_accuracy.mean().items()), "-",
                 color=color, label=rule)
-    ax.set(xscale="log", xlabel="batch size",
-           title="final test accuracy, every finished seed\n(lines: mean over seeds)")
+    panel(ax, xscale="log", xlabel="batch size",
+          title="final test accuracy, every finished seed\n(lines: mean over seeds)")
     ax.set_xticks(sizes, [str(b) for b in sizes])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    low = frame.test_accuracy.quantile(0.05) if frame.test_accuracy.notna().any() else 0.0
-    axes[0].set_ylim(max(0.0, low - 0.02), 1.0)
-    fig1.suptitle(title)
-    fig1.tight_layout()
 
-    fig2, axes = plt.subplots(2, len(RULES), figsize=(4.6 * len(RULES), 7.5))
-    # One set of log-spaced gradient-norm bins for every panel, so bars compare.
-    all_norms = dist[dist.quantity == "gradient_norm"].value.to_numpy(float)
-    all_norms = all_norms[np.isfinite(all_norms) & (all_norms > 0)]
-    norm_bins = (np.logspace(np.log10(all_norms.min()), np.log10(all_norms.max()), 30)
-                 if len(all_norms) else 20)
+
+def distributions_figure(measures, dist, colors, title):
+    """Per rule: the distribution of |w - w0| over the weights, and of the
+    minibatch gradient norms at the final weights (one set of bins for all)."""
+    fig, axes = subplots(2, len(RULES), width=4.6, height=3.75)
+    norms = dist[dist.quantity == "gradient_norm"].value.to_numpy(float)
+    norms = norms[np.isfinite(norms) & (norms > 0)]
+    bins = np.logspace(np.log10(norms.min()), np.log10(norms.max()), 30) if len(norms) else 20
     for col, rule in enumerate(RULES):
         diverged = []
         for _, m in measures[measures.rule == rule].iterrows():
-            b = m.batch_size
-            run = dist[(dist.rule == rule) & (dist.batch_size == b)]
+            run = dist[(dist.rule == rule) & (dist.batch_size == m.batch_size)]
             if run.empty:
                 continue
             if not np.isfinite(m.distance):
-                diverged.append(str(b))  # nothing to draw
+                diverged.append(str(m.batch_size))  # nothing to draw
                 continue
             histogram = run[run.quantity == "weight_change_histogram"]
             counts = histogram.value.to_numpy(float)
-            axes[0, col].plot(histogram.x, counts / counts.sum(), color=colors[b],
-                              label=f"batch {b}: ||w-w0|| = {m.distance:.2f}")
-            norms = run[run.quantity == "gradient_norm"].value.to_numpy(float)
-            axes[1, col].hist(norms[np.isfinite(norms)], bins=norm_bins, alpha=0.5, color=colors[b],
-                              label=f"batch {b}: median {np.median(norms):.3g}")
-        axes[0, col].set(xscale="log", xlabel="|w - w0| per weight", ylabel="fraction of weights",
-                         title=f"{rule} lr: distance from the initial weights"
-                         + (f"\n(diverged, not drawn: batch {', '.join(diverged)})" if diverged else ""))
-        axes[1, col].set(xscale="log", xlabel="minibatch gradient norm at the final weights",
-                         ylabel="count of minibatches")
-        for ax in axes[:, col]:
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig2.suptitle(title)
-    fig2.tight_layout()
-    return {"accuracy": fig1, "distributions": fig2}
+            axes[0, col].plot(histogram.x, counts / counts.sum(), color=colors[m.batch_size],
+                              label=f"batch {m.batch_size}: ||w-w0|| = {m.distance:.2f}")
+            gradient = run[run.quantity == "gradient_norm"].value.to_numpy(float)
+            axes[1, col].hist(gradient[np.isfinite(gradient)], bins=bins, alpha=0.5,
+                              color=colors[m.batch_size],
+                              label=f"batch {m.batch_size}: median {np.median(gradient):.3g}")
+        panel(axes[0, col], xscale="log", xlabel="|w - w0| per weight",
+              ylabel="fraction of weights", title=f"{rule} lr: distance from the initial weights"
+              + (f"\n(diverged, not drawn: batch {', '.join(diverged)})" if diverged else ""))
+        panel(axes[1, col], xscale="log", xlabel="minibatch gradient norm at the final weights",
+              ylabel="count of minibatches")
+    return finish(fig, title)
 
 
 FIGURE = Figure(
-    name="lr_scaling", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
+    cheap_paper_dry_run=True, name="lr_scaling", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
     tables=tables, plots=plot, title=title, measure=measure_factory, printed=("measures",),
     describe=lambda c: (f"batch {c.batch_size:<4d} lr {c.lr:.4g}"
                         + (f" warm-up {c.warmup:.3f}" if c.warmup else "") + f" seed {c.seed}"),

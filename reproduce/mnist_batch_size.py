@@ -28,8 +28,8 @@ _curves.png,_accumulation.png}.
 
 import pandas as pd
 
-from reproduce.figure import Figure, plot_over_seeds, seed_summary
-from reproduce.runner import RunConfig
+from reproduce.figure import Figure, finish, panel, plot_over_seeds, seed_summary, subplots
+from reproduce.config import RunConfig
 
 # The article's validation accuracy at epoch 20 (dropout on during validation).
 ARTICLE = {32: 0.9818, 64: 0.9854, 128: 0.9863, 256: 0.9871, 512: 0.9861, 1024: 0.9873}
@@ -84,19 +84,15 @@ def tables(sweep, runs, spec=None):
     rows = []
     for b, run in frame[frame.experiment == SWEEP].groupby("batch_size"):
         last = run.groupby("seed").tail(1)
-        seeds = seed_summary(last.test_accuracy[last.status == "finished"])
+        seeds = seed_summary(last.test_accuracy[last.status == "finished"], digits=4)
         rows.append(dict(
             batch_size=b, epochs=int(last.epoch.max()), updates=int(last.updates.iloc[0]),
-            test_accuracy=_round(seeds["mean"]), test_accuracy_std=_round(seeds["std"]),
+            test_accuracy=seeds["mean"], test_accuracy_std=seeds["std"],
             seeds=seeds["seeds"], article_val_accuracy_epoch20=ARTICLE.get(b),
             train_accuracy=round(float(last.accuracy.mean()), 4),
             status="finished" if seeds["seeds"] else last.status.iloc[0]))
     return {"": frame, "table": pd.DataFrame(rows),
             "accumulation": accumulation_summary(frame)}
-
-
-def _round(value):
-    return None if value is None else round(value, 4)
 
 
 def title(runs, spec):
@@ -115,14 +111,17 @@ def accumulation_summary(frame):
     for experiment, group in frame[frame.experiment != SWEEP].groupby("experiment"):
         curves = {case: run.groupby("epoch")[["test_accuracy", "loss", "updates"]].mean()
                   for case, run in group.groupby("case")}
-        a = curves[next(c for c in curves if "accumulated" in c)]
+        accumulated = [c for c in curves if "accumulated" in c]
+        if not accumulated:
+            continue  # its accumulated run failed: nothing to compare with
+        a = curves[accumulated[0]]
         for case, run in group.groupby("case"):
             curve = curves[case]
             finals = run.groupby("seed").tail(1)
-            seeds = seed_summary(finals.test_accuracy)
+            seeds = seed_summary(finals.test_accuracy, digits=4)
             rows.append(dict(
-                experiment=experiment, case=case, final_test_accuracy=_round(seeds["mean"]),
-                final_test_accuracy_std=_round(seeds["std"]), seeds=seeds["seeds"],
+                experiment=experiment, case=case, final_test_accuracy=seeds["mean"],
+                final_test_accuracy_std=seeds["std"], seeds=seeds["seeds"],
                 final_loss=round(float(curve.loss.iloc[-1]), 4),
                 updates=int(curve.updates.iloc[-1]),
                 mean_abs_test_accuracy_gap_to_accumulated=float(
@@ -146,59 +145,59 @@ def _seed_to_seed_gaps(run):
 
 def plot(tables, runs, spec, title):
     frame = tables[""]
-    import matplotlib
+    return {"curves": sweep_figure(frame[frame.experiment == SWEEP], title),
+            "accumulation": accumulation_figure(frame, title)}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def sweep_figure(runs, title):
+    """Validation and training accuracy per epoch for every batch size, with
+    the article's epoch-20 values."""
     import seaborn as sns
 
-    runs = frame[frame.experiment == SWEEP]
     sizes = sorted(runs.batch_size.unique())
     colors = dict(zip(sizes, sns.color_palette("viridis", len(sizes))))
     # The article's epoch-20 values sit just right of the last epoch, so a short
     # run's curves are not squeezed into the left of the axis.
     article_x = runs.epoch.max() + 0.6
-    fig1, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for b, run in runs.groupby("batch_size"):
-        plot_over_seeds(axes[0], run, "epoch", "test_accuracy", "o-", f"{b}", color=colors[b])
-        plot_over_seeds(axes[1], run, "epoch", "accuracy", "o-", f"{b}", color=colors[b])
-        if b in ARTICLE:
-            axes[0].plot([article_x], [ARTICLE[b]], "*", ms=10, color=colors[b])
-    axes[0].set(title="validation accuracy (inference mode)\n* the article's at epoch 20 "
-                "(33,600 images, dropout on)",
-                xlabel="epoch", ylabel="accuracy")
-    axes[1].set(title="training accuracy (running mean over the epoch, dropout on)",
-                xlabel="epoch")
+    fig, axes = subplots(1, 2, width=6, height=4.5, sharey=True)
+    a, b = axes[0]
+    for size, run in runs.groupby("batch_size"):
+        plot_over_seeds(a, run, "epoch", "test_accuracy", "o-", f"{size}", color=colors[size])
+        plot_over_seeds(b, run, "epoch", "accuracy", "o-", f"{size}", color=colors[size])
+        if size in ARTICLE:
+            a.plot([article_x], [ARTICLE[size]], "*", ms=10, color=colors[size])
     low = min(runs.test_accuracy.min(), runs.accuracy.min())
-    for ax in axes:
+    for ax in (a, b):
         ax.set_ylim(max(low - 0.01, 0.9 if low > 0.9 else 0), 1.0)
-        ax.grid(alpha=0.3)
-    axes[0].legend(title="batch size", fontsize=8)
-    fig1.suptitle(title)
-    fig1.tight_layout()
+    panel(a, title="validation accuracy (inference mode)\n* the article's at epoch 20 "
+                   "(33,600 images, dropout on)", xlabel="epoch", ylabel="accuracy",
+          legend_title="batch size")
+    panel(b, legend=False, title="training accuracy (running mean over the epoch, dropout on)",
+          xlabel="epoch")
+    return finish(fig, title)
 
+
+def accumulation_figure(frame, title):
+    """Accumulated b x k against native b * k and native b, per normalisation:
+    validation accuracy per epoch, training loss per update."""
     acc = frame[frame.experiment != SWEEP]
-    fig2, axes = plt.subplots(2, 2, figsize=(12, 8))
+    experiments = sorted(acc.experiment.unique())
+    fig, axes = subplots(2, max(len(experiments), 1), width=6)
     styles = {case: style for case, style in zip(
         sorted(acc.case.unique(), key=lambda c: ("accumulated" not in c, c)), ("o-", "s--", "^:"))}
-    for col, (experiment, group) in enumerate(acc.groupby("experiment")):
-        for case, run in group.groupby("case"):
+    for col, experiment in enumerate(experiments):
+        for case, run in acc[acc.experiment == experiment].groupby("case"):
             line = plot_over_seeds(axes[0, col], run, "epoch", "test_accuracy", styles[case],
                                    case)
             plot_over_seeds(axes[1, col], run, "updates", "loss", styles[case], case,
                             color=line.get_color())
-        axes[0, col].set(title=experiment, xlabel="epoch", ylabel="validation accuracy")
-        axes[1, col].set(xlabel="parameter updates", ylabel="training loss", xscale="log",
-                         yscale="log")
-        for ax in axes[:, col]:
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig2.suptitle("gradient accumulation vs native batches: batch norm sees the micro-batch, "
-                  "group norm does not\n" + title
+        panel(axes[0, col], title=experiment, xlabel="epoch", ylabel="validation accuracy")
+        panel(axes[1, col], xlabel="parameter updates", ylabel="training loss", xscale="log",
+              yscale="log")
+    return finish(fig, "gradient accumulation vs native batches: batch norm sees the "
+                       "micro-batch, group norm does not\n" + title
                   + ("; several seeds: their mean, the range shaded"
                      if frame.seed.nunique() > 1 else ""))
-    fig2.tight_layout()
-    return {"curves": fig1, "accumulation": fig2}
 
 
 FIGURE = Figure(

@@ -35,8 +35,10 @@ import pandas as pd
 
 from callbacks import interpolate, sharpness
 from reproduce.cli import save_atomic
-from reproduce.figure import Figure, seed_summary
-from reproduce.runner import RunConfig, build_model, data_of
+from reproduce.figure import Figure, finish, panel, seed_summary, shared_legend, subplots
+from reproduce.config import RunConfig
+from reproduce.datasets import data_of
+from reproduce.train import build_model, compile_model
 
 PAPER = {  # network: (Table 2 test acc % SB, LB; Table 3 sharpness SB, LB; Table 4 SB, LB)
     "F1 / MNIST": ((98.03, 97.81), (1.23, 205.14), (0.11, 9.22)),
@@ -91,51 +93,51 @@ class Measure:
     default), and the final weights saved beside the run (for the line between
     SB and LB)."""
 
-    def __init__(self, store, examples, iterations=None):
-        self.store, self.examples, self.iterations = store, examples, iterations or {}
+    def __init__(self, folder, examples, iterations=None):
+        self.folder, self.examples, self.iterations = folder, examples, iterations or {}
 
     def __call__(self, config, model, data, callbacks=()):
         examples = self.examples[(config.dataset, config.model)]
         maxiter = self.iterations.get((config.dataset, config.model), ITERATIONS)
         x, y = data[0][:examples], data[1][:examples]
-        save_atomic(self.store / f"{config.key}.weights.npz",
+        save_atomic(self.folder / f"{config.key}.weights.npz",
                     lambda tmp: np.savez(tmp, *model.get_weights()))
         return dict(sharpness_full=sharpness(model, x, y, epsilon=EPSILON, maxiter=maxiter),
                     sharpness_subspace=sharpness(model, x, y, epsilon=EPSILON, subspace=SUBSPACE,
                                                  maxiter=maxiter))
 
 
-def load_weights(store, config):
-    with np.load(store / f"{config.key}.weights.npz") as f:
+def load_weights(folder, config):
+    with np.load(folder / f"{config.key}.weights.npz") as f:
         return [f[f"arr_{i}"] for i in range(len(f.files))]
 
 
-def line(store, small, large):
+def line(folder, small, large):
     """Fig 3's data: loss and accuracy along alpha * LB + (1 - alpha) * SB."""
-    import keras
-
     x, y, x_test, y_test = data_of(small)
-    model = build_model(small, x.shape[1:], int(y.max()) + 1)
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model = compile_model(build_model(small, x.shape[1:], int(y.max()) + 1))
     # Batch statistics on the line, as Keskar et al.'s code: interpolating the
     # moving variances extrapolates them below zero for some alpha > 1.
-    return interpolate(model, load_weights(store, large), load_weights(store, small), ALPHAS,
+    return interpolate(model, load_weights(folder, large), load_weights(folder, small), ALPHAS,
                        {"train": (x, y), "test": (x_test, y_test)}, bn_mode="batch")
 
 
-def measure(preset, store):
-    return Measure(store, {(s["base"].dataset, s["base"].model): s["examples"]
+def measure(preset, folder):
+    return Measure(folder, {(s["base"].dataset, s["base"].model): s["examples"]
                            for s in preset.values()},
                    {(s["base"].dataset, s["base"].model): s.get("iterations", ITERATIONS)
                     for s in preset.values()})
 
 
 def tables(sweep, runs, preset):
-    lines = pd.concat([
-        line(sweep.store, runs[(network, spec["batch_sizes"][0], 0)],
-             runs[(network, spec["batch_sizes"][-1], 0)]).assign(network=network)
-        for network, spec in preset.items()], ignore_index=True)
+    """Every run (accuracy, sharpness), Tables 2-4 (SB and LB over their
+    seeds, beside the paper's) and Fig 3's line between the first seed's SB
+    and LB (for a network whose two ends are both stored)."""
+    lines = [line(sweep.folder, runs[(network, spec["batch_sizes"][0], 0)],
+                  runs[(network, spec["batch_sizes"][-1], 0)]).assign(network=network)
+             for network, spec in preset.items()
+             if (network, spec["batch_sizes"][0], 0) in runs
+             and (network, spec["batch_sizes"][-1], 0) in runs]
     rows = []
     for (network, b, i), config in runs.items():
         record = sweep.load(config)
@@ -146,24 +148,32 @@ def tables(sweep, runs, preset):
                          sharpness_full=m.get("sharpness_full"),
                          sharpness_subspace=m.get("sharpness_subspace"), status=record["status"]))
     per_run = pd.DataFrame(rows)
-    table = []
-    for network, group in per_run.groupby("network", sort=False):
-        paper = PAPER.get(network, ((None,) * 2,) * 3)
-        sizes = preset[network]["batch_sizes"]
-        for i, (regime, b) in enumerate((("SB", sizes[0]), ("LB", sizes[-1]))):
-            seeds = group[group.batch_size == b]
-            row = dict(network=network, regime=regime, batch_size=b)
-            for column, scale, published in (("test_accuracy", 100, paper[0][i]),
-                                             ("sharpness_full", 1, paper[1][i]),
-                                             ("sharpness_subspace", 1, paper[2][i])):
-                summary = seed_summary(seeds[column])
-                row[column] = None if summary["mean"] is None else summary["mean"] * scale
-                row[f"{column}_std"] = None if summary["std"] is None else summary["std"] * scale
-                row[f"paper_{column}"] = published
-            row["seeds"] = len(seeds)
-            table.append(row)
+    table = [row for network, group in per_run.groupby("network", sort=False)
+             for row in regime_rows(group, network, preset[network]["batch_sizes"])]
     table = pd.DataFrame(table).round({"test_accuracy": 2, "test_accuracy_std": 2})
-    return {"": per_run, "table": table, "line": lines}
+    empty = pd.DataFrame(columns=["alpha", "split", "loss", "accuracy", "network"])
+    return {"": per_run, "table": table,
+            "line": pd.concat(lines, ignore_index=True) if lines else empty}
+
+
+def regime_rows(group, network, sizes):
+    """Tables 2-4 for one network: SB (the first batch size) and LB (the last),
+    each measure's mean, std and seeds, beside the paper's value."""
+    paper = PAPER.get(network, ((None,) * 2,) * 3)
+    rows = []
+    for i, (regime, b) in enumerate((("SB", sizes[0]), ("LB", sizes[-1]))):
+        seeds = group[group.batch_size == b]
+        row = dict(network=network, regime=regime, batch_size=b)
+        for column, scale, published in (("test_accuracy", 100, paper[0][i]),
+                                         ("sharpness_full", 1, paper[1][i]),
+                                         ("sharpness_subspace", 1, paper[2][i])):
+            summary = seed_summary(seeds[column])
+            row[column] = None if summary["mean"] is None else summary["mean"] * scale
+            row[f"{column}_std"] = None if summary["std"] is None else summary["std"] * scale
+            row[f"paper_{column}"] = published
+        row["seeds"] = len(seeds)
+        rows.append(row)
+    return rows
 
 
 def title(runs, preset):
@@ -174,34 +184,32 @@ def title(runs, preset):
 
 
 def plot(tables, runs, preset, title):
-    lines, per_batch = tables["line"], tables[""]
-    import matplotlib
+    networks = list(dict.fromkeys(tables[""].network))
+    return {"line": line_figure(tables["line"], networks, title),
+            "batch_size": batch_size_figure(tables[""], networks, title)}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    networks = list(dict.fromkeys(per_batch.network))
-    fig1, axes = plt.subplots(1, len(networks), figsize=(6.5 * len(networks), 5.2), squeeze=False)
+def line_figure(lines, networks, title):
+    """Fig 3: cross-entropy and accuracy on the line from SB (0) to LB (1)."""
+    fig, axes = subplots(1, len(networks), width=6.5, height=5.2)
     for ax, network in zip(axes[0], networks):
-        d = lines[lines.network == network]
-        right = ax.twinx()
+        d, right = lines[lines.network == network], ax.twinx()
         for split, style in (("train", "-"), ("test", "--")):
             s = d[d.split == split]
             ax.plot(s.alpha, s.loss, style, color="tab:blue", label=f"cross-entropy ({split})")
             right.plot(s.alpha, s.accuracy, style, color="tab:red", label=f"accuracy ({split})")
-        ax.set(xlabel=r"$\alpha$  (0: small batch, 1: large batch)", ylabel="cross-entropy",
-               yscale="log", title=f"{network} (Fig 3)")
+        panel(ax, legend=False, xlabel=r"$\alpha$  (0: small batch, 1: large batch)",
+              yscale="log", title=f"{network} (Fig 3)"
+              + ("" if len(d) else "\n(not drawn: an end of the line is missing)"))
         right.set_ylabel("accuracy", color="tab:red")
         ax.set_ylabel("cross-entropy", color="tab:blue")
-        ax.grid(alpha=0.3)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = right.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=8, ncol=2, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.15))
-    fig1.suptitle(title)
-    fig1.tight_layout()
+        shared_legend(ax, right)
+    return finish(fig, title)
 
-    fig2, axes = plt.subplots(1, len(networks), figsize=(6.5 * len(networks), 5.2), squeeze=False)
+
+def batch_size_figure(per_batch, networks, title):
+    """Fig 4: test accuracy and sharpness against the batch size, every seed."""
+    fig, axes = subplots(1, len(networks), width=6.5, height=5.2)
     for ax, network in zip(axes[0], networks):
         runs = per_batch[per_batch.network == network]
         d = runs.groupby("batch_size").mean(numeric_only=True).reset_index()  # over seeds
@@ -210,29 +218,21 @@ def plot(tables, runs, preset, title):
                 label="test accuracy (mean over seeds)")
         ax.scatter(runs.batch_size, 100 * runs.test_accuracy, s=10, color="tab:blue", alpha=0.4,
                    label="each seed")
-        right.plot(d.batch_size, d.sharpness_full, "s--", color="tab:red",
-                   label=f"sharpness (full space, eps {EPSILON:g})")
-        right.scatter(runs.batch_size, runs.sharpness_full, s=10, color="tab:red", alpha=0.4)
-        right.plot(d.batch_size, d.sharpness_subspace, "^:", color="tab:orange",
-                   label=f"sharpness ({SUBSPACE}-dim subspace)")
-        right.scatter(runs.batch_size, runs.sharpness_subspace, s=10, color="tab:orange",
-                      alpha=0.4)
-        ax.set(xscale="log", xlabel="batch size", title=f"{network} (Fig 4)")
+        for column, style, color, name in (
+                ("sharpness_full", "s--", "tab:red", f"full space, eps {EPSILON:g}"),
+                ("sharpness_subspace", "^:", "tab:orange", f"{SUBSPACE}-dim subspace")):
+            right.plot(d.batch_size, d[column], style, color=color, label=f"sharpness ({name})")
+            right.scatter(runs.batch_size, runs[column], s=10, color=color, alpha=0.4)
+        panel(ax, legend=False, xscale="log", xlabel="batch size", title=f"{network} (Fig 4)")
         ax.set_xticks(d.batch_size, [str(b) for b in d.batch_size])
         ax.set_ylabel("test accuracy (%)", color="tab:blue")
         right.set(ylabel="sharpness", yscale="log")
-        ax.grid(alpha=0.3)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = right.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=8, ncol=2, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.15))
-    fig2.suptitle(title)
-    fig2.tight_layout()
-    return {"line": fig1, "batch_size": fig2}
+        shared_legend(ax, right)
+    return finish(fig, title)
 
 
 FIGURE = Figure(
-    name="sharp_minima", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
+    cheap_paper_dry_run=True, name="sharp_minima", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
     tables=tables, plots=plot, title=title, measure=measure, printed=("table",),
     describe=lambda c: f"{c.model} batch {c.batch_size}",
     report=(("Keskar et al.: Tables 2-4 (accuracy, sharpness)", "table"),))

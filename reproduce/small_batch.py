@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from callbacks import base_learning_rate, milestones_at
-from reproduce.figure import Figure, seed_summary
-from reproduce.runner import ConfigError, RunConfig
+from reproduce.figure import Figure, finish, panel, seed_summary, subplots
+from reproduce.config import ConfigError, RunConfig
 
 # One declarative config per preset: model, data, epochs, the grid.
 PRESETS = {
@@ -141,60 +141,66 @@ def title(runs, spec):
 
 def plot(tables, runs, spec, title):
     frame, summary = tables[""], tables["summary"]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     colors = dict(zip(sorted(frame.m.unique()), sns.color_palette("viridis", frame.m.nunique())))
-    every, frame = frame, frame[frame.seed == frame.seed.min()]  # every run; the grid
-    # (1) their Fig 8: accuracy vs log2 eta_tilde, one curve per m.
-    fig1, ax = plt.subplots(figsize=(7, 4.5))
-    for m, runs in frame.groupby("m"):
+    grid = frame[frame.seed == frame.seed.min()]  # the grid; `frame` has every seed
+    return {"accuracy": accuracy_against_rate(grid, colors, title),
+            "summary": best_and_converging(summary, frame, title),
+            "heatmap": heatmap(grid, title)}
+
+
+def accuracy_against_rate(grid, colors, title):
+    """Their Fig 8: test accuracy against log2 eta_tilde, one curve per m."""
+    fig, axes = subplots(width=7, height=4.5)
+    ax = axes[0, 0]
+    for m, runs in grid.groupby("m"):
         runs = runs.sort_values("log2_eta_tilde")
         ax.plot(runs.log2_eta_tilde, runs.test_accuracy, "o-", color=colors[m], label=f"m = {m}")
         div = runs[runs.status == "diverged"]
         ax.plot(div.log2_eta_tilde, [0.0] * len(div), "x", color=colors[m], ms=9, mew=2)
-    ax.set(xlabel=r"$\log_2 \tilde\eta$  (SGD lr = m $\tilde\eta$)", ylabel="test accuracy",
-           title=f"{title}\n(x on the axis: diverged)", ylim=(-0.02, None))
-    ax.legend(title="batch size", fontsize=8)
-    ax.grid(alpha=0.3)
+    panel(ax, xlabel=r"$\log_2 \tilde\eta$  (SGD lr = m $\tilde\eta$)", ylabel="test accuracy",
+          title=f"{title}\n(x on the axis: diverged)", ylim=(-0.02, None),
+          legend_title="batch size")
+    return fig
 
-    # (2) their Figs 15 and 16: best accuracy vs m, converging range vs m.
-    fig2, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+
+def best_and_converging(summary, every, title):
+    """Their Figs 15 and 16: the best accuracy and the converging range against m."""
+    fig, axes = subplots(1, 2, width=5.5)
+    a, b = axes[0]
     a.errorbar(summary.m, summary.best_test_accuracy, yerr=summary.best_test_accuracy_std,
                fmt="o-", capsize=4, label="best cell: mean ± std over its seeds")
     for _, row in summary.dropna(subset=["best_log2_eta_tilde"]).iterrows():
         cell = every[(every.m == row.m) & (every.log2_eta_tilde == row.best_log2_eta_tilde)]
         a.plot([row.m] * len(cell), cell.test_accuracy, ".", color="gray", alpha=0.7,
                label="each seed" if row.m == summary.m.min() else None)
-    a.set(xscale="log", xlabel="batch size m", ylabel="best test accuracy",
-          title=f"best accuracy over the eta sweep (Fig 15)\nbest cell at "
-                f"{int(summary.seeds.max())} seeds (chosen on the first)")
-    a.legend(fontsize=8)
-    a.set_xticks(summary.m, [str(m) for m in summary.m])
-    a.grid(alpha=0.3)
     ok = summary.dropna(subset=["converged_min_log2_eta"])
     b.vlines(ok.m, ok.converged_min_log2_eta - 0.5, ok.converged_max_log2_eta + 0.5, lw=10,
              color="tab:green", alpha=0.6)
-    b.set(xscale="log", xlabel="batch size m", ylabel=r"$\log_2 \tilde\eta$",
+    panel(a, xscale="log", xlabel="batch size m", ylabel="best test accuracy",
+          title=f"best accuracy over the eta sweep (Fig 15)\nbest cell at "
+                f"{int(summary.seeds.max())} seeds (chosen on the first)")
+    panel(b, xscale="log", xlabel="batch size m", ylabel=r"$\log_2 \tilde\eta$",
           title=f"range of eta that converges (Fig 16)\n(test acc >= {CONVERGED_ACCURACY:.0%})")
-    b.set_xticks(summary.m, [str(m) for m in summary.m])
-    b.grid(alpha=0.3)
-    fig2.suptitle(title)
-    fig2.tight_layout()
+    for ax in (a, b):  # after the log scale, which resets the ticks
+        ax.set_xticks(summary.m, [str(m) for m in summary.m])
+    return finish(fig, title)
 
-    # (3) the whole sweep at a glance.
-    table = frame.pivot(index="m", columns="log2_eta_tilde", values="test_accuracy")
-    status = frame.pivot(index="m", columns="log2_eta_tilde", values="status")
+
+def heatmap(grid, title):
+    """The whole sweep at a glance: accuracy per (m, eta_tilde), "div" where diverged."""
+    import seaborn as sns
+
+    table = grid.pivot(index="m", columns="log2_eta_tilde", values="test_accuracy")
+    status = grid.pivot(index="m", columns="log2_eta_tilde", values="status")
     labels = table.map(lambda v: "" if np.isnan(v) else f"{v:.2f}")
     labels = labels.where(status != "diverged", "div")
-    fig3, ax = plt.subplots(figsize=(1.0 + 0.9 * table.shape[1], 1.0 + 0.6 * table.shape[0]))
-    sns.heatmap(table, annot=labels, fmt="", cmap="viridis", ax=ax, vmin=0,
+    fig, axes = subplots(width=1.0 + 0.9 * table.shape[1], height=1.0 + 0.6 * table.shape[0])
+    sns.heatmap(table, annot=labels, fmt="", cmap="viridis", ax=axes[0, 0], vmin=0,
                 cbar_kws=dict(label="test accuracy"))
-    ax.set(xlabel=r"$\log_2 \tilde\eta$", ylabel="batch size m", title=title)
-    return {"accuracy": fig1, "summary": fig2, "heatmap": fig3}
+    axes[0, 0].set(xlabel=r"$\log_2 \tilde\eta$", ylabel="batch size m", title=title)
+    return fig
 
 
 def options(parser):
@@ -211,7 +217,7 @@ def check(args):
 
 
 FIGURE = Figure(
-    name="small_batch", description=__doc__.splitlines()[1], presets=PRESETS, grid=grid,
+    cheap_paper_dry_run=True, name="small_batch", description=__doc__.splitlines()[1], presets=PRESETS, grid=grid,
     tables=tables, plots=plot, title=title, options=options, check=check, follow_up=more_seeds,
     stem=lambda args: "small_batch" + ("" if args.variant == "bn"
                                        else "_" + args.variant.replace(":", "")),
