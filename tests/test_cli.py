@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import needs_cifar10, our_lines
 
-from reproduce import figure, small_batch
+from reproduce import figure, registry, small_batch
 from reproduce.runner import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,8 +104,6 @@ def test_set_trains_every_run_of_the_preset_with_the_overrides(tmp_path):
         assert record["config"]["lr_milestones"] == [1, 1]
 
 
-FIGURE_MODULES = ("small_batch", "dont_decay", "generalization_gap", "sharp_minima",
-                  "mnist_batch_size", "lr_scaling", "critical_batch")
 CLIS = [["-m", "reproduce.small_batch", "--preset", "smoke"],
         ["-m", "reproduce.kaggle", "data-from-mnist"]]
 
@@ -133,9 +131,9 @@ def test_a_missing_dataset_is_one_line_on_stderr_and_exit_2(args, tmp_path):
 # its exit status and what it printed on stderr.
 EVERY_FIGURE = """
 import contextlib, io, json, sys
-from reproduce import report
+from reproduce import registry
 results = {}
-for figure in report.figures():
+for figure in registry.figures():
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         try:
@@ -155,10 +153,106 @@ def test_every_figure_answers_a_missing_dataset_with_one_line(tmp_path):
                          timeout=300, env=_without_data(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
-    assert sorted(results) == sorted(FIGURE_MODULES)
+    assert list(results) == list(registry.NAMES)
     for name, (code, stderr) in results.items():
         ours = our_lines(stderr)
         assert code == 2, (name, stderr)
         assert len(ours) == 1 and "not found in" in ours[0] and "put the file at" in ours[0], (
             name, ours)
     assert not (tmp_path / "fig").exists()
+
+
+def test_the_registry_is_the_one_list_of_figures():
+    """Every module that declares a Figure is in reproduce/registry.py, in the
+    Makefile's targets and `make help`, and nowhere else is a list kept."""
+    import re
+
+    declared = sorted(p.stem for p in (ROOT / "reproduce").glob("*.py")
+                      if re.search(r"^FIGURE = Figure\(", p.read_text(), re.M))
+    assert sorted(registry.NAMES) == declared
+    assert [f.name for f in registry.figures()] == list(registry.NAMES)
+    targets = subprocess.run(["make", "-s", "-n", "figures", f"PYTHON={sys.executable}"],
+                             cwd=ROOT, capture_output=True, text=True).stdout
+    assert all(registry.target(name) in targets for name in registry.NAMES), targets
+    dry = subprocess.run(["make", "-s", "-n", "fig-lr-scaling", "PRESET=smoke",
+                          f"PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True)
+    assert "-m reproduce.lr_scaling --preset smoke" in dry.stdout, dry.stdout + dry.stderr
+
+
+# What the refactor must not change: a run's key names its stored record, so
+# a key that moved would make every store retrain. Written down from the store
+# before the runner was split (reproduce/config.py).
+STORED_KEYS = {
+    "RunConfig()": "d4c5ea897faa6412",
+}
+# The last run of each figure's quick grid, keyed before the split.
+LAST_QUICK_KEYS = {
+    "small_batch": "af94cdcd590e0e52",
+    "dont_decay": "7ec1f80644d388ba",
+    "generalization_gap": "405e4f8da96803ea",
+    "sharp_minima": "41356796fd7f3a50",
+    "mnist_batch_size": "bf1d6042813da4e7",
+    "critical_batch": "63fcdacd37e3d2de",
+}
+
+
+def test_stored_runs_keep_their_keys():
+    from reproduce.config import RunConfig
+
+    assert RunConfig().key == STORED_KEYS["RunConfig()"]
+    for name, key in LAST_QUICK_KEYS.items():
+        figure_ = registry.figure(name)
+        assert list(figure_.grid(figure_.presets["quick"]).values())[-1].key == key, name
+    # Every committed quick CSV that names its runs' keys names the keys the
+    # figure's grid makes today: the figures regenerate from the same records.
+    import pandas as pd
+
+    for name in ("small_batch",):
+        figure_ = registry.figure(name)
+        grid = {config.key for config in figure_.grid(figure_.presets["quick"]).values()}
+        committed = set(pd.read_csv(ROOT / "figures" / f"{name}.csv").key)
+        assert grid <= committed, (name, sorted(grid - committed)[:3])
+
+
+def test_no_import_cycles_and_the_library_imports_nothing_of_reproduce():
+    """Every import between the project's modules, lazy ones included, forms no
+    cycle; optimizers/, callbacks/ and models/ import nothing of reproduce/.
+    One exception, by design: a module-level `__getattr__` (PEP 562) that
+    forwards an old import path (`optimizers.EpochAlignedAccumulation`) runs
+    only when that old name is asked for."""
+    import ast
+
+    def forwarding(tree):
+        return {id(node) for f in tree.body if isinstance(f, ast.FunctionDef)
+                and f.name == "__getattr__" for node in ast.walk(f)}
+
+    modules = {}
+    for path in [*ROOT.glob("reproduce/*.py"), *ROOT.glob("callbacks/*.py"),
+                 *ROOT.glob("optimizers/*.py"), *ROOT.glob("models/*.py")]:
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        names, tree = set(), ast.parse(path.read_text())
+        skip = forwarding(tree)
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        modules[name] = names
+    edges = {name: {m for m in names if m in modules and m != name and not
+                    (name == m.split(".")[0])}  # a package's __init__ gathering its modules
+             for name, names in modules.items()}
+    for package in ("optimizers", "callbacks", "models"):
+        for name, targets in edges.items():
+            if name.split(".")[0] == package:
+                assert not any(t.startswith("reproduce") for t in targets), (name, targets)
+
+    def visit(name, path):
+        assert name not in path, " -> ".join(path + [name])
+        for target in edges[name]:
+            visit(target, path + [name])
+
+    for name in edges:
+        visit(name, [])

@@ -105,19 +105,19 @@ def test_mnist_batch_size_accumulated_run_makes_the_large_batch_updates(tmp_path
 
 @needs_mnist
 def test_lr_scaling_rules_and_measures(tmp_path, monkeypatch, capsys):
-    from reproduce import lr_scaling, runner
+    from reproduce import lr_scaling, sweep
 
     # First with one run crashing: the figure is drawn from the others, says
     # how many are missing, and the command exits 1; the rerun trains only it.
     crash = lr_scaling.grid(lr_scaling.PRESETS["smoke"])[("sqrt", 256, 1)]
-    trained = runner.train_record
+    trained = sweep.train_record
 
     def train_record(config, *args, **kwargs):
         if config == crash:
             raise RuntimeError("out of memory (simulated)")
         return trained(config, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "train_record", train_record)
+    monkeypatch.setattr(sweep, "train_record", train_record)
     with pytest.raises(SystemExit) as exit:
         _run(lr_scaling, tmp_path)
     assert exit.value.code == 1

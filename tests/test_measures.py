@@ -206,7 +206,8 @@ def test_updates_to_target_counts_updates_not_micro_batches():
     """4 accumulated micro-batches of 16 are one update at batch 64 (no batch
     norm: the same training), so the target falls on the same update."""
     from callbacks import UpdatesToTarget
-    from optimizers import EpochAlignedAccumulation, GradientAccumulator
+    from callbacks import EpochAlignedAccumulation
+    from optimizers import GradientAccumulator
 
     x, y = separable()
     hits = []

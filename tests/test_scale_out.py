@@ -169,12 +169,12 @@ def test_three_sweeps_racing_to_take_over_a_stale_claim_leave_one_owner(tmp_path
 @needs_mnist
 def test_a_sweep_waits_for_a_run_another_sweep_holds_and_takes_it_over_when_stale(tmp_path):
     sweep = Sweep(tmp_path, heartbeat=0.1, stale_after=1.5, poll=0.2, log=open(os.devnull, "w"))
-    write_claim(sweep.records, TINY, dict(host="elsewhere", pid=1, id="x"))
+    write_claim(sweep.store, TINY, dict(host="elsewhere", pid=1, id="x"))
     started = time.time()
     table = sweep.run([TINY])
     assert time.time() - started > 1.0  # it waited for the claim to go stale
     assert len(table) == TINY.epochs
-    assert not sweep.records.claim_path(TINY).exists()
+    assert not sweep.store.claim_path(TINY).exists()
 
 
 TWO_SWEEPS = """
@@ -226,7 +226,7 @@ def test_a_crashed_run_releases_its_claim_is_listed_and_the_other_runs_are_store
     table = sweep.run([TINY, crash, TINY.replace(seed=2)])
     assert [(f.config, f.error) for f in sweep.failures] == [(crash, "ValueError: no such layer")]
     assert set(table.key) == {TINY.key, TINY.replace(seed=2).key}
-    assert sweep.load(crash) is None and not sweep.records.claim_path(crash).exists()
+    assert sweep.load(crash) is None and not sweep.store.claim_path(crash).exists()
     assert "1 of 3 runs failed" in log.getvalue() and crash.key in log.getvalue()
     # The same sweep object again, in the same process: the run is trained, not
     # waited for (its claim was released).
@@ -351,22 +351,21 @@ def test_the_workers_get_the_drivers_devices_and_backend_settings(monkeypatch):
 
 # -- dry runs of the paper presets --------------------------------------------
 # The dry run trains each distinct kind of run of a preset for 2 updates. Here
-# it does so for the presets whose models train in seconds on this CPU (the
-# Masters & Luschi sweep, 143 runs, included); for every paper preset the plan's
-# arithmetic is checked and each model is built (ResNet-44 and WRN-16-4 traced
-# for 2 updates take ~20 s each, and tests/test_layers.py trains every model
-# with every norm).
-DRY_RUN_TRAINED = ("small_batch", "sharp_minima", "lr_scaling")
+# it does so for the presets whose models train in seconds on this CPU
+# (`Figure.cheap_paper_dry_run`: the Masters & Luschi sweep, 143 runs,
+# included); for every paper preset the plan's arithmetic is checked and each
+# model is built (ResNet-44 and WRN-16-4 traced for 2 updates take ~20 s each,
+# and tests/test_layers.py trains every model with every norm).
 
 
 @pytest.mark.slow
 @needs_mnist
 @needs_cifar10
 def test_paper_presets_dry_runs_train_each_kind_of_run_and_state_the_cost(tmp_path, capsys):
-    from reproduce import report
+    from reproduce import registry
 
-    for figure in report.figures():
-        if figure.name not in DRY_RUN_TRAINED:
+    for figure in registry.figures():
+        if not figure.cheap_paper_dry_run:
             continue
         figure.main(["--preset", "paper", "--dry-run", "--results", str(tmp_path / "r"),
                      "--out", str(tmp_path / "f")])
@@ -384,9 +383,9 @@ def test_paper_presets_dry_runs_train_each_kind_of_run_and_state_the_cost(tmp_pa
 @needs_mnist
 @needs_cifar10
 def test_every_paper_preset_has_a_plan_and_two_update_dry_runs():
-    from reproduce import plan, report
+    from reproduce import plan, registry
 
-    for figure in report.figures():
+    for figure in registry.figures():
         runs = figure.grid(figure.presets["paper"])
         table = plan.estimate(runs)  # builds every model of the preset
         assert len(table) == len(runs) and (table.gpu_hours > 0).all(), figure.name

@@ -5,7 +5,7 @@ import math
 import keras
 import pytest
 
-from callbacks import (BatchSizeSchedule, TrainingSchedule, WarmupStepDecay, base_learning_rate,
+from callbacks import (BatchSizeSchedule, LinearWarmup, TrainingSchedule, base_learning_rate,
                        current_learning_rate, milestones_at, regime_adaptation, split_batch,
                        sqrt_scaling)
 
@@ -14,8 +14,8 @@ MILESTONES = (60, 120, 160)
 
 
 def smith(cap, lr=0.1, b0=128, momentum=0.9):
-    return BatchSizeSchedule(b0, lr, N, milestones=MILESTONES, factor=5, max_batch_size=cap,
-                             momentum=momentum)
+    return TrainingSchedule(b0, lr, N, batch_milestones=MILESTONES, batch_factor=5,
+                            max_batch_size=cap, momentum=momentum)
 
 
 @pytest.mark.parametrize("cap,lrs,batches", [
@@ -25,10 +25,12 @@ def smith(cap, lr=0.1, b0=128, momentum=0.9):
 ])
 def test_smiths_three_schedules_per_epoch(cap, lrs, batches):
     s = smith(cap)
+    callback = BatchSizeSchedule(128, 0.1, N, milestones=MILESTONES, factor=5, max_batch_size=cap,
+                                 momentum=0.9)
     for epoch, lr, batch in zip((0, 60, 120, 160), lrs, batches):
         for e in (epoch, epoch + 39):
-            assert s.batch_size(e) == batch
-            assert s.learning_rate(e) == pytest.approx(lr)
+            assert s[e].batch_size == callback.batch_size(e) == batch
+            assert s[e].learning_rate == callback.learning_rate(e) == pytest.approx(lr)
 
 
 @pytest.mark.parametrize("lr,b0,momentum,updates", [
@@ -53,10 +55,11 @@ def test_noise_scale_is_kept_when_the_cap_turns_batch_growth_into_lr_decay():
 
 
 def test_phases_split_where_the_physical_batch_changes_and_accumulation_reaches_the_rest():
-    s = BatchSizeSchedule(128, 0.1, N, milestones=MILESTONES, max_device_batch=1024)
+    s = TrainingSchedule(128, 0.1, N, batch_milestones=MILESTONES, max_device_batch=1024)
     assert [p[:3] for p in s.phases(200)] == [(0, 60, 128), (60, 120, 640), (120, 160, 800),
                                               (160, 200, 1000)]
-    assert s.split(130) == (800, 4) and s.split(170) == (1000, 16)
+    assert (s[130].physical_batch, s[130].accumulation_steps) == (800, 4)
+    assert (s[170].physical_batch, s[170].accumulation_steps) == (1000, 16)
     assert split_batch(16000, 1024) == (1000, 16)
 
 
@@ -67,13 +70,16 @@ def test_learning_rate_rules():
     assert regime_adaptation(100, (30, 60), 4096, 128) == (3200, (960, 1920))
 
 
-def test_warmup_starts_at_lr_over_32_and_decays_at_boundaries():
-    lr = WarmupStepDecay(0.32, boundaries=[100, 150], warmup_steps=10)
+def test_linear_warmup_starts_at_lr_over_32_and_ramps_to_the_schedule():
+    decay = keras.optimizers.schedules.PiecewiseConstantDecay([99, 149], [0.32, 0.032, 0.0032])
+    lr = LinearWarmup(decay, warmup_updates=10)
     assert float(lr(0)) == pytest.approx(0.01)
     assert float(lr(5)) == pytest.approx(0.01 + 0.5 * 0.31)
     assert float(lr(10)) == pytest.approx(0.32)
     assert float(lr(120)) == pytest.approx(0.032)
     assert float(lr(150)) == pytest.approx(0.0032)
+    restored = LinearWarmup.from_config(lr.get_config())
+    assert [float(restored(u)) for u in (0, 5, 120)] == [float(lr(u)) for u in (0, 5, 120)]
 
 
 # -- every schedule in updates ------------------------------------------------
@@ -177,8 +183,8 @@ def noisy_regression(examples, d=4, sigma=1.5, seed=0):
 def test_noise_scale_batch_size_grows_until_the_batch_passes_b_simple(factor, cap, final):
     """Micro-batch 4, starting at 2 x 4 = 8: grow (x2) while 21 > factor x B,
     so B ends at the first power of two past 21 / factor, or at the cap."""
-    from callbacks import NoiseScaleBatchSize
-    from optimizers import EpochAlignedAccumulation, GradientAccumulator
+    from callbacks import EpochAlignedAccumulation, NoiseScaleBatchSize
+    from optimizers import GradientAccumulator
 
     model, x, y = noisy_regression(300 * 8 + 200 * 64)
     optimizer = GradientAccumulator(keras.optimizers.SGD(0.0), 2, noise_scale_decay=0.99)
