@@ -83,7 +83,8 @@ def case_pipeline(batch, n, rounds=5):
 def case_accumulation(kind, n=2048, rounds=3):
     import keras
 
-    from optimizers import AccumulatedNoiseScale, EpochAlignedAccumulation, GradientAccumulator
+    from callbacks import AccumulatedNoiseScale, EpochAlignedAccumulation
+    from optimizers import GradientAccumulator
 
     x, y = _data(n)
     sgd = lambda **kw: keras.optimizers.SGD(0.01, momentum=0.9, **kw)  # noqa: E731
@@ -114,7 +115,8 @@ def case_noise_scale_cost(n=2048, rounds=5):
     plateau that hides small differences, while CPU time counts the work."""
     import keras
 
-    from optimizers import AccumulatedNoiseScale, EpochAlignedAccumulation, GradientAccumulator
+    from callbacks import AccumulatedNoiseScale, EpochAlignedAccumulation
+    from optimizers import GradientAccumulator
 
     x, y = _data(n)
     runs = []
