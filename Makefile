@@ -27,13 +27,17 @@ ENGINE     ?=
 FIGURE_ARGS = --preset $(PRESET) $(if $(ENGINE),--engine $(ENGINE))
 # Batches above this go through gradient accumulation (fig-dont-decay); empty: the preset's.
 export MAX_DEVICE_BATCH
+# fig-generalization-gap and fig-sharp-minima: NETWORK=F1 trains that network's part
+# of the preset. JOBS=n runs at once (1: one by one), THREADS=n a run's thread budget,
+# RUNS_PER_GPU=n runs sharing a GPU (README "Runs side by side").
+export NETWORK JOBS THREADS RUNS_PER_GPU
 KAGGLE_ARGS ?=
 
 # The figure targets, one per module in reproduce/registry.py (the one list of figures).
 FIGURES := $(shell $(PYTHON_SYS) -m reproduce.registry)
 
-.PHONY: setup test test-fast settings clean help figures check-claims $(FIGURES) kaggle-data-from-mnist kaggle-submission \
-	bench-pipeline bench-accumulation bench-throughput
+.PHONY: setup test test-fast settings clean help figures figures-cpu-paper check-claims $(FIGURES) kaggle-data-from-mnist kaggle-submission \
+	bench-pipeline bench-accumulation bench-throughput bench-sweep
 
 help:
 	@echo "make setup [GPU=1]            create $(VENV) and install requirements"
@@ -45,11 +49,12 @@ help:
 	@echo "     (fig-dont-decay: [MAX_DEVICE_BATCH=n])"
 	@echo "     [RAY_ADDRESS=local|auto|ray://host:10001] [DEVICES=n] [DRY_RUN=1]"
 	@echo "make figures                  every figure target's quick preset in a row"
+	@echo "make figures-cpu-paper        the paper presets that fit a CPU, each dry run's estimate first"
 	@echo "make check-claims [PRESET=...] each paper's claims checked over the figures' CSVs"
 	@echo "make kaggle-data-from-mnist   MNIST stand-in for the Kaggle Digit Recognizer files"
 	@echo "make kaggle-submission [KAGGLE_ARGS='--full --norm group ...']"
 	@echo "     [ENGINE=fit]                model.fit instead of the fast engine"
-	@echo "make bench-pipeline | bench-accumulation | bench-throughput"
+	@echo "make bench-pipeline | bench-accumulation | bench-throughput | bench-sweep"
 	@echo "make clean                    remove results/ and caches (figures stay)"
 
 $(PYTHON):
@@ -98,6 +103,17 @@ figures:
 	$(PYTHON) -m reproduce.report
 	$(PYTHON) -m reproduce.claims --preset quick
 
+# The paper presets that run to the end on a 2-core CPU (reproduce/registry.py CPU_PAPER):
+# every dry run first, each with this machine's time estimate, then the runs (hours; resumable).
+# Each word is figure:network (figure: for the whole preset).
+CPU_PAPER := $(shell $(PYTHON_SYS) -m reproduce.registry cpu-paper)
+figures-cpu-paper:
+	for f in $(CPU_PAPER); do DRY_RUN=1 NETWORK=$${f#*:} $(PYTHON) -m reproduce.$${f%:*} \
+		--preset paper | grep -E "paper|plan:|this machine" || exit 1; done
+	for f in $(CPU_PAPER); do NETWORK=$${f#*:} $(PYTHON) -m reproduce.$${f%:*} --preset paper \
+		|| exit 1; done
+	$(PYTHON) -m reproduce.claims --preset paper
+
 # Each paper's headline claims as PASS/FAIL over the figures' CSVs (reproduce/claims.py):
 # every preset whose CSVs are in figures/, or only $(PRESET) if you name it on the command
 # line; the exit status is 1 if a claim expected to hold at that preset fails.
@@ -119,6 +135,10 @@ bench-accumulation:
 bench-throughput:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -r requirements-bench.txt
 	$(PYTHON) -m reproduce.bench throughput
+
+# BENCH_SWEEP_ARGS='--models f1 --batches 4,32 --no-figure' for a shorter run.
+bench-sweep:
+	$(PYTHON) -m reproduce.bench sweep $(BENCH_SWEEP_ARGS)
 
 clean:
 	rm -rf results .pytest_cache

@@ -3,6 +3,7 @@
     python -m reproduce.bench pipeline      # input-pipeline overhead, ResNet-20
     python -m reproduce.bench accumulation  # accumulation time and peak memory
     python -m reproduce.bench throughput    # fit vs the fast engine, samples/s
+    python -m reproduce.bench sweep         # runs side by side (reproduce.bench_sweep)
 
 Each case runs in its own subprocess so peak memory (max RSS) is its own.
 Synthetic CIFAR-sized data: the numbers are about the loop, not the data.
@@ -441,8 +442,12 @@ def bench_throughput():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("which", choices=("pipeline", "accumulation", "throughput"))
-    args = p.parse_args(argv)
+    p.add_argument("which", choices=("pipeline", "accumulation", "throughput", "sweep"))
+    args, rest = p.parse_known_args(argv)
+    if args.which == "sweep":
+        from reproduce import bench_sweep
+
+        return bench_sweep.main(rest)
     {"pipeline": bench_pipeline, "accumulation": bench_accumulation,
      "throughput": bench_throughput}[args.which]()
 

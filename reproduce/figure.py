@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reproduce import cli, plan, settings
+from reproduce import cli, plan, registry, settings
 from reproduce.devices import use_cpu_devices
 from reproduce.config import ConfigError, RunConfig
 from reproduce.sweep import Sweep
@@ -54,8 +54,9 @@ class Figure:
             beside the papers' numbers (`reproduce.report`).
         printed: table suffixes printed at the end of a run.
         follow_up: `(sweep, runs, spec) -> {label: RunConfig}`, runs chosen
-            from the first runs' results (e.g. the best cell of each row at
-            more seeds), trained after them; the tables and plots see both.
+            from the results so far (the next rate past a grid's edge, the
+            best cell of each row at more seeds), trained after them, round
+            after round until none is new; the tables and plots see them all.
             A dry run does not know them and says so.
         callbacks, measure: for `Sweep`, as `(spec, results folder) -> ...`
             factories.
@@ -64,6 +65,11 @@ class Figure:
         stem: `(args) -> str`, the file stem (default: `name`).
         cheap_paper_dry_run: its paper preset's dry run trains in seconds on
             a CPU (the tests run those dry runs; the others' plans only).
+        claims: the paper's headline claims as `reproduce.claims.Claim`s over
+            this figure's tables (`make check-claims`).
+        networks: the preset's specs are {network name: spec}: `--network`
+            ($NETWORK) trains one network's part of the preset, unchanged, and
+            writes the same files with the network in their names.
     """
 
     name: str
@@ -83,6 +89,13 @@ class Figure:
     check: object = None
     stem: object = None
     cheap_paper_dry_run: bool = False
+    claims: tuple = ()
+    networks: bool = False
+
+    def __post_init__(self):
+        # Each claim knows the figure whose CSVs it reads.
+        object.__setattr__(self, "claims", tuple(
+            dataclasses.replace(claim, figure=self.name) for claim in self.claims))
 
     def main(self, argv=None):
         """The module's command line: `main = FIGURE.main`."""
@@ -141,15 +154,38 @@ def parser(figure):
     p.add_argument("--ray", metavar="ADDRESS", default=os.environ.get("RAY_ADDRESS") or None,
                    help="train the runs as Ray tasks: 'local' (a Ray on this machine), 'auto' "
                         "(the cluster of `ray start`) or ray://host:10001; default $RAY_ADDRESS")
+    p.add_argument("--jobs", type=int, metavar="N", default=int_from_env("JOBS", 0) or None,
+                   help="runs at once on this machine: 1 one by one, N; default $JOBS, else "
+                        "side by side on a machine of several cores (reproduce.sweep)")
     p.add_argument("--devices", type=int, metavar="N", default=int_from_env("DEVICES", 1),
                    help="spread each run over N devices, data parallel (reproduce.devices); "
                         "default $DEVICES or 1")
     p.add_argument("--dry-run", action="store_true", default=int_from_env("DRY_RUN", 0) > 0,
                    help="train each distinct kind of run for 2 updates on a slice, print the "
                         "sweep's size and estimated cost, write nothing")
+    if figure.networks:
+        p.add_argument("--network", default=os.environ.get("NETWORK") or None,
+                       help="only this network's part of the preset, e.g. F1 (its name before "
+                            "' / '); default $NETWORK, else every network")
     if figure.options:
         figure.options(p)
     return p
+
+
+def network_short(name):
+    """"F1 / MNIST" -> "f1", "ResNet-44 / CIFAR-10" -> "resnet44": the name in
+    file names and on the command line (any case)."""
+    return name.split(" / ")[0].lower().replace("-", "")
+
+
+def only_network(spec, network):
+    """`spec` ({network: spec}) with just `network`; a one-line error names the choices."""
+    chosen = {name: part for name, part in spec.items()
+              if network_short(name) == network.lower().replace("-", "")}
+    if not chosen:
+        raise ConfigError(f"--network {network}: expected one of "
+                          f"{', '.join(name.split(' / ')[0] for name in spec)}")
+    return chosen
 
 
 def int_from_env(name, default):
@@ -170,10 +206,15 @@ def run_figure(figure, argv=None, log=None):
     with cli.one_line_errors():
         if figure.check:
             figure.check(args)
+        if args.jobs is not None and args.jobs < 1:
+            raise ConfigError(f"--jobs {args.jobs}: expected an integer >= 1 (1: one at a time)")
+        int_from_env("THREADS", 0)  # a bad thread budget: one line, before anything trains
         changes = parse_overrides(args.set)
         if args.devices != 1:
             changes.setdefault("devices", args.devices)
         spec = override(figure.presets[args.preset], changes)
+        if figure.networks and args.network:
+            spec = only_network(spec, args.network)
         runs = figure.grid(spec, args)
         folder = args.results / figure.name
         use_cpu_devices(max(config.devices for config in runs.values()))
@@ -187,7 +228,8 @@ def run_figure(figure, argv=None, log=None):
                     figure.measure(spec, folder) if figure.measure else None)
 
         if args.dry_run:
-            plan.dry_run(runs, hooks, log=log)
+            plan.dry_run(runs, hooks, log=log, estimate_here=args.preset != "paper"
+                         or figure.name in registry.CPU_PAPER)
             if figure.follow_up:
                 print("plus the follow-up runs the sweep's results will choose (not in this "
                       "plan; see the figure's docstring)", file=log)
@@ -195,7 +237,7 @@ def run_figure(figure, argv=None, log=None):
         callbacks, measure = hooks(folder)
         sweep = Sweep(folder, verbose=int(args.verbose), engine=args.engine, log=log,
                       describe=figure.describe, callbacks=callbacks, measure=measure,
-                      ray=args.ray)
+                      ray=args.ray, jobs=args.jobs)
         planned, runs, failures = train_sweep(figure, sweep, spec, runs, log)
         if not runs:
             cli.fail(f"no run of {figure.name} finished ({len(failures)} failed, listed "
@@ -210,17 +252,22 @@ def run_figure(figure, argv=None, log=None):
 
 
 def train_sweep(figure, sweep, spec, runs, log):
-    """Trains the grid, then the follow-up it chooses. Returns (runs planned,
+    """Trains the grid, then the follow-ups it chooses, round after round
+    until a round chooses nothing new (a best rate on the grid's edge asks for
+    the next rate, then its best for more seeds). Returns (runs planned,
     {label: config} of the stored runs, the failures)."""
     sweep.run(list(runs.values()))
     failures = list(sweep.failures)
-    if figure.follow_up:
-        more = figure.follow_up(sweep, stored(sweep, runs), spec)
-        if more:
-            print(f"follow-up: {len(more)} runs chosen from the results", file=log)
-            sweep.run(list(more.values()))
-            failures += sweep.failures
-            runs = {**runs, **more}
+    while figure.follow_up:
+        # A label chosen before is not chosen again, even if its run failed.
+        more = {label: config for label, config in
+                figure.follow_up(sweep, stored(sweep, runs), spec).items() if label not in runs}
+        if not more:
+            break
+        print(f"follow-up: {len(more)} runs chosen from the results", file=log)
+        sweep.run(list(more.values()))
+        failures += sweep.failures
+        runs = {**runs, **more}
     return len(runs), stored(sweep, runs), failures
 
 
@@ -230,6 +277,8 @@ def write_figure(figure, sweep, spec, runs, args, log):
     `printed` tables. Returns the tables."""
     tables = figure.tables(sweep, runs, spec)
     stem = figure.stem(args) if figure.stem else figure.name
+    if figure.networks and args.network:
+        stem += "_" + network_short(next(iter(spec)))
     written = [cli.save_csv(frame, args.out / file_name(stem, args.preset, suffix, "csv"))
                for suffix, frame in tables.items()]
     plots = figure.plots(tables, runs, spec, figure.title(runs, spec))
@@ -256,6 +305,17 @@ def training_minutes(sweep, runs):
     return sum(r["wall_time"] for r in map(sweep.load, distinct) if r) / 60
 
 
+# A best value on the edge of its grid is not a best: the sweeps that tune a
+# rate extend the grid outward, at most this many grid steps past each edge
+# (a preset may set `max_extensions`; the smoke presets use 1).
+MAX_EXTENSIONS = 3
+
+
+def max_extensions(spec):
+    """Grid steps past each edge that `spec`'s follow-ups may add."""
+    return int(spec.get("max_extensions", MAX_EXTENSIONS))
+
+
 def seed_summary(values, digits=None):
     """Values of one cell over its seeds (test accuracies) -> {mean, std,
     seeds}: the mean and sample standard deviation of the finite values (std
@@ -267,6 +327,27 @@ def seed_summary(values, digits=None):
     if digits is not None:
         mean, std = (None if v is None else round(v, digits) for v in (mean, std))
     return dict(mean=mean, std=std, seeds=len(finite))
+
+
+def paired_test_variance(sweep, a, b):
+    """The test set's sampling variance of the difference of two cells' test
+    accuracies, each a mean over its seeds (`a`, `b`: lists of configs), when
+    both were scored on the same examples: the variance over the examples of
+    the difference in the seeds' mean correctness, over n (paired, as
+    McNemar's test pairs them). None where a run lacks its per-example
+    results (stored before they were kept) or the test sets differ."""
+    from reproduce.train import decode_correct
+
+    means = []
+    for configs in (a, b):
+        records = [sweep.load(config) for config in configs]
+        if not records or any(r is None or not r.get("test_correct") for r in records):
+            return None
+        means.append(np.mean([decode_correct(r["test_correct"]) for r in records], axis=0))
+    if means[0].shape != means[1].shape:
+        return None
+    difference = means[0] - means[1]
+    return float(np.var(difference, ddof=1) / len(difference))
 
 
 # -- plots: what every figure's drawing shares ------------------------------------

@@ -14,10 +14,20 @@ size they cost more than all the training, and the smoke presets run them. The p
 sweep: runs, training examples, FLOPs (`models.flops`, 3 forward passes per
 training example plus one per test example per epoch) and the hours that is
 at an assumed GPU throughput, which is an assumption, not a measurement.
+
+It also estimates this machine's time, from measurements: for every model
+and physical batch in the plan it times a few training steps here (the fast
+engine, synthetic data, after a compiling step), and multiplies by the
+micro-batches the runs train at that batch; the test set's forward passes
+each epoch count a third of a training step per example. That is one run at
+a time on every core: side by side (`JOBS`) is faster by what `make
+bench-sweep` measures, and the figure's measurements after training
+(sharpness, noise scale) are not counted.
 """
 
 import functools
 import math
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +49,10 @@ from reproduce.train import build_model, train_record
 GPU_TFLOPS = 6.0
 GPU_STEP_SECONDS = 0.005
 DRY_MICRO_BATCH = 32
+TIMED_STEPS = 4  # per model and physical batch, for the CPU estimate
+# Above this physical batch the estimate times this one and scales by the
+# examples (a CPU step's time grows in proportion to the batch there).
+TIMED_MAX_BATCH = 512
 
 
 def combination(config):
@@ -111,14 +125,75 @@ def estimate(runs, gpu_tflops=GPU_TFLOPS, step_seconds=GPU_STEP_SECONDS):
     return pd.DataFrame(rows)
 
 
+def micro_batches(config):
+    """{physical batch: micro-batches the run trains at it} over its schedule."""
+    n, out = _train_size(config), {}
+    for epoch in config.training_schedule(_train_size(config)):
+        out[epoch.physical_batch] = out.get(epoch.physical_batch, 0) + math.ceil(
+            n / epoch.physical_batch)
+    return out
+
+
+def step_seconds_here(config, physical_batch, steps=TIMED_STEPS):
+    """Measured seconds of one training step of `config`'s model on
+    `physical_batch` examples on this machine (the fast engine, synthetic data;
+    the first, compiling call is not timed)."""
+    import keras
+    import numpy as np
+
+    from reproduce.engine import FastEngine
+    from reproduce.train import compile_model
+
+    _, _, shape, classes = _sizes(config.dataset)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(physical_batch * steps, *shape)).astype("float32")
+    y = rng.integers(0, classes, len(x)).astype("int32")
+    model = compile_model(build_model(config, shape, classes),
+                          keras.optimizers.SGD(0.01, momentum=0.9))
+    engine = FastEngine(model, x, y, log=open(os.devnull, "w"))
+    engine.fit(1, physical_batch)  # compiles
+    started = time.perf_counter()
+    engine.fit(1, physical_batch)
+    return (time.perf_counter() - started) / steps
+
+
+def cpu_estimate(runs, time_step=step_seconds_here):
+    """(hours on this machine, one run at a time, [(model, physical batch,
+    seconds per step, micro-batches)]): measured step times x the plan's
+    micro-batches, plus the test set's forward passes (a third of a training
+    step per example, each epoch)."""
+    counts, evaluated = {}, {}
+    for config in runs.values():
+        group = (config.dataset, config.model, config.norm)
+        for batch, count in micro_batches(config).items():
+            counts[(*group, batch)] = counts.get((*group, batch), 0) + count
+        evaluated[group] = evaluated.get(group, 0) + _test_size(config) * config.epochs
+    timed, seconds, measured = [], 0.0, {}
+    for (dataset, model, norm, batch), count in sorted(counts.items()):
+        at = min(batch, TIMED_MAX_BATCH)
+        if (dataset, model, norm, at) not in measured:
+            measured[(dataset, model, norm, at)] = time_step(
+                RunConfig(dataset=dataset, model=model, norm=norm), at)
+        step = measured[(dataset, model, norm, at)] * batch / at
+        timed.append((model, batch, step, count))
+        seconds += step * count
+    for group, examples in evaluated.items():
+        batch = max(b for (*g, b) in counts if tuple(g) == group)
+        step = next(s for m, b, s, _ in timed if m == group[1] and b == batch)
+        seconds += examples / batch * step / 3
+    return seconds / 3600, timed
+
+
 def dry_run(runs, hooks=None, log=None, gpu_tflops=GPU_TFLOPS,
-            step_seconds=GPU_STEP_SECONDS):
+            step_seconds=GPU_STEP_SECONDS, estimate_here=True):
     """Trains one run of each combination for 2 updates, then prints the plan.
 
     Args:
         runs: {label: RunConfig}, the sweep.
         hooks: optional `store folder -> (callbacks, measure)`, as `Sweep`
             takes them; given a temporary folder. The measure is not run.
+        estimate_here: time steps here for this machine's estimate (False
+            for a GPU-sized preset, whose CPU hours would be days).
     Returns (the plan's per-run table, the dry runs' table)."""
     log = log or sys.stdout
     groups = {}
@@ -145,11 +220,41 @@ def dry_run(runs, hooks=None, log=None, gpu_tflops=GPU_TFLOPS,
                   file=log, flush=True)
     plan = estimate(runs, gpu_tflops, step_seconds)
     hours = plan["gpu_hours"].sum()
+    share = int(os.environ.get("RUNS_PER_GPU") or 1)
     print(f"plan: {len(plan)} runs, {plan['updates'].sum():,} updates, "
           f"{plan['examples'].sum():,} training examples, {plan['flops'].sum() / 1e15:,.1f} "
           f"PFLOP; about {hours:,.1f} GPU-hours on one GPU ({hours / 8:,.1f} h on 8), "
           f"assuming {gpu_tflops:g} TFLOP/s sustained and >= {step_seconds * 1e3:g} ms per "
           f"update (not measured); spread over a Ray cluster: RAY_ADDRESS=auto",
           file=log, flush=True)
+    if not estimate_here:
+        print("this machine: not estimated (a GPU-sized preset; reproduce/registry.py "
+              "CPU_PAPER lists the paper presets that fit a CPU)", file=log, flush=True)
+    else:
+        _print_cpu_estimate(runs, log)
+    if share > 1:
+        shared = shared_gpu_hours(plan, share, gpu_tflops, step_seconds)
+        print(f"with RUNS_PER_GPU={share}: about {shared:,.1f} GPU-hours, assuming the runs "
+              f"sharing a GPU overlap their fixed cost per update ({step_seconds * 1e3:g} ms) "
+              "but not their FLOPs (an assumption, not measured on a GPU)", file=log, flush=True)
     return plan, pd.DataFrame(tried)
+
+
+def _print_cpu_estimate(runs, log):
+    hours, timed = cpu_estimate(runs)
+    print(f"this machine ({os.cpu_count()} cores), one run at a time: about {hours:,.2f} "
+          "CPU-hours, from step times measured here (" + ", ".join(
+              f"{model} batch {batch}: {1e3 * step:.3g} ms x {count:,}"
+              for model, batch, step, count in timed) + f"; batches above {TIMED_MAX_BATCH} "
+          f"scaled from {TIMED_MAX_BATCH}), plus evaluation; measurements after training not "
+          "counted; side by side faster by what make bench-sweep measures",
+          file=log, flush=True)
+
+
+def shared_gpu_hours(plan, runs_per_gpu, gpu_tflops=GPU_TFLOPS, step_seconds=GPU_STEP_SECONDS):
+    """GPU-hours of `plan` with `runs_per_gpu` runs sharing each GPU: the FLOPs
+    add up, the per-update floor is paid once for every `runs_per_gpu` runs."""
+    flops_seconds = plan["flops"].sum() / (gpu_tflops * 1e12)
+    floor_seconds = plan["updates"].sum() * step_seconds / runs_per_gpu
+    return max(flops_seconds, floor_seconds) / 3600
 

@@ -22,6 +22,15 @@ NAMES = (
     "critical_batch",
 )
 
+# The paper presets that run to the end on a 2-core CPU in hours (`make
+# figures-cpu-paper`): figure -> the network trained (None: the whole preset).
+CPU_PAPER = {
+    "mnist_batch_size": None,
+    "lr_scaling": None,
+    "generalization_gap": "F1",
+    "sharp_minima": "F1",
+}
+
 
 def target(name):
     """The figure's Make target: small_batch -> fig-small-batch."""
@@ -40,5 +49,15 @@ def figures():
     return [figure(name) for name in NAMES]
 
 
+def cpu_paper():
+    """`make figures-cpu-paper`'s words: `name:network` (`name:` for the whole preset)."""
+    return [f"{name}:{network or ''}" for name, network in CPU_PAPER.items()]
+
+
 if __name__ == "__main__":
-    print(" ".join(map(target, NAMES)) if sys.argv[1:] != ["names"] else " ".join(NAMES))
+    if sys.argv[1:] == ["names"]:
+        print(" ".join(NAMES))
+    elif sys.argv[1:] == ["cpu-paper"]:
+        print(" ".join(cpu_paper()))
+    else:
+        print(" ".join(map(target, NAMES)))

@@ -12,6 +12,14 @@ process a target starts. oneDNN reorders floating-point sums: results move by
 round-off, not more (tests/test_engine.py compares the engines to 1e-4).
 
     python -m reproduce     # what is in force in a process the suite starts
+
+Thread budget. `THREADS=n` keeps a process to n CPU threads: TensorFlow's
+intra-op pool (where oneDNN runs) and inter-op pool, OpenMP and the BLAS
+libraries, and XLA's CPU (JAX: one thread, or its default for n > 1, since
+XLA has no flag for n). `thread_settings(n)` is that environment; it must be
+in place before the backend starts, so `apply()` sets it on importing
+`reproduce`, and a sweep's Ray workers get it in their task's environment
+(`reproduce.cluster`). A value you set yourself wins.
 """
 
 import os
@@ -19,6 +27,10 @@ import platform
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 HOST_DEVICES = "--xla_force_host_platform_device_count"
+THREADS = "THREADS"
+# The often-quoted "... intra_op_parallelism_threads=1" is no XLA flag: XLA stops
+# reading XLA_FLAGS at that word, so the device count after it went unread.
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false"
 
 
 def defaults(machine=None):
@@ -30,15 +42,42 @@ def defaults(machine=None):
 def apply():
     """Sets each default the user has not set; returns the variables it set."""
     changed = {}
-    for name, value in defaults().items():
+    threads = requested_threads()
+    for name, value in {**defaults(), **(thread_settings(threads) if threads else {})}.items():
         if name not in os.environ:
             os.environ[name] = changed[name] = value
     flags = os.environ.get("XLA_FLAGS", "")
+    if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = changed["XLA_FLAGS"] = f"{flags} {XLA_ONE_THREAD}".strip()
+        flags = os.environ["XLA_FLAGS"]
     if requested_devices() > 1 and HOST_DEVICES not in flags:
         # JAX's CPU as DEVICES devices (reproduce.devices); read when JAX starts.
         os.environ["XLA_FLAGS"] = changed["XLA_FLAGS"] = \
             f"{flags} {HOST_DEVICES}={requested_devices()}".strip()
     return changed
+
+
+def thread_settings(threads):
+    """The environment that keeps a process to `threads` CPU threads (XLA's
+    flag for one thread is added by `apply`, which merges it into XLA_FLAGS)."""
+    n = str(int(threads))
+    return {THREADS: n, "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": n,
+            "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+
+
+def requested_threads():
+    """THREADS from the environment: the process's thread budget, or None
+    (unset: the backends' default, every core)."""
+    text = os.environ.get(THREADS, "")
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def cores():
+    """The CPU cores this process may run on (its affinity mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def requested_devices():

@@ -1,12 +1,25 @@
 """A sweep: a list of runs trained into the resumable results store.
 
-`Sweep(folder).run(configs)` trains the configs the store lacks (here, one
-by one, or as Ray tasks with `ray=`) and returns every stored run's rows as
-one DataFrame. A finished run is never trained twice, so a sweep that was
-interrupted (Ctrl-C, kill -9) resumes with the runs it lacks; several sweeps
-may share a store (`reproduce.store`'s claims).
+`Sweep(folder).run(configs)` trains the configs the store lacks and returns
+every stored run's rows as one DataFrame. A finished run is never trained
+twice, so a sweep that was interrupted (Ctrl-C, kill -9) resumes with the
+runs it lacks; several sweeps may share a store (`reproduce.store`'s claims).
+
+Side by side. A small-batch step cannot keep two cores busy, so on a CPU
+machine of several cores a sweep with more than one run to train trains them
+side by side on a local Ray (`reproduce.cluster`), each run kept to its
+thread budget (`threads_for`: one thread while its physical batch is at most
+`SIDE_BY_SIDE_BATCH`, every core above it; measured with `make bench-sweep`).
+`JOBS=1` trains one run at a time here, `JOBS=n` n at once with the cores
+shared evenly, `ray=` (RAY_ADDRESS) sends them to a cluster. On a machine
+with one GPU the runs go one by one, unless `RUNS_PER_GPU=n` lets n share it.
+Budgets do not change what a run is (its key); the record says which one it
+had (`threads`).
 """
 
+import os
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -15,9 +28,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reproduce import settings
 from reproduce.cli import UserError
 from reproduce.store import RunStore
 from reproduce.train import RunFailure, train_record
+
+# The largest physical batch trained on one thread when runs go side by side
+# (larger ones get every core). `make bench-sweep` on this suite's 2-core host
+# found no crossover up to here: two one-thread runs beat one two-thread run by
+# 1.14-1.80x at every batch measured, 4 to 2048 (README "Runs side by side").
+SIDE_BY_SIDE_BATCH = 2048
+
+
+def threads_for(config, cores=None):
+    """A run's thread budget side by side: 1 while its largest physical batch
+    is at most SIDE_BY_SIDE_BATCH, else every core."""
+    physical = max(epoch.physical_batch for epoch in config.training_schedule(1))
+    return 1 if physical <= SIDE_BY_SIDE_BATCH else (cores or settings.cores())
+
+
+def gpus_here():
+    """GPUs on this machine (nvidia-smi's count; no backend is started)."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.stdout.splitlines())
 
 
 class Sweep:
@@ -50,7 +88,10 @@ class Sweep:
             change, a callback's history...), stored with the run under
             "measures"; `data` is (x, y, x_test, y_test).
         ray: a Ray address ("local", "auto", "ray://host:10001"): train the
-            runs as Ray tasks; None (default) trains them here, one by one.
+            runs as Ray tasks there; None (default): here, side by side or one
+            by one (`jobs`).
+        jobs: runs at once here: 1 (one by one), n, or None ($JOBS, else side
+            by side where the machine has several cores).
         heartbeat, stale_after: seconds; see `reproduce.store.RunStore`.
         poll: seconds between looks at runs other sweeps are training.
 
@@ -64,8 +105,8 @@ class Sweep:
     """
 
     def __init__(self, folder, describe=None, verbose=0, log=sys.stdout, callbacks=None,
-                 measure=None, engine=None, ray=None, heartbeat=30.0, stale_after=300.0,
-                 poll=5.0):
+                 measure=None, engine=None, ray=None, jobs=None, heartbeat=30.0,
+                 stale_after=300.0, poll=5.0):
         self.folder = Path(folder)
         self.store = RunStore(folder, heartbeat=heartbeat, stale_after=stale_after)
         self.engine = engine
@@ -74,6 +115,7 @@ class Sweep:
         self.verbose = verbose
         self.log = log
         self.ray, self.poll = ray, poll
+        self.jobs = jobs if jobs is not None else jobs_from_env()
         self.failures = []
 
     def load(self, config):
@@ -93,11 +135,7 @@ class Sweep:
         self._say(f"{len(configs)} runs: {done_before} already in {self.folder}, "
                   f"{len(todo)} to train" + (f" on Ray ({self.ray})" if self.ray and todo else ""))
         if todo:
-            if self.ray:
-                from reproduce.cluster import RayRuns  # Ray only where asked for
-                runs = RayRuns(self, self.ray)
-            else:
-                runs = LocalRuns(self)
+            runs = self._runs(todo)
             try:
                 self._train(todo, runs)
             finally:
@@ -109,6 +147,34 @@ class Sweep:
                 self._say(f"  {self.describe(failure.config)} [{failure.config.key}]: "
                           f"{failure.error}")
         return self.table(configs)
+
+    def _runs(self, todo):
+        """Where the runs train: on a Ray cluster, side by side on a local
+        Ray, or one by one in this process."""
+        if not self.ray and (self.jobs == 1 or len(todo) < 2 or not self._side_by_side_pays()):
+            return LocalRuns(self)
+        from reproduce.cluster import RayRuns  # Ray only where it is used
+
+        if self.ray:
+            runs = RayRuns(self, self.ray)
+        elif self.jobs is None:  # side by side, each run on its own budget
+            runs = RayRuns(self, "local", threads_for=threads_for)
+        else:
+            share = max(1, settings.cores() // self.jobs)
+            runs = RayRuns(self, "local", threads_for=lambda config: share, cpus=self.jobs)
+        self._say(runs.describe() + ("" if self.ray else "; JOBS=1 trains them one by one"))
+        return runs
+
+    def _side_by_side_pays(self):
+        """Whether runs at once can beat one run on the whole machine: JOBS
+        asks for it, or several cores and no GPU, or GPUs to share (several,
+        or RUNS_PER_GPU)."""
+        if self.jobs is not None:
+            return True
+        gpus = gpus_here()
+        if gpus:
+            return gpus > 1 or int(os.environ.get("RUNS_PER_GPU") or 1) > 1
+        return settings.cores() > 1
 
     def _train(self, todo, runs):
         """Claims each run, hands it to `runs` (here or Ray), saves what comes
@@ -186,6 +252,16 @@ class Sweep:
 
     def _say(self, text):
         print(text, file=self.log, flush=True)
+
+
+def jobs_from_env():
+    """JOBS from the environment: runs at once here, None if unset (side by side)."""
+    text = os.environ.get("JOBS", "")
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"JOBS={text!r}: expected an integer >= 1 (1: one run at a time).")
+    return int(text)
 
 
 class LocalRuns:

@@ -4,6 +4,11 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Each pytest-xdist worker keeps to one thread (reproduce.settings), so the
+# workers share the cores instead of fighting over them, and a sweep's runs
+# train one by one unless a test asks for them side by side.
+os.environ.setdefault("THREADS", "1")
+os.environ.setdefault("JOBS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -26,6 +31,15 @@ needs_cifar10 = pytest.mark.skipif(not mirror_has("cifar10.npz"), reason="CIFAR-
 # TF_CPP_MIN_LOG_LEVEL says: not ours to count.
 TF_NOTE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl|"
                      r"To enable the following instructions|This TensorFlow binary)")
+
+
+def without_thread_budget(env):
+    """`env` without the thread settings this test process runs with, for a
+    subprocess that sets its own budget."""
+    from reproduce import settings
+
+    drop = {*settings.thread_settings(1), "XLA_FLAGS"}
+    return {k: v for k, v in env.items() if k not in drop}
 
 
 def our_lines(stderr):

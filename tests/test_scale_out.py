@@ -287,6 +287,9 @@ def test_joining_a_ray_cluster_that_is_not_there_is_a_one_line_error(monkeypatch
     from reproduce.cluster import connect
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True).returncode == 0:
+        pytest.skip("a Ray cluster runs on this machine (a sweep beside the tests): 'auto' "
+                    "would join it")
     with pytest.raises(UserError, match="--ray auto: cannot connect .*expected 'local', 'auto'"):
         connect("auto")
 
@@ -294,7 +297,11 @@ def test_joining_a_ray_cluster_that_is_not_there_is_a_one_line_error(monkeypatch
 @pytest.mark.xdist_group("ray")
 @pytest.mark.slow
 @needs_mnist
-def test_ray_sweep_on_two_workers_gives_the_serial_records_and_retries_a_killed_worker(tmp_path):
+def test_ray_sweep_on_two_workers_gives_the_serial_records_and_retries_a_killed_worker(
+        tmp_path, monkeypatch):
+    """The default for several runs on a machine of several cores: side by
+    side on a local Ray, one thread each at this batch (the test process runs
+    on one thread too, so the kernels, and the records, are the same)."""
     ray = pytest.importorskip("ray")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # KillOnce, for workers
     configs = [TINY.replace(seed=s) for s in range(4)]
@@ -309,13 +316,17 @@ def test_ray_sweep_on_two_workers_gives_the_serial_records_and_retries_a_killed_
             return [KillOnce(marker)]
         return [Raise(ValueError("a bug in one run"))] if config == crash else []
 
+    monkeypatch.delenv("JOBS", raising=False)
     os.environ.update(RAY_NUM_CPUS="2", DEVICES="2")
+    log = io.StringIO()
     try:
-        sweep = Sweep(tmp_path / "ray", log=quiet, ray="local", callbacks=callbacks,
-                      measure=worker_settings)
+        sweep = Sweep(tmp_path / "ray", log=log, callbacks=callbacks, measure=worker_settings)
         on_ray = sweep.run(configs[:2] + [crash] + configs[2:] + [two_devices])
     finally:
         del os.environ["RAY_NUM_CPUS"], os.environ["DEVICES"]
+    assert "Ray: up to 2 runs at once on 2 CPU cores (1 thread each for a small physical " \
+           "batch" in log.getvalue(), log.getvalue()
+    assert {sweep.load(c)["threads"] for c in configs + [two_devices]} == {1}
     assert marker.exists()  # the victim's worker was killed once, and retried
     # The failing run is reported with its error's last line; every other run is stored.
     assert [(f.config, f.error) for f in sweep.failures] == [(crash, "ValueError: a bug in one run")]
@@ -374,10 +385,40 @@ def test_paper_presets_dry_runs_train_each_kind_of_run_and_state_the_cost(tmp_pa
         combos = int(out.split(" distinct combinations")[0].split(" runs in ")[-1])
         assert out.count("  ok  ") == combos >= 1, out
         assert f"plan: {runs} runs" in out and "GPU-hours" in out, out
+        # This machine's hours from measured steps, for the presets that fit a CPU.
+        assert ("CPU-hours, from step times measured here" in out) == (
+            figure.name in registry.CPU_PAPER), out
         if figure.name == "small_batch":  # Masters & Luschi: 11 x 13 runs, 82 epochs
             assert "plan: 143 runs" in out
             assert f"{143 * 82 * 50_000:,} training examples" in out
     assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()  # writes nothing
+
+
+def test_the_cpu_estimate_is_measured_step_times_times_the_micro_batches():
+    from reproduce import plan
+    from reproduce.config import RunConfig
+
+    # 1,000 examples: batch 100 for 2 epochs, then 200 as 2 x 100 accumulated (epoch 3).
+    grows = RunConfig(dataset="mnist", model="f1", train_size=1000, test_size=300, epochs=3,
+                      batch_size=100, batch_milestones=(2,), batch_factor=2,
+                      max_device_batch=100)
+    assert plan.micro_batches(grows) == {100: 30}
+    big = RunConfig(dataset="mnist", model="f1", train_size=1000, test_size=300, epochs=1,
+                    batch_size=1000)
+    assert plan.micro_batches(big) == {1000: 1}
+    seconds = {100: 0.01, 512: 0.04}  # a stand-in for the timed steps
+    asked = []
+
+    def time_step(config, batch):
+        asked.append(batch)
+        return seconds[batch]
+
+    hours, timed = plan.cpu_estimate({"a": grows, "b": big}, time_step=time_step)
+    assert sorted(asked) == [100, 512]  # batch 1000 is timed at 512 and scaled
+    train = 30 * 0.01 + 1 * 0.04 * 1000 / 512
+    evaluate = (300 * 3 + 300 * 1) / 1000 * (0.04 * 1000 / 512) / 3  # at the largest batch
+    assert hours * 3600 == pytest.approx(train + evaluate)
+    assert [(b, n) for _, b, _, n in timed] == [(100, 30), (1000, 1)]
 
 
 @needs_mnist
@@ -396,3 +437,116 @@ def test_every_paper_preset_has_a_plan_and_two_update_dry_runs():
             assert small.training_schedule(small.train_size).total_updates() == 2, config
             first = small.training_schedule(small.train_size)[0]
             assert first.physical_batch <= max(32, config.devices), config
+
+
+# -- runs side by side -------------------------------------------------------------
+BUDGET_SCRIPT = """
+import sys
+import numpy as np
+import reproduce
+from reproduce import settings
+from reproduce.config import RunConfig
+from reproduce.train import train
+from tests.roundoff import examples_reordered, smooth_model_registered
+
+with smooth_model_registered() as model:
+    config = RunConfig(dataset="mnist", model=model, norm="batch", train_size=256, test_size=64,
+                       epochs=2, batch_size=32, lr=0.05, momentum=0.9)
+    block = 32 if sys.argv[2] == "reordered" else None
+    if block:
+        with examples_reordered(block):
+            _, trained = train(config, return_model=True)
+    else:
+        _, trained = train(config, return_model=True)
+np.savez(sys.argv[1], *[np.asarray(w) for w in trained.get_weights()])
+print("THREADS", settings.requested_threads())
+"""
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_a_run_keeps_its_weights_at_one_and_two_threads(tmp_path):
+    """A thread budget changes no result beyond round-off: the same run at
+    THREADS=1 lies within 10x the round-off measured at THREADS=2 (the run
+    against itself with every batch's examples in another order)."""
+    import numpy as np
+    from conftest import without_thread_budget
+    from roundoff import RoundOff
+
+    def weights(threads, order="as is"):
+        path = tmp_path / f"{threads}-{order}.npz"
+        env = {**without_thread_budget(os.environ), "THREADS": str(threads),
+               "PYTHONPATH": str(ROOT)}
+        out = subprocess.run([sys.executable, "-c", BUDGET_SCRIPT, str(path), order], env=env,
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert f"THREADS {threads}" in out.stdout
+        with np.load(path) as f:
+            return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+    noise = RoundOff(weights(2), weights(2, "reordered"))
+    noise.assert_agrees(weights(1), "THREADS=1 vs THREADS=2")
+
+
+def test_a_runs_budget_follows_its_physical_batch_and_jobs_is_checked(monkeypatch):
+    from reproduce import sweep as sweeps
+    from reproduce.cli import UserError
+
+    small = TINY.replace(batch_size=sweeps.SIDE_BY_SIDE_BATCH)
+    assert sweeps.threads_for(small, cores=8) == 1
+    assert sweeps.threads_for(small.replace(batch_size=2 * sweeps.SIDE_BY_SIDE_BATCH),
+                              cores=8) == 8
+    # Accumulated: the physical batch is what a step computes.
+    assert sweeps.threads_for(TINY.replace(batch_size=4 * sweeps.SIDE_BY_SIDE_BATCH,
+                                           accumulation=4), cores=8) == 1
+    # Growing past the bound in a later epoch counts too.
+    assert sweeps.threads_for(small.replace(batch_milestones=(1,), batch_factor=2),
+                              cores=8) == 8
+    monkeypatch.setenv("JOBS", "many")
+    with pytest.raises(UserError, match="JOBS='many': expected an integer >= 1"):
+        Sweep("unused")
+    monkeypatch.setenv("JOBS", "1")
+    assert Sweep("unused")._runs([TINY, TINY.replace(seed=1)]).__class__.__name__ == "LocalRuns"
+
+
+def test_runs_share_a_gpu_with_runs_per_gpu():
+    pytest.importorskip("ray")
+    from reproduce.cluster import resources_per_run
+
+    one_gpu = {"GPU": 1.0, "CPU": 16.0}
+    assert resources_per_run(1, one_gpu, runs_per_gpu=4) == dict(num_gpus=0.25, num_cpus=1)
+    assert resources_per_run(2, one_gpu, runs_per_gpu=2) == dict(num_gpus=1.0, num_cpus=1)
+
+
+@pytest.mark.xdist_group("ray")
+@pytest.mark.slow
+@needs_mnist
+def test_runs_share_one_logical_gpu_on_ray(tmp_path, monkeypatch):
+    """RUNS_PER_GPU=2 on a Ray with one (logical) GPU: two runs at once, each
+    asking for half of it. Not measured on a real GPU."""
+    ray = pytest.importorskip("ray")
+    from reproduce.cluster import RayRuns
+
+    monkeypatch.setenv("RUNS_PER_GPU", "2")
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        sweep = Sweep(tmp_path, log=open(os.devnull, "w"), ray="local")
+        runs = RayRuns(sweep, "local")
+        assert runs.parallel == 2 and "2 runs sharing each" in runs.describe()
+        runs.close()
+        table = sweep.run([TINY, TINY.replace(seed=1)])
+        assert set(table.key) == {TINY.key, TINY.replace(seed=1).key}
+    finally:
+        ray.shutdown()
+
+
+def test_the_plan_counts_runs_sharing_a_gpu():
+    from reproduce.plan import shared_gpu_hours
+
+    # Two runs of 1,000 updates each and 1 TFLOP: bound by the per-update floor
+    # (2,000 x 5 ms = 10 s) alone, by 5 s when two share a GPU, never below the
+    # FLOPs' 1e12 / 6e12 s.
+    plan = pd.DataFrame(dict(updates=[1000, 1000], flops=[0.5e12, 0.5e12]))
+    assert shared_gpu_hours(plan, 1) * 3600 == pytest.approx(10.0)
+    assert shared_gpu_hours(plan, 2) * 3600 == pytest.approx(5.0)
+    assert shared_gpu_hours(plan, 10 ** 6) * 3600 == pytest.approx(1 / 6)
