@@ -46,11 +46,14 @@ import math
 
 import numpy as np
 import pandas as pd
-import scipy.optimize
 
 from callbacks import UpdatesToTarget
 from optimizers import accumulator_of
-from reproduce.figure import Figure, finish, panel, subplots
+from reproduce.claims import (INCONCLUSIVE, Claim, Verdict, bootstrap, combine, inconclusive,
+                              interval_above, interval_within, percentile_interval)
+from reproduce.critical_batch_plot import only_row, plot
+from reproduce.scaling_model import bootstrap_slopes, evaluation_jitter, fit_steps, loglog_slope
+from reproduce.figure import Figure, max_extensions
 from reproduce.config import RunConfig
 from reproduce.datasets import data_of
 from reproduce.store import RunStore
@@ -70,6 +73,7 @@ PRESETS = {
         base=RunConfig(dataset="mnist", model="f1", norm="none", train_size=1024,
                        test_size=256, epochs=4),
         target=0.8, batch_sizes=(16, 32, 64), learning_rates=(0.05, 0.2), per_decade=10,
+        max_extensions=1,
         max_updates=200,
         noise=dict(batch_size=64, accumulation=4, lr=0.05, noise_scale_decay=0.9),
         adaptive=dict(micro_batch=16, lr=0.05, factor=1.0, max_batch_size=256,
@@ -129,16 +133,50 @@ def grid(spec, args=None):
     return runs
 
 
-def more_seeds(sweep, runs, spec):
-    """The follow-up: each batch's best rate (first seed) at seeds 1 .. seeds-1."""
+def follow_up(sweep, runs, spec):
+    """First the open edges of each batch's rate grid (the first seed's best
+    rate on the edge: the next rate outward, x2 or /2, at most max_extensions
+    steps; an outward rate that diverges or is slower closes the edge); once
+    every edge is closed, each batch's best rate at seeds 1 .. seeds-1."""
     frame = run_rows(sweep, runs, spec)
     more = {}
+    for name, w in spec["workloads"].items():
+        for b, lr in open_edges(frame, name, w).items():
+            if lr is not None:
+                config = runs[next(k for k in runs if k[:3] == (name, "sweep", b) and k[4] == 0)]
+                more[(name, "sweep", b, lr, 0)] = config.replace(lr=lr)
+    if more:
+        return more
     for name, w in spec["workloads"].items():
         for b, top in best_rates(frame, name).items():
             config = runs[(name, "sweep", b, top.lr, 0)]
             for i in range(1, w.get("seeds", 1)):
                 more[(name, "sweep", b, top.lr, i)] = config.replace(seed=config.seed + i)
     return more
+
+
+def open_edges(frame, name, w):
+    """{batch: the next rate outward, or None once max_extensions are used}
+    for each batch whose first-seed best rate is the largest or smallest tried."""
+    tried = frame[(frame.workload == name) & (frame.kind == "sweep") & (frame.seed_index == 0)]
+    low, high = min(w["learning_rates"]), max(w["learning_rates"])
+    out = {}
+    for b, top in best_rates(frame, name).items():
+        rates = sorted(tried[tried.batch_size == b].lr)
+        if len(rates) < 2 or top.lr not in (rates[0], rates[-1]):
+            continue
+        outward = top.lr * 2 if top.lr == rates[-1] else top.lr / 2
+        steps = round(abs(math.log2(outward / (high if outward > high else low))))
+        out[b] = outward if steps <= max_extensions(w) else None
+    return out
+
+
+def rates_of(w):
+    """The grid's rates and every extension the follow-up may add."""
+    low, high = min(w["learning_rates"]), max(w["learning_rates"])
+    steps = range(1, max_extensions(w) + 1)
+    return sorted({*w["learning_rates"], *(high * 2 ** k for k in steps),
+                   *(low / 2 ** k for k in steps)})
 
 
 def _workload_of(spec, config):
@@ -167,8 +205,7 @@ def callbacks_factory(spec, folder):
         batch = current_batch if config.adaptive_batch else config.batch_size
         limit = w["max_updates"]
         if config.noise_scale_decay is None:
-            done = [records.load(config.replace(lr=lr)) for lr in w["learning_rates"]
-                    if lr != config.lr]
+            done = [records.load(config.replace(lr=lr)) for lr in rates_of(w) if lr != config.lr]
             needed = [r["measures"]["updates_to_target"] for r in done if r and r.get("measures")]
             limit = min([limit] + [u for u in needed if u is not None])
         return [UpdatesToTarget(x_test, y_test, w["target"], per_decade=w["per_decade"],
@@ -183,39 +220,6 @@ def measure(spec, store):
                     examples_to_target=hit.examples_to_target, gave_up_at=hit.gave_up_at,
                     max_updates=hit.max_updates, evaluations=hit.records)
     return record
-
-
-# -- McCandlish et al.'s model --------------------------------------------------
-def fit_steps(batch_sizes, updates):
-    """S = S_min (1 + B_noise / B), least squares in log S.
-
-    Returns dict(s_min, b_noise, e_min, r2) (r2 of log S), or NaNs for fewer
-    than 3 points.
-    """
-    b, s = np.asarray(batch_sizes, float), np.asarray(updates, float)
-    keep = np.isfinite(s) & (s > 0)
-    b, s = b[keep], s[keep]
-    if len(b) < 3:
-        return dict(s_min=np.nan, b_noise=np.nan, e_min=np.nan, r2=np.nan)
-
-    def log_steps(b, log_s_min, log_b_noise):
-        return log_s_min + np.log1p(np.exp(log_b_noise) / b)
-
-    start = (np.log(s.min()), np.log(np.median(b)))
-    (log_s_min, log_b_noise), _ = scipy.optimize.curve_fit(log_steps, b, np.log(s), p0=start,
-                                                          maxfev=20000)
-    residual = np.log(s) - log_steps(b, log_s_min, log_b_noise)
-    total = np.sum((np.log(s) - np.log(s).mean()) ** 2)
-    s_min, b_noise = float(np.exp(log_s_min)), float(np.exp(log_b_noise))
-    return dict(s_min=s_min, b_noise=b_noise, e_min=s_min * b_noise,
-                r2=float(1 - np.sum(residual ** 2) / total) if total > 0 else np.nan)
-
-
-def loglog_slope(batch_sizes, updates):
-    """The least-squares slope of log S against log B (perfect scaling: -1)."""
-    if len(batch_sizes) < 2:
-        return np.nan
-    return float(np.polyfit(np.log(batch_sizes), np.log(updates), 1)[0])
 
 
 # -- tables ----------------------------------------------------------------------
@@ -269,7 +273,7 @@ def tables(sweep, configs, spec=None):
     for name, w in spec["workloads"].items():
         sweep_runs = runs[(runs.workload == name) & (runs.kind == "sweep")]
         tops, best = best_rates(runs, name), []
-        lrs = sorted(w["learning_rates"])
+        edges = open_edges(runs, name, w)
         for b, group in sweep_runs[sweep_runs.seed_index == 0].groupby("batch_size"):
             # The evaluations' spacing bounds how exactly a first hit is known
             # (the claims' slope errors: reproduce.claims.slope_with_error).
@@ -285,13 +289,13 @@ def tables(sweep, configs, spec=None):
                            examples_to_target=hit.examples_to_target.mean(),
                            seeds=len(seeds), seeds_reached=len(hit),
                            first_seed_updates_to_target=top.updates_to_target,
-                           best_lr_at_grid_edge=bool(top.lr in (lrs[0], lrs[-1])))
+                           edge_open=b in edges)
                 best.append((b, row["updates_to_target"]))
             summary.append(row)
         fit = fit_steps(*zip(*best)) if len(best) >= 3 else fit_steps([], [])
         noise_trace = [e for e in trace if e["workload"] == name and e["kind"] == "noise"]
         b_simple = _near_target(noise_trace, w["target"])
-        adaptive = _only(runs[(runs.workload == name) & (runs.kind == "adaptive")])
+        adaptive = only_row(runs[(runs.workload == name) & (runs.kind == "adaptive")])
         sizes, steps = zip(*best) if best else ((), ())
         fits.append(dict(
             workload=name, target=w["target"], learning_rates=" ".join(map(str, w["learning_rates"])),
@@ -310,14 +314,6 @@ def tables(sweep, configs, spec=None):
             "trace": pd.DataFrame(trace)}
 
 
-def _only(rows):
-    """The one row of `rows`, or a row of NaNs where its run is missing (failed)."""
-    if len(rows):
-        return rows.iloc[0]
-    return pd.Series(dict(status="missing", updates_to_target=np.nan,
-                          examples_to_target=np.nan, final_batch_size=np.nan))
-
-
 def _near_target(evaluations, target):
     """B_simple at the first evaluation that reached `target` (the last one if
     none did); NaN without measurements."""
@@ -328,112 +324,154 @@ def _near_target(evaluations, target):
     return float(hit["noise_scale_simple"])
 
 
-def _seed_count(best, seeds):
-    """'3 seeds', or '2-3 of 3 seeds' where some seeds missed the target."""
-    reached = best.seeds_reached.astype(int)
-    if reached.min() == reached.max() == seeds:
-        return f"{seeds} seeds"
-    low, high = reached.min(), reached.max()
-    return f"{low}{'' if low == high else f'-{high}'} of {seeds} seeds that reached the target"
-
-
 def title(runs, spec):
     names = ", ".join(f"{n} to {w['target']:.3g} test accuracy"
                       for n, w in spec["workloads"].items())
     return f"Updates to target against the batch size: {names}; plain SGD, rate tuned per batch"
 
 
-def plot(tables, configs, spec, title):
-    runs, summary, fits = tables[""], tables["summary"], tables["fit"]
-    names = list(spec["workloads"])
-    fig, axes = subplots(len(names), 3, width=6, height=5.5)
-    for row, name in zip(axes, names):
-        w, fit = spec["workloads"][name], fits[fits.workload == name].iloc[0]
-        best = summary[(summary.workload == name) & summary.updates_to_target.notna()]
-        sweep_runs = runs[(runs.workload == name) & (runs.kind == "sweep")
-                          & (runs.seed_index == 0)]
-        for ax, column in zip(row, ("updates_to_target", "examples_to_target")):
-            to_target_panel(ax, column, name, w, fit, best, sweep_runs)
-        trade_off_panel(row[2], name, w, fit, best,
-                        _only(runs[(runs.workload == name) & (runs.kind == "adaptive")]))
-    return {"": finish(fig, title)}
+# -- the claims (reproduce.claims): S(B) judged on the seeds that did not choose its rate
+def judged_steps(tables, name):
+    """{batch: the judged seeds' updates to target} at each batch's best rate
+    (seed 0 chose it; seeds 1.. are judged), the evaluations per decade, and
+    the batches whose best rate sits on an open edge."""
+    runs, summary = tables[""], tables["summary"]
+    summary = summary[(summary.workload == name) & summary.best_lr.notna()]
+    edge = summary.get("edge_open", summary.get("best_lr_at_grid_edge"))
+    steps = {}
+    for _, row in summary.iterrows():
+        judged = runs[(runs.workload == name) & (runs.kind == "sweep")
+                      & (runs.batch_size == row.batch_size) & (runs.lr == row.best_lr)
+                      & (runs.seed_index > 0) & (runs.status == "reached")]
+        steps[int(row.batch_size)] = judged.updates_to_target.to_numpy(float)
+    open_edges = sorted(int(b) for b, e in zip(summary.batch_size, edge) if e)
+    return steps, int(summary.evaluations_per_decade.iloc[0]), open_edges
 
 
-def to_target_panel(ax, column, name, w, fit, best, sweep_runs):
-    """Updates (or examples) to the target against the batch: every rate that
-    reached it, the best rate's seeds, McCandlish's fit, B_noise and B_simple."""
-    import seaborn as sns
-    from matplotlib.ticker import NullFormatter
-
-    updates = column == "updates_to_target"
-    label = "updates to target S" if updates else "examples to target E = B S"
-    colors = dict(zip(w["learning_rates"], sns.color_palette("viridis", len(w["learning_rates"]))))
-    b_grid = np.logspace(np.log10(min(w["batch_sizes"])), np.log10(max(w["batch_sizes"])), 100)
-    for lr, group in sweep_runs[sweep_runs.status == "reached"].groupby("lr"):
-        ax.scatter(group.batch_size, group[column], s=18, alpha=0.5, color=colors[lr],
-                   label=f"lr {lr:g}")
-    spread = best.updates_to_target_std * (1 if updates else best.batch_size)
-    ax.errorbar(best.batch_size, best[column], yerr=spread.fillna(0), fmt="k-", lw=1, alpha=0.6,
-                capsize=3, label=f"best rate per batch (mean ± std over "
-                                 f"{_seed_count(best, fit.seeds)})")
-    if np.isfinite(fit.b_noise):
-        curve = fit.s_min * (1 + fit.b_noise / b_grid) if updates else \
-            fit.e_min * (1 + b_grid / fit.b_noise)
-        ax.plot(b_grid, curve, "r--", label=f"McCandlish fit: S_min {fit.s_min:.0f}, B_noise "
-                                           f"{fit.b_noise:.0f}, R² {fit.r2:.3f}")
-        ax.axvline(fit.b_noise, color="r", lw=1, alpha=0.6)
-    if np.isfinite(fit.b_simple_near_target):
-        ax.axvline(fit.b_simple_near_target, color="tab:blue", ls=":",
-                   label=f"B_simple near the target: {fit.b_simple_near_target:.0f}")
-    if updates and len(best):
-        first = best.iloc[0]
-        b_data = b_grid[b_grid <= best.batch_size.max()]
-        ax.plot(b_data, first.updates_to_target * first.batch_size / b_data, color="0.6",
-                lw=0.8, ls="-.", label="perfect scaling (slope -1)")
-    failed = sweep_runs[sweep_runs.status != "reached"]
-    panel(ax, legend_size=7, minor_grid=True, xscale="log", yscale="log", xlabel="batch size B",
-          ylabel=label,
-          title=f"{name}: {label}\nlr tuned over {{{fit.learning_rates.replace(' ', ', ')}}}"
-                f" ({fit.runs_per_batch} runs per batch);\n{len(failed)} of "
-                f"{len(sweep_runs)} runs did not reach the target (or were slower)")
-    ax.set_xticks(w["batch_sizes"], [str(b) for b in w["batch_sizes"]], fontsize=7)
-    ax.xaxis.set_minor_formatter(NullFormatter())
+def _slope_claim(tables, pick, judge, describe):
+    parts = []
+    for name in dict.fromkeys(tables["summary"].workload):
+        steps, per_decade, open_edges = judged_steps(tables, name)
+        batches = pick(sorted(steps))
+        few = [b for b in batches if len(steps[b]) < 2]
+        if len(batches) < 2 or few:
+            parts.append((name, inconclusive(f"batches {batches}", "needs 2 or more judged "
+                          f"seeds (beyond the one that chose the rate) reaching the target at "
+                          f"each batch; short: {few}")))
+            continue
+        slopes = bootstrap_slopes(steps, batches, per_decade)
+        outcome, text = judge(slopes)
+        text = (f"log-log slope over batch {', '.join(map(str, batches))}: "
+                f"{np.median(slopes):.2f}, {text} (bootstrap over the judged seeds, "
+                f"{min(len(steps[b]) for b in batches)}+ per batch, and within each "
+                f"evaluation interval)")
+        blocked = [b for b in batches if b in open_edges]
+        if blocked:
+            outcome, power = INCONCLUSIVE, (f"the best rate sits on an open edge of the grid "
+                                            f"at batch {blocked}: extend the rates")
+        else:
+            power = "" if outcome != INCONCLUSIVE else describe
+        parts.append((name, Verdict(outcome, text, power)))
+    return combine(parts)
 
 
-def trade_off_panel(ax, name, w, fit, best, adaptive):
-    """The trade-off McCandlish et al. draw: examples against updates, with the
-    adaptive run."""
-    from matplotlib.ticker import NullFormatter
+def perfect_scaling_at_small_batches(tables, n_test):
+    def judge(slopes):
+        low, high = percentile_interval(slopes, 0.90)
+        return (interval_within(low, high, -1.25, -0.75),
+                f"90% interval [{low:.2f}, {high:.2f}]; margin -1 +- 0.25")
+    return _slope_claim(tables, lambda batches: batches[:3], judge,
+                        "more seeds per batch would narrow the interval")
 
-    ax.plot(best.updates_to_target, best.examples_to_target, "ko-", ms=4,
-            label="fixed batch, best rate")
-    for _, point in best.iterrows():
-        ax.annotate(str(point.batch_size), (point.updates_to_target, point.examples_to_target),
-                    fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if np.isfinite(fit.b_noise) and len(best):
-        s = np.logspace(np.log10(fit.s_min * 1.001), np.log10(best.updates_to_target.max() * 2),
-                        100)
-        ax.plot(s, fit.e_min / (1 - fit.s_min / s), "r--",
-                label="fit: (S/S_min - 1)(E/E_min - 1) = 1")
-    a = w["adaptive"]
-    if adaptive.status == "reached":
-        ax.scatter([adaptive.updates_to_target], [adaptive.examples_to_target], marker="*",
-                   s=200, color="tab:orange", zorder=5,
-                   label=f"adaptive: batch {2 * a['micro_batch']} -> "
-                         f"{adaptive.final_batch_size} while B_simple > {a['factor']:g} B, "
-                         f"lr {a['lr']:g}")
-    else:
-        ax.text(0.02, 0.02, f"adaptive run: {adaptive.status}", transform=ax.transAxes)
-    panel(ax, legend_size=7, minor_grid=True, xscale="log", yscale="log",
-          xlabel="updates to target",
-          ylabel="examples to target", title=f"{name}: the updates / examples trade-off")
-    ax.xaxis.set_minor_formatter(NullFormatter())
+
+def diminishing_returns_at_large_batches(tables, n_test):
+    def judge(slopes):
+        low, high = percentile_interval(slopes, 0.95)
+        return interval_above(low, high, -0.5), f"95% interval [{low:.2f}, {high:.2f}]; bound -0.5"
+    return _slope_claim(tables, lambda batches: batches[-2:], judge,
+                        "more seeds per batch would narrow the interval")
+
+
+def noise_fit(tables, name):
+    """(B_noise and S_min of the judged means, R^2, the bootstrap 90% interval
+    of B_noise over the judged seeds, the batches, the open edges), or None
+    with fewer than 3 batches that have 2 judged seeds."""
+    steps, per_decade, open_edges = judged_steps(tables, name)
+    batches = [b for b in sorted(steps) if len(steps[b]) >= 2]
+    if len(batches) < 3:
+        return None
+    fit = fit_steps(batches, [float(np.mean(steps[b])) for b in batches])
+    noise = bootstrap([steps[b] for b in batches], lambda drawn: fit_steps(
+        batches, [float(np.mean(d)) for d in drawn])["b_noise"], resamples=1000,
+        jitter=evaluation_jitter(per_decade))
+    return fit, percentile_interval(noise, 0.90), batches, open_edges
+
+
+def _fit_claim(tables, judge):
+    parts = []
+    for name in dict.fromkeys(tables["summary"].workload):
+        fitted = noise_fit(tables, name)
+        if fitted is None:
+            parts.append((name, inconclusive("fewer than 3 batches with 2 judged seeds",
+                                              "more seeds per batch")))
+            continue
+        fit, (low, high), batches, open_edges = fitted
+        outcome, text = judge(tables, name, fit, low, high, batches)
+        text += (f"; fit of the judged means: B_noise {fit['b_noise']:.0f}, S_min "
+                 f"{fit['s_min']:.0f}, R^2 {fit['r2']:.3f} (reported, not a bar)")
+        if open_edges:
+            parts.append((name, Verdict(INCONCLUSIVE, text, "the best rate sits on an open "
+                                        f"edge of the grid at batch {open_edges}")))
+        else:
+            parts.append((name, Verdict(outcome, text, "more seeds per batch would narrow "
+                                        "the interval" if outcome == INCONCLUSIVE else "")))
+    return combine(parts)
+
+
+def critical_batch_is_identified(tables, n_test):
+    def judge(tables, name, fit, low, high, batches):
+        return (interval_within(low, high, min(batches), max(batches)),
+                f"B_noise 90% interval [{low:.0f}, {high:.0f}] (bootstrap over the judged "
+                f"seeds) within the batches swept, {min(batches)} .. {max(batches)}")
+    return _fit_claim(tables, judge)
+
+
+def noise_scale_predicts_the_critical_batch(tables, n_test):
+    def judge(tables, name, fit, low, high, batches):
+        row = tables["fit"][tables["fit"].workload == name].iloc[0]
+        b_simple = float(row.b_simple_near_target)
+        ratio_low, ratio_high = b_simple / high, b_simple / low
+        return (interval_within(ratio_low, ratio_high, 0.1, 10.0),
+                f"B_simple {b_simple:.0f} (one run) / B_noise: 90% interval [{ratio_low:.2f}, "
+                f"{ratio_high:.2f}]; margin [0.1, 10]")
+    return _fit_claim(tables, judge)
+
+
+CLAIMS = (
+    Claim("Shallue et al. 2018", "at small batches the updates to the target fall as 1/B "
+          "(perfect scaling)", ("", "summary"), perfect_scaling_at_small_batches,
+          margin="sameness: the slope over the 3 smallest batches within -1 +- 0.25 (their "
+                 "Fig 1: perfect scaling)"),
+    Claim("Shallue et al. 2018", "at large batches the updates to the target stop falling "
+          "(diminishing returns)", ("", "summary"), diminishing_returns_at_large_batches,
+          margin="a bound: the slope over the 2 largest batches above -0.5 (their Fig 1: "
+                 "diminishing returns, then none)"),
+    Claim("McCandlish et al. 2018", "S = S_min (1 + B_noise / B) identifies a critical batch "
+          "B_noise", ("", "summary"), critical_batch_is_identified,
+          margin="the bootstrap 90% interval of B_noise within the batches swept (their Fig 7)"),
+    Claim("McCandlish et al. 2018", "the simple noise scale predicts the critical batch B_noise "
+          "within an order of magnitude", ("", "summary", "fit"),
+          noise_scale_predicts_the_critical_batch,
+          margin="B_simple / B_noise within [0.1, 10], its 90% interval from B_noise's "
+                 "(their Fig 7: within a factor of a few)"),
+)
 
 
 FIGURE = Figure(
+    claims=CLAIMS,
     name="critical_batch", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
     tables=tables, plots=plot, title=title, callbacks=callbacks_factory, measure=measure,
-    follow_up=more_seeds, printed=("summary", "fit"),
+    follow_up=follow_up, printed=("summary", "fit"),
     describe=lambda c: (f"batch {c.batch_size:<5d} lr {c.lr:<6g}"
                         + (f" ({c.accumulation} x {c.batch_size // c.accumulation}, B_simple)"
                            if c.noise_scale_decay is not None and not c.adaptive_batch else "")

@@ -35,11 +35,16 @@ Writes figures/dont_decay{,_<preset>}{.csv,_table.csv,_schedules.csv,
 _schedules.png,_loss.png,_accuracy.png,_updates.png}.
 """
 
+import itertools
+
+import numpy as np
 import pandas as pd
 
 from callbacks import milestones_at
-from reproduce.figure import (Figure, finish, int_from_env, panel, plot_over_seeds, seed_summary,
-                              subplots)
+from reproduce.claims import (FAILS, HOLDS, INCONCLUSIVE, Claim, Side, Verdict, compare_rows,
+                              difference, inconclusive, same_within, verdict_or_too_few)
+from reproduce.figure import (Figure, finish, int_from_env, panel, paired_test_variance,
+                              plot_over_seeds, seed_summary, subplots)
 from reproduce.config import ConfigError, RunConfig
 from reproduce.datasets import data_of
 
@@ -139,6 +144,10 @@ def tables(sweep, runs, spec=None):
                    "momentum", "loss", "accuracy", "test_loss", "test_accuracy", "noise_scale",
                    "status", "wall_time"]]
     plan = configured(runs)
+    cells = {}
+    for (figure, name, _), config in runs.items():
+        cells.setdefault((figure, name), []).append(config)
+    reference = cells.get(("sgd", "decaying learning rate"), [])
     rows = []
     for (figure, name), group in frame.groupby(["figure", "run"], sort=False):
         last = group.groupby("seed", sort=False).tail(1)
@@ -153,6 +162,8 @@ def tables(sweep, runs, spec=None):
             accumulated_epochs=int((planned.accumulation_steps > 1).sum()),
             paper_updates=PAPER_FIG5.get(name, ("", None))[0] if figure == "fig5" else "",
             paper_test_accuracy=PAPER_FIG5.get(name, ("", None))[1] if figure == "fig5" else None,
+            final_test_accuracy_paired_var_vs_decaying=paired_test_variance(
+                sweep, cells[(figure, name)], reference) if reference else None,
             status=first.status))
     return {"": frame, "schedules": plan, "table": pd.DataFrame(rows)}
 
@@ -241,7 +252,72 @@ def check(args):
         raise ConfigError(f"--max-device-batch {args.max_device_batch}: expected an integer >= 1")
 
 
+# -- the claims (reproduce.claims) --------------------------------------------------
+LOSS_MARGIN = 0.10  # of the schedules' mean loss at that epoch
+
+
+def three_schedules_agree_per_epoch(tables, n_test):
+    """Every pair of the three schedules, at every epoch after the first: the
+    90% interval of their mean losses' difference inside +-10% of the mean."""
+    runs = tables[""][tables[""].figure == "sgd"]
+    if runs.run.nunique() < 3:
+        return inconclusive(f"has the schedules {sorted(runs.run.unique())}", "train all three")
+    parts = []
+    for epoch, at in runs[runs.epoch > 1].groupby("epoch"):
+        sides = {name: Side.of_values(group.loss) for name, group in at.groupby("run", sort=False)}
+        margin = LOSS_MARGIN * float(np.mean([side.mean for side in sides.values()]))
+        for (name_a, a), (name_b, b) in itertools.combinations(sides.items(), 2):
+            diff = difference(a, b)
+            verdict = inconclusive("", "needs 2 or more seeds of each schedule") if diff is None \
+                else same_within(diff, margin, scale=1, unit="")
+            low, high = diff.interval(0.90) if diff else (np.nan, np.nan)
+            parts.append((epoch, name_a, name_b, verdict, max(abs(low), abs(high)) / margin))
+    outcomes = [v.outcome for *_, v, _ in parts]
+    outcome = FAILS if FAILS in outcomes else HOLDS if set(outcomes) == {HOLDS} else INCONCLUSIVE
+    epoch, name_a, name_b, worst, reach = max(parts, key=lambda p: np.nan_to_num(p[-1], nan=np.inf))
+    text = (f"{outcomes.count(HOLDS)} of {len(parts)} pairs of schedules x epochs 2-"
+            f"{runs.epoch.max()} hold; the widest, epoch {epoch}, {name_a} - {name_b}: "
+            f"{worst.numbers or 'no spread'} (its interval reaches {reach:.2f} of the margin)")
+    return Verdict(outcome, text, worst.power)
+
+
+def fewer_updates_when_the_batch_grows(tables, n_test, factor=2):
+    """The schedule's own arithmetic: no noise to judge."""
+    table = tables["table"].set_index(["figure", "run"])
+    decaying = table.loc[("sgd", "decaying learning rate")]
+    increasing = table.loc[("sgd", "increasing batch size")]
+    ratio = decaying.updates / increasing.updates
+    return Verdict(HOLDS if ratio >= factor else FAILS,
+                   f"{int(decaying.updates)} updates (decaying lr) / {int(increasing.updates)} "
+                   f"(increasing batch) = {ratio:.2f}x (the schedules' arithmetic, no noise)")
+
+
+def same_final_accuracy(tables, n_test):
+    table = tables["table"].set_index(["figure", "run"])
+    a, b, diff = compare_rows(table.loc[("sgd", "increasing batch size")],
+                              table.loc[("sgd", "decaying learning rate")],
+                              "final_test_accuracy", n_test=n_test(),
+                              paired="final_test_accuracy_paired_var_vs_decaying")
+    return verdict_or_too_few(a, b, diff, ("increasing batch", "decaying lr"),
+                              lambda d: same_within(d, margin=0.01))
+
+
+CLAIMS = (
+    Claim("Smith et al. 2018", "decaying the rate, the hybrid and increasing the batch give the "
+          "same training loss per epoch", ("",), three_schedules_agree_per_epoch,
+          margin="sameness: every pair within +-10% of the mean loss at every epoch after the "
+                 "first (their Fig 2a: the curves coincide)"),
+    Claim("Smith et al. 2018", "increasing the batch takes at least 2x fewer updates", ("table",),
+          fewer_updates_when_the_batch_grows,
+          margin="a bound: >= 2x (their Fig 5 table: ~80,000 vs ~29,000 updates)"),
+    Claim("Smith et al. 2018", "decaying the rate and increasing the batch reach the same test "
+          "accuracy", ("table",), same_final_accuracy,
+          margin="sameness: within +-1.0 point (their Fig 5 table: 94.3 / 94.4 / 94.5%)"),
+)
+
+
 FIGURE = Figure(
+    claims=CLAIMS,
     name="dont_decay", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
     tables=tables, plots=plot, title=title, options=options, check=check, printed=("table",),
     describe=lambda c: f"{c.optimizer} lr {c.lr:g} m {c.momentum:g} B0 {c.batch_size} "

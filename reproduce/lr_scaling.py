@@ -1,31 +1,40 @@
 """Batch size and learning-rate scaling on MNIST: the "effect of batch size on
 training dynamics" article (../shared/papers.md section 5b).
 
+Claim, as the article states it: the batch size has no significant effect on
+the test accuracy "as long as the learning rate is adjusted accordingly"; at
+a fixed rate batch 64 reaches ~98% and batch 1024 only ~96%.
+
 Method (the article gives neither model nor rates; ours): F1 (5 x 512 fully
 connected, no batch norm) on MNIST, plain SGD, the same number of epochs at
-batch 64, 256 and 1024, with four learning-rate rules from lr = 0.05 at
-batch 64: fixed (0.05 everywhere), linear (lr * B / 64), linear with Goyal et
-al.'s (2017) gradual warm-up (the rate ramps up linearly over the first 5/90 of
-the updates, their 5 of 90 epochs) and square-root (lr * sqrt(B / 64)). The
-article's claim: at a fixed rate batch 64 reaches ~98% and batch 1024 only
-~96%; a larger rate for 1024 brings it back to ~98%.
+batch 64, 256 and 1024, and the rate tuned per batch over the grid
+{0.0125, 0.025, ..., 0.8} (doubling), extended past its edge while the best
+rate sits there (x2 above, /2 below, up to three times, or until the outer
+rate diverges). The learning-rate rules are cells of that grid, from the
+base rate 0.0125 at batch 64, whose x16 (0.2 at 1024) lies on it: fixed
+(0.0125 everywhere), square-root (x sqrt(B / 64)) and linear (x B / 64);
+linear with Goyal et al.'s (2017) gradual warm-up (the rate ramps up over the
+first 5/90 of the updates, their 5 of 90 epochs) is trained beside them.
+This design was fixed before its runs (issue #29): the base rate of the
+earlier design, 0.05, put linear scaling past F1's stability edge at 1024.
 
-Seeds: the cells the claims compare (batch 64, and every rule at the largest
-batch) are trained with `seeds` seeds (3 in the quick and paper presets); the
-tables give the mean test accuracy over the seeds that finished, its standard
-deviation, and the number of seeds; the measures (distance, gradient norms)
-are the first seed's.
+Seeds: the fixed rate at batch 64 and 1024 (the cells the claims compare,
+known before the run) at `seeds` seeds; the tuned best rate of batch 64 and
+1024, chosen on the first seed, at `seeds` - 1 more (a follow-up), and
+judged on those: the choosing seed's lead is selection bias. Tables give the
+mean test accuracy over the seeds that finished, its standard deviation and
+the count.
 
 After training we measure, per run, the distance travelled from the initial
 weights (||w - w0|| per layer and the histogram of |w - w0| over all
-weights) and the distribution of minibatch gradient norms at the final
-weights (`GRADIENT_SAMPLES` minibatches of the run's batch size; the smoke
-preset's `gradient_samples`, 8, only checks the plumbing).
+weights) and, for the first seed, the distribution of minibatch gradient
+norms at the final weights (`GRADIENT_SAMPLES` minibatches of the run's batch
+size; the smoke preset's `gradient_samples`, 8, only checks the plumbing).
 
     python -m reproduce.lr_scaling --preset quick     # the default
 
-Writes figures/lr_scaling{,_<preset>}{.csv,_measures.csv,_accuracy.png,
-_distributions.png}.
+Writes figures/lr_scaling{,_<preset>}{.csv,_rates.csv,_measures.csv,
+_distributions.csv,_accuracy.png,_distributions.png}.
 """
 
 import functools
@@ -35,61 +44,127 @@ import numpy as np
 import pandas as pd
 
 from callbacks import linear_scaling, sqrt_scaling
-from callbacks.measures import loss_and_gradient
-from reproduce.figure import Figure, finish, panel, seed_summary, subplots
+from callbacks.measures import default_loss, loss_and_gradient
+from reproduce.claims import (Claim, compare_rows, differs, inconclusive, same_within,
+                              verdict_or_too_few)
 from reproduce.config import RunConfig
+from reproduce.figure import (Figure, finish, max_extensions, panel, paired_test_variance,
+                              seed_summary, subplots)
 from reproduce.train import build_model
 
 BASE_BATCH = 64
-RULES = {
+RATES = tuple(0.0125 * 2 ** k for k in range(7))  # 0.0125 .. 0.8
+# The rules, as rates of the grid: (base rate at batch 64, batch) -> rate.
+VIEWS = {
     "fixed": lambda lr, b: lr,
-    "linear": lambda lr, b: linear_scaling(lr, b, BASE_BATCH),
-    "linear + warm-up": lambda lr, b: linear_scaling(lr, b, BASE_BATCH),
     "sqrt": lambda lr, b: sqrt_scaling(lr, b, BASE_BATCH),
+    "linear": lambda lr, b: linear_scaling(lr, b, BASE_BATCH),
 }
+WARMUP_RULE = "linear + warm-up"
 # Goyal et al. 2017: 5 warm-up epochs of 90, for the batches above the base
 # one; RunConfig's warm-up starts from lr / 32 (theirs from lr / k, k = B / 256).
-WARMUP = {"linear + warm-up": 5 / 90}
+WARMUP = 5 / 90
+RULES = (*VIEWS, WARMUP_RULE, "tuned")
 # The article's test accuracies (approximate, read from its text).
-ARTICLE = {("fixed", 64): 0.98, ("fixed", 1024): 0.96, ("linear", 1024): 0.98,
-           ("sqrt", 1024): 0.98, ("linear", 64): 0.98, ("sqrt", 64): 0.98}
+ARTICLE = {("fixed", 64): 0.98, ("fixed", 1024): 0.96, ("tuned", 1024): 0.98,
+           ("tuned", 64): 0.98}
 GRADIENT_SAMPLES = 64
 WEIGHT_BINS = np.logspace(-7, 0, 57)  # |w - w0| histogram bins
 
-# One declarative config per preset.
+# One declarative config per preset: the base run (its lr is the base rate at
+# batch 64), the batches, the rate grid, the seeds of the compared cells.
+F1_MNIST = RunConfig(dataset="mnist", model="f1", norm="none", lr=0.0125)
 PRESETS = {
-    "smoke": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05,
-                                 train_size=512, test_size=256, epochs=2),
-                  batch_sizes=(64, 256), seeds=2, gradient_samples=8),
-    "quick": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05, epochs=5),
-                  batch_sizes=(64, 256, 1024), seeds=3),
-    "paper": dict(base=RunConfig(dataset="mnist", model="f1", norm="none", lr=0.05, epochs=30),
-                  batch_sizes=(64, 256, 1024), seeds=3),
+    "smoke": dict(base=F1_MNIST.replace(lr=0.05, train_size=512, test_size=256, epochs=2),
+                  batch_sizes=(64, 256), rates=(0.05, 0.2), seeds=2, gradient_samples=8,
+                  max_extensions=1),
+    "quick": dict(base=F1_MNIST.replace(epochs=5), batch_sizes=(64, 256, 1024), rates=RATES,
+                  seeds=3),
+    "paper": dict(base=F1_MNIST.replace(epochs=30), batch_sizes=(64, 256, 1024), rates=RATES,
+                  seeds=3),
 }
 
 
 def headline(spec, b):
-    """Whether the claims compare the cells of batch `b`: the base batch and
-    the largest one."""
+    """The batches the claims compare: the base batch and the largest."""
     return b in (BASE_BATCH, max(spec["batch_sizes"]))
 
 
+def same_rate(a, b):
+    return math.isclose(a, b, rel_tol=1e-9)
+
+
 def grid(spec, args=None):
-    """{(rule, batch, seed): config}; at batch 64 all rules are the same run,
-    and the headline cells have `spec["seeds"]` seeds (base seed + 0, 1, ...)."""
+    """{(kind, batch, lr, seed index): config}: kind "rate" (the grid; the
+    fixed rate of the headline batches at `seeds` seeds) or the warm-up rule."""
     base, runs = spec["base"], {}
-    for rule, scale in RULES.items():
-        for b in spec["batch_sizes"]:
-            config = base.replace(batch_size=b, lr=scale(base.lr, b),
-                                  warmup=WARMUP.get(rule, 0.0) if b > BASE_BATCH else 0.0)
-            for i in range(spec.get("seeds", 1) if headline(spec, b) else 1):
-                runs[(rule, b, i)] = config.replace(seed=base.seed + i)
+    for b in spec["batch_sizes"]:
+        for lr in spec["rates"]:
+            seeds = spec.get("seeds", 1) if same_rate(lr, base.lr) and headline(spec, b) else 1
+            for i in range(seeds):
+                runs[("rate", b, lr, i)] = base.replace(batch_size=b, lr=lr, seed=base.seed + i)
+        if b > BASE_BATCH:
+            lr = linear_scaling(base.lr, b, BASE_BATCH)
+            runs[(WARMUP_RULE, b, lr, 0)] = base.replace(batch_size=b, lr=lr, warmup=WARMUP)
     return runs
 
 
-def measure(config, model, data, callbacks=(), gradient_samples=GRADIENT_SAMPLES):
+def final_accuracies(sweep, runs):
+    """One row per stored run: kind, batch, lr, seed index, status, final test accuracy."""
+    rows = []
+    for (kind, b, lr, i), config in runs.items():
+        record = sweep.load(config)
+        if record is None:
+            continue
+        last = record["rows"][-1] if record["rows"] else {}
+        finished = record["status"] == "finished"
+        rows.append(dict(kind=kind, batch_size=b, lr=lr, seed_index=i, status=record["status"],
+                         test_accuracy=last.get("test_accuracy") if finished else np.nan))
+    return pd.DataFrame(rows)
+
+
+def tuning(finals, b):
+    """(best rate, rates tried, is the best on an open edge?) of batch `b`
+    from its first seed's grid; the best is None if no rate finished."""
+    first = finals[(finals.kind == "rate") & (finals.batch_size == b) & (finals.seed_index == 0)]
+    tried = sorted(first.lr)
+    finished = first.dropna(subset=["test_accuracy"])
+    if finished.empty:
+        return None, tried, False
+    best = finished.sort_values(["test_accuracy", "lr"], ascending=[False, True]).iloc[0].lr
+    return best, tried, bool(same_rate(best, tried[0]) or same_rate(best, tried[-1]))
+
+
+def follow_up(sweep, runs, spec):
+    """First the grid's open edges (a best rate on the edge: the next rate
+    outward, at most max_extensions steps); once every edge is closed, the
+    headline batches' tuned best at more seeds."""
+    finals, base, more = final_accuracies(sweep, runs), spec["base"], {}
+    low, high = min(spec["rates"]), max(spec["rates"])
+    for b in spec["batch_sizes"]:
+        best, tried, edge = tuning(finals, b)
+        if not edge:
+            continue
+        outward = best * 2 if same_rate(best, tried[-1]) else best / 2
+        steps = abs(round(math.log2(outward / (high if outward > high else low))))
+        if steps <= max_extensions(spec) and not (low <= outward <= high):
+            more[("rate", b, outward, 0)] = base.replace(batch_size=b, lr=outward)
+    if more:
+        return more
+    for b in spec["batch_sizes"]:
+        best, _, _ = tuning(finals, b)
+        if best is not None and headline(spec, b):
+            for i in range(1, spec.get("seeds", 1)):
+                label = next((k for k in runs if k[0] == "rate" and k[1] == b and k[3] == i
+                              and same_rate(k[2], best)), ("rate", b, best, i))
+                more[label] = base.replace(batch_size=b, lr=best, seed=base.seed + i)
+    return more
+
+
+def measure(config, model, data, callbacks=(), gradient_samples=GRADIENT_SAMPLES, first_seed=0):
     """Distance from w0 (per layer, histogram over weights) and the norms of
-    `gradient_samples` minibatch gradients at the final weights."""
+    `gradient_samples` minibatch gradients at the final weights (the first
+    seed's only: the figure draws that seed's distributions)."""
     import keras
 
     x, y, _, _ = data
@@ -101,10 +176,10 @@ def measure(config, model, data, callbacks=(), gradient_samples=GRADIENT_SAMPLES
         per_layer[layer] = per_layer.get(layer, 0.0) + float(np.sum(d.astype(np.float64) ** 2))
         deltas.append(np.abs(d))
     deltas = np.clip(np.concatenate(deltas), WEIGHT_BINS[0], WEIGHT_BINS[-1])  # edge bins hold the tails
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    loss = default_loss()
     rng = np.random.default_rng(config.seed)
     norms = []
-    for _ in range(gradient_samples):
+    for _ in range(gradient_samples if config.seed == first_seed else 0):
         idx = rng.choice(len(x), size=min(config.batch_size, len(x)), replace=False)
         _, g = loss_and_gradient(model, loss, x[idx], y[idx], training=False)
         norms.append(float(np.linalg.norm(g)))
@@ -115,115 +190,169 @@ def measure(config, model, data, callbacks=(), gradient_samples=GRADIENT_SAMPLES
         gradient_norms=norms)
 
 
-def tables(sweep, configs, spec=None):
-    """Per-epoch rows (every seed); per-cell measures beside the article (test
-    accuracy: mean, std and count over the seeds that finished; the rest the
-    first seed's); and the first seed's distributions behind the second
-    figure in long form (per run: the |w - w0| histogram and each sampled
-    minibatch gradient norm)."""
-    rows, measures, distributions = [], [], []
-    cells = {}
-    for (rule, b, i), config in configs.items():
-        cells.setdefault((rule, b), []).append(config)
-        rows.append(sweep.table([config]).assign(rule=rule))
-    for (rule, b), seeds in cells.items():
-        records = [sweep.load(config) for config in seeds]
-        record, config = records[0], seeds[0]
-        m = record.get("measures") or {}
-        if m:
-            distributions.append(pd.DataFrame(dict(
-                rule=rule, batch_size=b, quantity="weight_change_histogram",
-                x=np.sqrt(WEIGHT_BINS[:-1] * WEIGHT_BINS[1:]), value=m["weight_change_histogram"])))
-            distributions.append(pd.DataFrame(dict(
-                rule=rule, batch_size=b, quantity="gradient_norm",
-                x=np.arange(len(m["gradient_norms"])), value=m["gradient_norms"])))
-        last = record["rows"][-1] if record["rows"] else {}
-        seeds = seed_summary(r["rows"][-1]["test_accuracy"] for r in records
-                             if r["status"] == "finished")
-        measures.append(dict(
-            rule=rule, batch_size=b, lr=config.lr, warmup=config.warmup,
-            status="finished" if seeds["seeds"] else record["status"],
-            test_accuracy=seeds["mean"] if seeds["seeds"] else last.get("test_accuracy"),
-            test_accuracy_std=seeds["std"], seeds=seeds["seeds"], seeds_trained=len(records),
-            article_test_accuracy=ARTICLE.get((rule, b)),
-            updates=last.get("updates"),
-            distance=m.get("distance"),
-            gradient_norm_median=float(np.median(m["gradient_norms"])) if m else None,
-            gradient_norm_p95=float(np.percentile(m["gradient_norms"], 95)) if m else None,
-            # Keras names layers per process (dense, dense_7, ...): label them by depth.
-            **{f"distance_layer{i}": v for i, v in enumerate(
-                (m.get("distance_per_layer") or {}).values(), start=1)}))
-    frame = pd.concat(rows, ignore_index=True)
-    frame = frame[["rule", "batch_size", "lr", "seed", "epoch", "updates", "loss", "accuracy",
-                   "test_loss", "test_accuracy", "status", "wall_time"]]
-    return {"": frame, "measures": pd.DataFrame(measures),
-            "distributions": pd.concat(distributions, ignore_index=True)}
+def cells_of(runs, spec):
+    """{(rule, batch): [config per seed]}: the views of the grid (each rule's
+    rate at each batch, where it lies on the grid), the warm-up runs, and the
+    tuned best per batch (all its seeds; `tuned` judges on seeds 1..)."""
+    base, cells = spec["base"], {}
+    for (kind, b, lr, i), config in runs.items():
+        if kind == WARMUP_RULE:
+            cells.setdefault((WARMUP_RULE, b), []).append(config)
+            continue
+        for rule, scale in VIEWS.items():
+            if same_rate(lr, scale(base.lr, b)):
+                cells.setdefault((rule, b), []).append(config)
+        if b == BASE_BATCH and same_rate(lr, base.lr):
+            cells.setdefault((WARMUP_RULE, b), []).append(config)  # every rule's rate at 64
+    return cells
+
+
+def tables(sweep, runs, spec):
+    """Per-epoch rows of every run; the rate grid per batch (first seed) with
+    its best and open edges; one row per rule and batch (test accuracy over
+    its seeds, the tuned rate's judged on the seeds that did not choose it,
+    distance from w0, gradient norms), beside the article; and the first
+    seed's distributions behind the second figure."""
+    finals = final_accuracies(sweep, runs)
+    cells = cells_of(runs, spec)
+    rates = finals[(finals.kind == "rate") & (finals.seed_index == 0)].copy()
+    tuned = {b: tuning(finals, b) for b in spec["batch_sizes"]}
+    rates["best"] = [t[0] is not None and same_rate(lr, t[0])
+                     for lr, t in zip(rates.lr, (tuned[b] for b in rates.batch_size))]
+    rates["edge_open"] = [tuned[b][2] for b in rates.batch_size]
+    for b, (best, _, _) in tuned.items():
+        if best is not None:
+            cells[("tuned", b)] = [c for (kind, size, lr, _), c in runs.items()
+                                   if kind == "rate" and size == b and same_rate(lr, best)]
+    measures = [rule_row(sweep, rule, b, configs, cells, tuned)
+                for (rule, b), configs in sorted(cells.items(), key=lambda kv: (
+                    RULES.index(kv[0][0]), kv[0][1]))]
+    frame = pd.concat([sweep.table([c]).assign(kind=kind) for (kind, *_), c in runs.items()
+                       if sweep.load(c) is not None], ignore_index=True)
+    frame = frame[["kind", "batch_size", "lr", "warmup", "seed", "epoch", "updates", "loss",
+                   "accuracy", "test_loss", "test_accuracy", "status", "wall_time"]]
+    return {"": frame, "rates": rates.sort_values(["batch_size", "lr"]),
+            "measures": pd.DataFrame(measures),
+            "distributions": distributions(sweep, cells)}
+
+
+def rule_row(sweep, rule, b, configs, cells, tuned):
+    """One rule at one batch: its seeds' test accuracy and distance, the tuned
+    rate's judged seeds, the paired test-set variance against batch 64."""
+    records = [sweep.load(config) for config in configs]
+    finals = [r["rows"][-1]["test_accuracy"] for r in records if r["status"] == "finished"]
+    m = records[0].get("measures") or {}
+    seeds = seed_summary(finals)
+    judged = configs[1:] if rule == "tuned" else configs
+    judged_seeds = seed_summary(r["rows"][-1]["test_accuracy"] for r in map(sweep.load, judged)
+                                if r["status"] == "finished")
+    distance = seed_summary((r.get("measures") or {}).get("distance") for r in records)
+    reference = cells.get((rule, BASE_BATCH), [])
+    paired = paired_test_variance(sweep, configs, reference) if b != BASE_BATCH else None
+    paired_judged = (paired_test_variance(sweep, judged, reference[1:] if rule == "tuned"
+                                          else reference) if b != BASE_BATCH else None)
+    return dict(
+        rule=rule, batch_size=b, lr=configs[0].lr, warmup=configs[0].warmup,
+        status="finished" if seeds["seeds"] else records[0]["status"],
+        test_accuracy=seeds["mean"], test_accuracy_std=seeds["std"], seeds=seeds["seeds"],
+        seeds_trained=len(records),
+        judged_test_accuracy=judged_seeds["mean"], judged_test_accuracy_std=judged_seeds["std"],
+        judged_seeds=judged_seeds["seeds"],
+        edge_open=tuned[b][2] if rule == "tuned" else False,
+        test_accuracy_paired_var_vs_64=paired,
+        judged_test_accuracy_paired_var_vs_64=paired_judged,
+        article_test_accuracy=ARTICLE.get((rule, b)),
+        updates=records[0]["rows"][-1]["updates"] if records[0]["rows"] else None,
+        distance=distance["mean"], distance_std=distance["std"],
+        gradient_norm_median=float(np.median(m["gradient_norms"])) if m.get("gradient_norms")
+        else None,
+        gradient_norm_p95=float(np.percentile(m["gradient_norms"], 95))
+        if m.get("gradient_norms") else None,
+        # Keras names layers per process (dense, dense_7, ...): label them by depth.
+        **{f"distance_layer{i}": v for i, v in enumerate(
+            (m.get("distance_per_layer") or {}).values(), start=1)})
+
+
+def distributions(sweep, cells):
+    """Per rule and batch, the first seed's |w - w0| histogram and sampled
+    minibatch gradient norms, in long form."""
+    parts = []
+    for (rule, b), configs in cells.items():
+        m = sweep.load(configs[0]).get("measures") or {}
+        if not m:
+            continue
+        parts.append(pd.DataFrame(dict(
+            rule=rule, batch_size=b, quantity="weight_change_histogram",
+            x=np.sqrt(WEIGHT_BINS[:-1] * WEIGHT_BINS[1:]), value=m["weight_change_histogram"])))
+        parts.append(pd.DataFrame(dict(
+            rule=rule, batch_size=b, quantity="gradient_norm",
+            x=np.arange(len(m["gradient_norms"])), value=m["gradient_norms"])))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["rule", "batch_size", "quantity", "x", "value"])
 
 
 def title(runs, spec):
     base = next(iter(runs.values()))
     return (f"{base.model} (no BN) on MNIST ({base.train_size or 60000} images), SGD, "
-            f"{base.epochs} epochs; lr {base.lr} at batch {BASE_BATCH}")
+            f"{base.epochs} epochs; base rate {spec['base'].lr} at batch {BASE_BATCH}")
 
 
-def measure_factory(spec, store):
-    return functools.partial(
-        measure, gradient_samples=spec.get("gradient_samples", GRADIENT_SAMPLES))
+def measure_factory(spec, folder):
+    return functools.partial(measure, first_seed=spec["base"].seed,
+                             gradient_samples=spec.get("gradient_samples", GRADIENT_SAMPLES))
 
 
 def plot(tables, configs, spec, title):
     import seaborn as sns
 
-    frame, measures = tables[""], tables["measures"]
-    sizes = sorted(frame.batch_size.unique())
+    measures = tables["measures"]
+    sizes = sorted(spec["batch_sizes"])
     colors = dict(zip(sizes, sns.color_palette("viridis", len(sizes))))
-    return {"accuracy": accuracy_figure(frame, measures, colors, title),
+    return {"accuracy": accuracy_figure(tables[""], tables["rates"], measures, colors, title),
             "distributions": distributions_figure(measures, tables["distributions"], colors,
                                                   title)}
 
 
-def accuracy_figure(frame, measures, colors, title):
-    """Test accuracy per epoch for each rule (mean ± std over seeds), and the
-    final accuracy of every seed against the batch size."""
-    fig, axes = subplots(1, len(RULES) + 1, width=4.6, height=4.2, sharey=True)
-    for ax, (rule, group) in zip(axes[0], frame.groupby("rule", sort=False)):
-        for b, run in group.groupby("batch_size"):
+def accuracy_figure(frame, rates, measures, colors, title):
+    """Test accuracy per epoch for each rule (mean ± std over its seeds), and
+    the tuning: final accuracy against the rate, per batch (first seed)."""
+    fig, axes = subplots(1, len(RULES) + 1, width=4.3, height=4.2)
+    for ax, rule in zip(axes[0], RULES):
+        for _, row in measures[measures.rule == rule].iterrows():
+            run = frame[(frame.batch_size == row.batch_size) & np.isclose(frame.lr, row.lr)
+                        & np.isclose(frame.warmup, row.warmup)]
             per_epoch = run.groupby("epoch").test_accuracy
             mean, std, seeds = per_epoch.mean(), per_epoch.std(), run.seed.nunique()
             diverged = run[run.status == "diverged"].seed.nunique()
-            parts = ([f"{seeds} seeds, mean ± std"] if seeds > 1 else []) + (
-                [f"{diverged} diverged: NaN loss"] if diverged else [])
+            parts = ([f"{seeds} seeds"] if seeds > 1 else []) + (
+                [f"{diverged} diverged"] if diverged else [])
             note = f" ({', '.join(parts)})" if parts else ""
-            lr = measures[(measures.rule == rule) & (measures.batch_size == b)].lr.iloc[0]
-            ax.plot(mean.index, mean, "o-", ms=3, color=colors[b],
-                    label=f"batch {b}, lr {lr:.3g}{note}")
+            ax.plot(mean.index, mean, "o-", ms=3, color=colors[row.batch_size],
+                    label=f"batch {row.batch_size}, lr {row.lr:.3g}{note}")
             if seeds > 1:
                 ax.fill_between(mean.index, mean - std.fillna(0), mean + std.fillna(0),
-                                color=colors[b], alpha=0.2)
-        panel(ax, legend_size=7, title=f"{rule} learning rate", xlabel="epoch")
+                                color=colors[row.batch_size], alpha=0.2)
+        panel(ax, legend_size=7, title=f"{rule} learning rate", xlabel="epoch",
+              ylim=(max(0.0, frame.test_accuracy.quantile(0.05) - 0.02), 1.0)
+              if frame.test_accuracy.notna().any() else None)
     axes[0, 0].set_ylabel("test accuracy")
-    final_accuracy_panel(axes[0, -1], frame, sorted(colors))
-    low = frame.test_accuracy.quantile(0.05) if frame.test_accuracy.notna().any() else 0.0
-    axes[0, 0].set_ylim(max(0.0, low - 0.02), 1.0)
+    tuning_panel(axes[0, -1], rates, colors)
     return finish(fig, title)
 
 
-def final_accuracy_panel(ax, frame, sizes):
-    """Every finished seed's final test accuracy (points), the mean per rule (lines)."""
-    import seaborn as sns
-
-    final = frame.sort_values("epoch").groupby(["rule", "batch_size", "seed"], sort=False).last()
-    final = final.reset_index()
-    final = final[final.status == "finished"]  # diverged runs: in the legends of the panels
-    for k, (rule, group) in enumerate(final.groupby("rule", sort=False)):
-        color = sns.color_palette("tab10")[k]
-        ax.scatter(group.batch_size * (1 + 0.04 * (k - 1.5)), group.test_accuracy, s=14,
-                   color=color, alpha=0.7)
-        ax.plot(*zip(*group.groupby("batch_size").test_accuracy.mean().items()), "-",
-                color=color, label=rule)
-    panel(ax, xscale="log", xlabel="batch size",
-          title="final test accuracy, every finished seed\n(lines: mean over seeds)")
-    ax.set_xticks(sizes, [str(b) for b in sizes])
+def tuning_panel(ax, rates, colors):
+    """The rate grid per batch (first seed): final test accuracy against the
+    rate, diverged runs as x at the bottom, the best rate ringed."""
+    for b, run in rates.groupby("batch_size"):
+        ax.plot(run.lr, run.test_accuracy, "o-", ms=4, color=colors[b], label=f"batch {b}"
+                + (" (best on an open edge)" if run.edge_open.any() else ""))
+        failed = run[run.test_accuracy.isna()]
+        ax.plot(failed.lr, [0.0] * len(failed), "x", ms=8, color=colors[b])
+        best = run[run.best]
+        ax.plot(best.lr, best.test_accuracy, "o", ms=11, mfc="none", color=colors[b])
+    panel(ax, xscale="log", xlabel="learning rate", ylabel="final test accuracy",
+          title="the rate tuned per batch (first seed)\nring: best; x: diverged",
+          ylim=(-0.02, 1.0))
 
 
 def distributions_figure(measures, dist, colors, title):
@@ -258,9 +387,68 @@ def distributions_figure(measures, dist, colors, title):
     return finish(fig, title)
 
 
+# -- the claims (reproduce.claims) --------------------------------------------------
+def _rows(tables, rule):
+    """(batch 64's row, the largest batch's row) of `rule` in the measures table."""
+    rows = tables["measures"][tables["measures"].rule == rule].set_index("batch_size")
+    return rows.loc[BASE_BATCH], rows.loc[rows.index.max()]
+
+
+def accuracy_falls_with_the_batch(tables, n_test):
+    small, large = _rows(tables, "fixed")
+    a, b, diff = compare_rows(large, small, n_test=n_test(),
+                              paired="test_accuracy_paired_var_vs_64")
+    return verdict_or_too_few(a, b, diff, (f"batch {large.name}", f"batch {small.name}"),
+                              lambda d: differs(d, direction=-1))
+
+
+def a_tuned_rate_brings_the_large_batch_back(tables, n_test):
+    """The tuned largest batch within +-1.0 point of the tuned batch 64, each
+    judged on the seeds that did not choose its rate; INCONCLUSIVE while a
+    best rate sits on an open edge of its grid."""
+    small, large = _rows(tables, "tuned")
+    open_edges = [f"batch {int(r.name)} (lr {r.lr:g})" for r in (small, large) if r.edge_open]
+    a, b, diff = compare_rows(large, small, "judged_test_accuracy", n_test=n_test(),
+                              paired="judged_test_accuracy_paired_var_vs_64",
+                              seeds="judged_seeds")
+    verdict = verdict_or_too_few(a, b, diff, (f"tuned {large.name} (lr {large.lr:g})",
+                                              f"tuned {small.name} (lr {small.lr:g})"),
+                                 lambda d: same_within(d, margin=0.01))
+    note = " (judged on the seeds that did not choose the rates)"
+    if open_edges:
+        return inconclusive(verdict.numbers + note, "the best rate sits on an open edge of the "
+                            f"grid at {', '.join(open_edges)}: extend the grid")
+    return type(verdict)(verdict.outcome, verdict.numbers + note, verdict.power)
+
+
+def larger_batches_travel_less(tables, n_test):
+    small, large = _rows(tables, "fixed")
+    a, b, diff = compare_rows(large, small, "distance")
+    return verdict_or_too_few(a, b, diff, (f"||w - w0|| at batch {large.name}",
+                                           f"at {small.name}"),
+                              lambda d: differs(d, direction=-1, scale=1, unit=""), percent=False)
+
+
+CLAIMS = (
+    Claim("lr-scaling article", "with a fixed rate the test accuracy falls with the batch",
+          ("measures",), accuracy_falls_with_the_batch,
+          margin="a difference: batch 1024 - batch 64 below 0 at the fixed rate (the article: "
+                 "~96% vs ~98%)"),
+    Claim("lr-scaling article", "with the rate adjusted (tuned per batch), batch 1024 reaches "
+          "batch 64's accuracy", ("measures",), a_tuned_rate_brings_the_large_batch_back,
+          margin="sameness: the tuned batch 1024 within +-1.0 point of the tuned batch 64 (the "
+                 "article: ~98% at both)"),
+    Claim("lr-scaling article", "at a fixed rate larger batches travel less far from the "
+          "initial weights", ("measures",), larger_batches_travel_less,
+          margin="a difference: ||w - w0|| at batch 1024 less than at 64 (the article's weight "
+                 "distance distributions)"),
+)
+
+
 FIGURE = Figure(
-    cheap_paper_dry_run=True, name="lr_scaling", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
-    tables=tables, plots=plot, title=title, measure=measure_factory, printed=("measures",),
+    claims=CLAIMS, cheap_paper_dry_run=True, name="lr_scaling",
+    description=__doc__.splitlines()[0], presets=PRESETS, grid=grid, tables=tables, plots=plot,
+    title=title, measure=measure_factory, follow_up=follow_up, printed=("measures",),
     describe=lambda c: (f"batch {c.batch_size:<4d} lr {c.lr:.4g}"
                         + (f" warm-up {c.warmup:.3f}" if c.warmup else "") + f" seed {c.seed}"),
     report=(("lr-scaling article: accuracy and measures per rule and batch size", "measures"),))

@@ -35,7 +35,9 @@ import pandas as pd
 
 from callbacks import interpolate, sharpness
 from reproduce.cli import save_atomic
-from reproduce.figure import Figure, finish, panel, seed_summary, shared_legend, subplots
+from reproduce.claims import Claim, combine, compare_rows, differs, verdict_or_too_few
+from reproduce.figure import (Figure, finish, panel, paired_test_variance, seed_summary,
+                              shared_legend, subplots)
 from reproduce.config import RunConfig
 from reproduce.datasets import data_of
 from reproduce.train import build_model, compile_model
@@ -148,8 +150,15 @@ def tables(sweep, runs, preset):
                          sharpness_full=m.get("sharpness_full"),
                          sharpness_subspace=m.get("sharpness_subspace"), status=record["status"]))
     per_run = pd.DataFrame(rows)
-    table = [row for network, group in per_run.groupby("network", sort=False)
-             for row in regime_rows(group, network, preset[network]["batch_sizes"])]
+    table = []
+    for network, group in per_run.groupby("network", sort=False):
+        sizes = preset[network]["batch_sizes"]
+        rows = regime_rows(group, network, sizes)
+        seeds = {b: [c for (n, size, _), c in runs.items() if n == network and size == b]
+                 for b in (sizes[0], sizes[-1])}
+        paired = paired_test_variance(sweep, seeds[sizes[-1]], seeds[sizes[0]])
+        rows[-1]["test_accuracy_paired_var_vs_SB"] = None if paired is None else paired * 1e4
+        table += rows
     table = pd.DataFrame(table).round({"test_accuracy": 2, "test_accuracy_std": 2})
     empty = pd.DataFrame(columns=["alpha", "split", "loss", "accuracy", "network"])
     return {"": per_run, "table": table,
@@ -231,7 +240,50 @@ def batch_size_figure(per_batch, networks, title):
     return finish(fig, title)
 
 
+# -- the claims (reproduce.claims) --------------------------------------------------
+def _lb_against_sb(tables, judge):
+    """`judge(LB row, SB row, network)` per network of Tables 2-4."""
+    verdicts = []
+    for network, rows in tables["table"].groupby("network", sort=False):
+        rows = rows.set_index("regime")
+        verdicts.append((network, judge(rows.loc["LB"], rows.loc["SB"], network)))
+    return combine(verdicts)
+
+
+def large_batch_minimum_is_sharper(tables, n_test):
+    def judge(lb, sb, network):
+        parts = []
+        for column, name in (("sharpness_full", "full space"),
+                             ("sharpness_subspace", f"{SUBSPACE}-dim subspace")):
+            a, b, diff = compare_rows(lb, sb, column)
+            parts.append((name, verdict_or_too_few(a, b, diff, ("LB", "SB"),
+                                                   lambda d: differs(d, scale=1, unit=""),
+                                                   percent=False)))
+        return combine(parts, ", ")
+    return _lb_against_sb(tables, judge)
+
+
+def large_batch_reaches_a_lower_accuracy(tables, n_test):
+    def judge(lb, sb, network):
+        a, b, diff = compare_rows(lb, sb, n_test=n_test(network), scale=100,
+                                  paired="test_accuracy_paired_var_vs_SB")
+        return verdict_or_too_few(a, b, diff, ("LB", "SB"), lambda d: differs(d, direction=-1))
+    return _lb_against_sb(tables, judge)
+
+
+CLAIMS = (
+    Claim("Keskar et al. 2017", "the large-batch minimum is sharper, in the full space and in a "
+          "random subspace (Tables 3, 4)", ("table",), large_batch_minimum_is_sharper,
+          margin="a difference: LB - SB sharpness above 0 (Tables 3, 4, F1: 205.14 vs 1.23, "
+                 "9.22 vs 0.11)"),
+    Claim("Keskar et al. 2017", "the large batch reaches a lower test accuracy (Table 2)",
+          ("table",), large_batch_reaches_a_lower_accuracy,
+          margin="a difference: LB - SB below 0 (Table 2, F1: 97.81 vs 98.03%)"),
+)
+
+
 FIGURE = Figure(
+    claims=CLAIMS, networks=True,
     cheap_paper_dry_run=True, name="sharp_minima", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
     tables=tables, plots=plot, title=title, measure=measure, printed=("table",),
     describe=lambda c: f"{c.model} batch {c.batch_size}",

@@ -28,7 +28,10 @@ import numpy as np
 import pandas as pd
 
 from callbacks import base_learning_rate, milestones_at
-from reproduce.figure import Figure, finish, panel, seed_summary, subplots
+from reproduce.claims import (FAILS, HOLDS, Claim, Verdict, compare_rows, differs, inconclusive,
+                              verdict_or_too_few)
+from reproduce.figure import (Figure, finish, max_extensions, panel, paired_test_variance,
+                              seed_summary, subplots)
 from reproduce.config import ConfigError, RunConfig
 
 # One declarative config per preset: model, data, epochs, the grid.
@@ -37,7 +40,7 @@ PRESETS = {
     "smoke": dict(
         base=RunConfig(dataset="cifar10", model="resnet8", norm="batch", train_size=256,
                        test_size=256, epochs=2, augment=True, weight_decay=1e-4),
-        batch_sizes=(8, 64), eta_exponents=(-8, -4), last_epochs=1, seeds=2),
+        batch_sizes=(8, 64), eta_exponents=(-8, -4), last_epochs=1, seeds=2, max_extensions=1),
     # A 2-core CPU in minutes: ResNet-8 with batch norm on a CIFAR-10 subset.
     "quick": dict(
         base=RunConfig(dataset="cifar10", model="resnet8", norm="batch", train_size=2560,
@@ -56,6 +59,7 @@ PRESETS = {
 VARIANTS = {"bn": {}, "no-bn": dict(norm="none"), "warmup": dict(warmup=0.05)}
 
 CONVERGED_ACCURACY = 0.2  # twice chance on 10 classes: "the run learned"
+SMALL = 32  # the paper's "small batch": m <= 32
 
 
 def grid(spec, args=None):
@@ -70,15 +74,48 @@ def grid(spec, args=None):
             for m in spec["batch_sizes"] for e in spec["eta_exponents"]}
 
 
-def more_seeds(sweep, runs, spec):
-    """The follow-up: each m's best cell (first seed) at seeds 1 .. seeds-1."""
+def follow_up(sweep, runs, spec):
+    """First the open edges of each m's eta_tilde grid (the first seed's best
+    on the edge: the next eta_tilde outward, at most max_extensions steps);
+    once every edge is closed, each m's best cell at seeds 1 .. seeds-1."""
     frame = results_frame(list(runs.values()), sweep, spec["last_epochs"])
     more = {}
+    for m, e in open_edges(frame, spec).items():
+        base = next(config for (size, _, i), config in runs.items() if size == m and i == 0)
+        more[(m, e, 0)] = base.replace(lr=base_learning_rate(2.0 ** e, m))
+    if more:
+        return more
     for _, row in best_cells(frame).iterrows():
         config = runs[(row.m, row.log2_eta_tilde, 0)]
         for i in range(1, spec.get("seeds", 1)):
             more[(row.m, row.log2_eta_tilde, i)] = config.replace(seed=config.seed + i)
     return more
+
+
+def grid_step(spec):
+    exponents = sorted(spec["eta_exponents"])
+    return min(b - a for a, b in zip(exponents, exponents[1:])) if len(exponents) > 1 else 1
+
+
+def edges(frame, spec):
+    """{m: (the next log2 eta_tilde outward, or None once max_extensions are
+    used)} for each m whose first-seed best sits on the edge of what was tried."""
+    step, low, high = grid_step(spec), min(spec["eta_exponents"]), max(spec["eta_exponents"])
+    out = {}
+    first = frame[frame.seed == frame.seed.min()]
+    for _, best in best_cells(frame).iterrows():
+        tried = sorted(first[first.m == best.m].log2_eta_tilde)
+        if best.log2_eta_tilde not in (tried[0], tried[-1]) or len(tried) < 2:
+            continue
+        outward = best.log2_eta_tilde + (step if best.log2_eta_tilde == tried[-1] else -step)
+        used = max(outward - high, low - outward) / step
+        out[best.m] = outward if used <= max_extensions(spec) else None
+    return out
+
+
+def open_edges(frame, spec):
+    """{m: the next log2 eta_tilde to try} (edges that can still be extended)."""
+    return {m: e for m, e in edges(frame, spec).items() if e is not None}
 
 
 def best_cells(frame):
@@ -105,31 +142,63 @@ def results_frame(configs, sweep, last_epochs):
     return pd.DataFrame(records)
 
 
-def summary_frame(frame):
-    """Per m: best accuracy (Fig 15; the best cell's mean over its seeds) and
-    the range of eta_tilde that converges (Fig 16; the first seed's grid)."""
+def summary_frame(frame, spec, sweep=None, runs=None):
+    """Per m: best accuracy (Fig 15; the best cell's mean over its seeds, and
+    over the seeds that did not choose it, which the claim judges), whether
+    the best sits on an open edge of the grid, and the range of eta_tilde that
+    converges (Fig 16; the first seed's grid, its original exponents)."""
     rows = []
     best_of = {row.m: row for _, row in best_cells(frame).iterrows()}
+    at_edge = edges(frame, spec)
     first_seed = frame[frame.seed == frame.seed.min()]
-    for m, runs in first_seed.groupby("m"):
-        ok = runs[(runs.status == "finished") & (runs.test_accuracy >= CONVERGED_ACCURACY)]
+    for m, cells in first_seed.groupby("m"):
+        grid = cells[cells.log2_eta_tilde.isin(spec["eta_exponents"])]
+        ok = grid[(grid.status == "finished") & (grid.test_accuracy >= CONVERGED_ACCURACY)]
         best = best_of.get(m)
-        seeds = seed_summary([] if best is None else frame[
-            (frame.m == m) & (frame.log2_eta_tilde == best.log2_eta_tilde)].test_accuracy)
+        cell = frame[(frame.m == m) & (frame.log2_eta_tilde == best.log2_eta_tilde)] \
+            if best is not None else frame.iloc[:0]
+        seeds = seed_summary(cell.test_accuracy)
+        judged = seed_summary(cell[cell.seed != frame.seed.min()].test_accuracy)
         rows.append(dict(
             m=m, best_test_accuracy=seeds["mean"], best_test_accuracy_std=seeds["std"],
             seeds=seeds["seeds"],
+            judged_test_accuracy=judged["mean"], judged_test_accuracy_std=judged["std"],
+            judged_seeds=judged["seeds"],
             best_first_seed_test_accuracy=None if best is None else best.test_accuracy,
             best_log2_eta_tilde=None if best is None else best.log2_eta_tilde,
+            edge_open=m in at_edge,
             converged_min_log2_eta=ok.log2_eta_tilde.min() if len(ok) else None,
             converged_max_log2_eta=ok.log2_eta_tilde.max() if len(ok) else None,
-            converged_runs=len(ok), diverged_runs=int((runs.status == "diverged").sum())))
-    return pd.DataFrame(rows)
+            converged_runs=len(ok), diverged_runs=int((grid.status == "diverged").sum())))
+    summary = pd.DataFrame(rows)
+    if sweep is not None and len(summary):
+        summary["judged_paired_var_vs_other_best"] = paired_against_other_best(
+            summary, sweep, runs, frame.seed.min())
+    return summary
+
+
+def paired_against_other_best(summary, sweep, runs, first_seed):
+    """Per m, the paired test-set variance of its best cell's judged seeds
+    against the other side's best (m <= 32 against m > 32, and back)."""
+    def judged(m):
+        row = summary[summary.m == m].iloc[0]
+        return [c for (size, e, _), c in runs.items() if size == m
+                and e == row.best_log2_eta_tilde and c.seed != first_seed]
+
+    ranked = summary.dropna(subset=["best_first_seed_test_accuracy"])
+    best = {small: ranked[(ranked.m <= SMALL) == small].nlargest(
+        1, "best_first_seed_test_accuracy").m.tolist() for small in (True, False)}
+    out = []
+    for m in summary.m:
+        other = best[not m <= SMALL]
+        out.append(paired_test_variance(sweep, judged(m), judged(other[0]))
+                   if other and m in ranked.m.values else None)
+    return out
 
 
 def tables(sweep, runs, spec):
     frame = results_frame(list(runs.values()), sweep, spec["last_epochs"])
-    return {"": frame, "summary": summary_frame(frame)}
+    return {"": frame, "summary": summary_frame(frame, spec, sweep, runs)}
 
 
 def title(runs, spec):
@@ -216,9 +285,55 @@ def check(args):
                           "or ghost:<g>")
 
 
+# -- the claims (reproduce.claims) --------------------------------------------------
+def best_batch_is_small(tables, n_test):
+    """The best cell of m <= 32 beats the best of m > 32 (each chosen on its
+    first seed, judged on the others); INCONCLUSIVE while a best sits on an
+    open edge of its eta_tilde grid."""
+    summary = tables["summary"].dropna(subset=["best_first_seed_test_accuracy"])
+    sides = {small: summary[(summary.m <= SMALL) == small] for small in (True, False)}
+    if any(rows.empty for rows in sides.values()):
+        return inconclusive(f"needs m <= {SMALL} and m > {SMALL}, has m = {list(summary.m)}",
+                            "train both")
+    small, large = (rows.loc[rows.best_first_seed_test_accuracy.idxmax()]
+                    for rows in (sides[True], sides[False]))
+    a, b, diff = compare_rows(small, large, "judged_test_accuracy", n_test=n_test(),
+                              paired="judged_paired_var_vs_other_best", seeds="judged_seeds")
+    verdict = verdict_or_too_few(a, b, diff, (f"m = {int(small.m)}", f"m = {int(large.m)}"),
+                                 differs)
+    note = " (judged on the seeds that did not choose the cells)"
+    open_edges = [f"m = {int(m)}" for m in summary[summary.edge_open].m]
+    if open_edges:
+        return inconclusive(verdict.numbers + note, "a best eta_tilde sits on an open edge of "
+                            f"its grid at {', '.join(open_edges)}: extend the grid")
+    return Verdict(verdict.outcome, verdict.numbers + note, verdict.power)
+
+
+def converging_range_does_not_grow(tables, n_test):
+    """A count per m over the first seed's grid: no noise to judge."""
+    summary = tables["summary"].sort_values("m")
+    runs = list(summary.converged_runs.astype(int))
+    holds = all(later <= earlier for earlier, later in zip(runs, runs[1:]))
+    return Verdict(HOLDS if holds else FAILS, "converging eta_tilde per m (first seed, the "
+                   "grid's exponents): " + ", ".join(f"m={int(m)}: {n}"
+                                                     for m, n in zip(summary.m, runs)))
+
+
+CLAIMS = (
+    Claim("Masters & Luschi 2018", "the best test accuracy is reached with a small batch, "
+          "m <= 32", ("summary",), best_batch_is_small,
+          margin="a difference: the best cell of m <= 32 above the best of m > 32 (their Figs "
+                 "8, 15: best at m = 4..8)"),
+    Claim("Masters & Luschi 2018", "the range of eta_tilde = eta/m that converges does not grow "
+          "with m", ("summary",), converging_range_does_not_grow,
+          margin="a count: converging cells per m never more than at a smaller m (their Fig 16)"),
+)
+
+
 FIGURE = Figure(
+    claims=CLAIMS,
     cheap_paper_dry_run=True, name="small_batch", description=__doc__.splitlines()[1], presets=PRESETS, grid=grid,
-    tables=tables, plots=plot, title=title, options=options, check=check, follow_up=more_seeds,
+    tables=tables, plots=plot, title=title, options=options, check=check, follow_up=follow_up,
     stem=lambda args: "small_batch" + ("" if args.variant == "bn"
                                        else "_" + args.variant.replace(":", "")),
     describe=lambda c: f"m={c.batch_size:<5d} log2(eta~)={math.log2(c.lr / c.batch_size):+.0f}",

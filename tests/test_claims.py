@@ -1,326 +1,480 @@
-"""The claim checker (reproduce/claims.py) on small hand-made CSVs: each claim
-where it holds and where it fails, the noise arithmetic, and the exit status."""
+"""The claim checker (reproduce/claims.py): its statistics against scipy and
+hand arithmetic, each figure's claims on small hand-made tables (where they
+hold, fail and cannot tell), the grids' open edges that trigger follow-up
+runs, and the command's output and exit status."""
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
-from reproduce import claims
-from reproduce.claims import CLAIMS, Claim
+from reproduce import (claims, critical_batch, dont_decay, generalization_gap, lr_scaling,
+                       mnist_batch_size, sharp_minima, small_batch)
+from reproduce.claims import FAILS, HOLDS, INCONCLUSIVE, Claim, Side, difference
 
 
 def n_test(n):
-    return lambda key=None: n
+    return lambda network=None: n
 
 
-def verdict(check, frame, n=10_000):
-    return check(pd.DataFrame(frame), n_test(n))
+def no_test_error(network=None):
+    return None
 
 
-def test_standard_error_is_the_test_set_sampling_error_plus_the_seed_spread():
-    row = pd.Series({"test_accuracy": 0.9})
-    assert claims.standard_error(row, "test_accuracy", 1000) == pytest.approx(math.sqrt(0.09 / 1000))
-    seeded = pd.Series({"test_accuracy": 0.9, "test_accuracy_std": 0.02, "seeds": 4})
-    assert claims.standard_error(seeded, "test_accuracy", 1000) == pytest.approx(
-        math.sqrt(0.09 / 1000 + 0.02 ** 2 / 4))
-    # Two standard errors of the difference.
-    assert claims.tolerance(row, seeded, "test_accuracy", 1000) == pytest.approx(
-        2 * math.sqrt(0.09 / 1000 + 0.09 / 1000 + 0.0001))
+# --- the statistics ---------------------------------------------------------------
+
+def test_the_difference_interval_is_welchs_t_interval():
+    a, b = [0.91, 0.93, 0.92, 0.95], [0.88, 0.90, 0.86]
+    diff = difference(Side.of_values(a), Side.of_values(b))
+    reference = scipy.stats.ttest_ind(a, b, equal_var=False)
+    assert diff.dof() == pytest.approx(reference.df)
+    low, high = reference.confidence_interval(0.95)
+    assert diff.interval(0.95) == pytest.approx((low, high))
+    # By hand: Welch-Satterthwaite from the two variances of the means.
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 3
+    assert diff.dof() == pytest.approx((va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2))
 
 
-def small_batch(best):
-    """small_batch_summary.csv with the given best accuracy per m."""
-    return {"m": list(best), "best_test_accuracy": list(best.values()),
-            "converged_runs": [5, 5, 4, 0]}
+def test_the_test_sets_sampling_error_adds_to_the_seeds():
+    a = Side.of_values([0.90, 0.92], n_test=1000)
+    b = Side.of_values([0.80, 0.84], n_test=1000)
+    diff = difference(a, b)
+    seeds = 0.0002 / 2 + 0.0008 / 2  # sample variances (ddof 1) over 2 seeds each
+    test = 0.91 * 0.09 / 1000 + 0.82 * 0.18 / 1000
+    assert diff.se() == pytest.approx(math.sqrt(seeds + test))
+    paired = difference(a, b, paired_test_variance=1e-6)
+    assert paired.paired and paired.se() == pytest.approx(math.sqrt(seeds + 1e-6))
 
 
-def test_best_batch_is_small_holds_beats_and_ties_within_the_noise():
-    holds = verdict(claims.best_batch_is_small, small_batch({4: 0.39, 16: 0.40, 64: 0.33, 256: 0.16}),
-                    n=2000)
-    assert holds.holds and "best m = 16" in holds.numbers
-    fails = verdict(claims.best_batch_is_small, small_batch({4: 0.30, 16: 0.31, 64: 0.40, 256: 0.2}),
-                    n=2000)
-    assert not fails.holds
-    # 0.2 points below m = 64 on 2,000 test images is within the noise (tolerance ~3 points).
-    tie = verdict(claims.best_batch_is_small, small_batch({4: 0.30, 16: 0.398, 64: 0.40, 256: 0.2}),
-                  n=2000)
-    assert tie.holds
+def test_one_seed_or_no_spread_is_never_a_verdict():
+    one = Side.of_values([0.97])
+    assert one.std is None and difference(one, Side.of_values([0.9, 0.91])) is None
+    row = pd.Series({"test_accuracy": 0.95, "seeds": 3})  # seeds but no spread column
+    a, b, diff = claims.compare_rows(row, row)
+    assert diff is None
+    verdict = claims.verdict_or_too_few(a, b, diff, ("a", "b"), claims.differs)
+    assert verdict.outcome == INCONCLUSIVE and "no spread column" in verdict.power
 
 
-def test_converging_range_must_not_grow_with_m():
-    frame = small_batch({4: 0.4, 16: 0.4, 64: 0.3, 256: 0.2})
-    assert verdict(claims.converging_range_shrinks, frame).holds
-    frame["converged_runs"] = [3, 5, 4, 0]
-    assert not verdict(claims.converging_range_shrinks, frame).holds
+def sides(mean_a, mean_b, spread, seeds=3):
+    offsets = np.linspace(-1, 1, seeds) * spread
+    return difference(Side.of_values(mean_a + offsets), Side.of_values(mean_b + offsets))
 
 
-def dont_decay_per_epoch(increasing_losses, jitter=0.02):
-    """dont_decay.csv: the three schedules at 2 seeds, whose losses differ by
-    +-`jitter` around each schedule's curve (seed sd = jitter * sqrt(2))."""
+def test_sameness_needs_the_whole_90_interval_inside_the_margin():
+    assert claims.same_within(sides(0.950, 0.951, 0.001), 0.01).outcome == HOLDS
+    assert claims.same_within(sides(0.950, 0.990, 0.001), 0.01).outcome == FAILS
+    # The same means with noisier seeds: never HOLDS, whatever the noise.
+    for spread in (0.01, 0.05, 0.2):
+        verdict = claims.same_within(sides(0.950, 0.951, spread), 0.01)
+        assert verdict.outcome == INCONCLUSIVE and "seeds per cell" in verdict.power
+
+
+def test_the_power_line_names_the_seeds_that_would_decide():
+    diff = sides(0.950, 0.952, 0.01)
+    verdict = claims.same_within(diff, 0.01)
+    needed = int(verdict.power.split()[0])
+    low, high = diff.interval(0.90, needed)
+    assert -0.01 < low and high < 0.01
+    low, high = diff.interval(0.90, needed - 1)
+    assert not (-0.01 < low and high < 0.01)
+
+
+def test_no_number_of_seeds_beats_the_test_sets_own_error():
+    a = Side.of_values([0.90, 0.9001, 0.9002], n_test=100)  # +-5 points from 100 images
+    diff = difference(a, a)
+    verdict = claims.same_within(diff, 0.01)
+    assert verdict.outcome == INCONCLUSIVE and "no number of seeds" in verdict.power
+
+
+def test_difference_and_non_inferiority():
+    lower = sides(0.90, 0.95, 0.005)
+    assert claims.differs(lower, direction=-1).outcome == HOLDS
+    assert claims.differs(lower, direction=+1).outcome == FAILS
+    assert claims.differs(sides(0.90, 0.901, 0.05)).outcome == INCONCLUSIVE
+    assert claims.not_worse(sides(0.945, 0.95, 0.001), 0.01).outcome == HOLDS  # 0.5 below
+    assert claims.not_worse(sides(0.93, 0.95, 0.001), 0.01).outcome == FAILS   # 2 below
+    assert claims.not_worse(sides(0.945, 0.95, 0.02), 0.01).outcome == INCONCLUSIVE
+
+
+def test_combine_fails_on_any_failure_and_holds_only_when_all_hold():
+    h, f, i = (claims.Verdict(o, o.lower()) for o in (HOLDS, FAILS, INCONCLUSIVE))
+    assert claims.combine([("a", h), ("b", h)]).outcome == HOLDS
+    assert claims.combine([("a", h), ("b", i)]).outcome == INCONCLUSIVE
+    assert claims.combine([("a", i), ("b", f)]).outcome == FAILS
+    assert claims.combine([("a", h), ("b", f)]).numbers == "a: holds; b: fails"
+
+
+def test_bootstrap_is_deterministic_and_covers_the_mean():
+    values = [np.array([1.0, 2.0, 3.0]), np.array([10.0, 11.0])]
+    statistic = lambda drawn: float(np.mean(drawn[0]) - np.mean(drawn[1]))  # noqa: E731
+    first, again = claims.bootstrap(values, statistic), claims.bootstrap(values, statistic)
+    assert np.array_equal(first, again)
+    low, high = claims.percentile_interval(first, 0.9)
+    assert low < 2.0 - 10.5 < high and low >= 1.0 - 11.0 and high <= 3.0 - 10.0
+    assert claims.interval_within(1, 2, 0, 3) == HOLDS
+    assert claims.interval_within(4, 5, 0, 3) == FAILS
+    assert claims.interval_within(2, 5, 0, 3) == INCONCLUSIVE
+    assert claims.interval_above(1, 2, 0) == HOLDS and claims.interval_above(-2, -1, 0) == FAILS
+
+
+# --- Masters & Luschi -------------------------------------------------------------
+
+def small_batch_summary(best, judged_std=0.005, judged_seeds=2, edge_open=(), runs=None):
+    """small_batch_summary.csv: per m the best cell's first-seed and judged accuracy."""
+    ms = list(best)
+    return {"summary": pd.DataFrame(dict(
+        m=ms, best_first_seed_test_accuracy=[best[m] + 0.002 for m in ms],
+        judged_test_accuracy=[best[m] for m in ms],
+        judged_test_accuracy_std=[judged_std] * len(ms), judged_seeds=[judged_seeds] * len(ms),
+        judged_paired_var_vs_other_best=[np.nan] * len(ms),
+        edge_open=[m in edge_open for m in ms],
+        converged_runs=runs or [5, 5, 4, 0]))}
+
+
+def test_masters_best_batch_is_small():
+    holds = small_batch.best_batch_is_small(
+        small_batch_summary({4: 0.40, 16: 0.42, 64: 0.33, 256: 0.16}), n_test(10_000))
+    assert holds.outcome == HOLDS and "m = 16" in holds.numbers and "m = 64" in holds.numbers
+    fails = small_batch.best_batch_is_small(
+        small_batch_summary({4: 0.30, 16: 0.31, 64: 0.40, 256: 0.2}), n_test(10_000))
+    assert fails.outcome == FAILS
+    # The same numbers with a best on an open edge of its grid: extend it first.
+    edge = small_batch.best_batch_is_small(
+        small_batch_summary({4: 0.40, 16: 0.42, 64: 0.33, 256: 0.16}, edge_open=(16,)),
+        n_test(10_000))
+    assert edge.outcome == INCONCLUSIVE and "open edge" in edge.power and "m = 16" in edge.power
+    # One judged seed: no spread, no verdict.
+    one = small_batch.best_batch_is_small(
+        small_batch_summary({4: 0.40, 16: 0.42, 64: 0.33, 256: 0.16}, judged_seeds=1),
+        n_test(10_000))
+    assert one.outcome == INCONCLUSIVE
+
+
+def test_masters_converging_range_does_not_grow():
+    tables = small_batch_summary({4: 0.4, 16: 0.4, 64: 0.3, 256: 0.2})
+    assert small_batch.converging_range_does_not_grow(tables, n_test(1)).outcome == HOLDS
+    tables = small_batch_summary({4: 0.4, 16: 0.4, 64: 0.3, 256: 0.2}, runs=[3, 5, 4, 0])
+    assert small_batch.converging_range_does_not_grow(tables, n_test(1)).outcome == FAILS
+
+
+def small_batch_grid(accuracies, exponents=(-8, -6, -4)):
+    """small_batch.csv, first seed: {m: accuracy per exponent}."""
+    return pd.DataFrame([dict(m=m, log2_eta_tilde=e, seed=0, test_accuracy=acc, status="finished")
+                         for m, row in accuracies.items() for e, acc in zip(exponents, row)])
+
+
+def test_masters_edges_are_extended_outward_up_to_three_steps():
+    spec = dict(eta_exponents=(-8, -6, -4))
+    frame = small_batch_grid({4: [0.3, 0.4, 0.35], 64: [0.1, 0.2, 0.3], 256: [0.3, 0.2, 0.1]})
+    assert small_batch.open_edges(frame, spec) == {64: -2, 256: -10}
+    # m = 64 best at -4 + 3 steps of 2 (the grid's step): the next one is past the limit.
+    extended = pd.concat([frame, small_batch_grid({64: [0.31, 0.32, 0.4]}, (-2, 0, 2))])
+    assert small_batch.edges(extended, spec)[64] is None
+    assert 64 not in small_batch.open_edges(extended, spec)
+
+
+# --- Smith et al. -------------------------------------------------------------------
+
+def dont_decay_runs(increasing_losses, jitter=0.01):
+    """dont_decay.csv: the three schedules at 3 seeds (-jitter, 0, +jitter)."""
     rows = []
-    for run, losses in (("decaying learning rate", [2.0, 1.6, 1.5]), ("hybrid", [2.0, 1.62, 1.52]),
+    for run, losses in (("decaying learning rate", [2.0, 1.6, 1.5]),
+                        ("hybrid", [2.0, 1.61, 1.51]),
                         ("increasing batch size", increasing_losses)):
-        rows += [{"figure": "sgd", "run": run, "seed": seed, "epoch": e + 1,
-                  "loss": v + (jitter if seed else -jitter)}
-                 for seed in (0, 1) for e, v in enumerate(losses)]
-    return rows
+        rows += [dict(figure="sgd", run=run, seed=s, epoch=e + 1, loss=v + jitter * (s - 1))
+                 for s in range(3) for e, v in enumerate(losses)]
+    return {"": pd.DataFrame(rows)}
 
 
-def test_smith_schedules_agree_within_the_seeds_noise_per_epoch():
-    # Seed sd 0.0283 at every epoch, 2 seeds a schedule: two standard errors of a
-    # difference of means = 2 * 0.0283 * sqrt(1/2 + 1/2) = 0.0566.
-    holds = verdict(claims.three_schedules_agree_per_epoch, dont_decay_per_epoch([2.0, 1.65, 1.55]))
-    assert holds.holds and "final losses 1.500 / 1.520 / 1.550" in holds.numbers
-    assert "mean losses: 0.050 at epoch" in holds.numbers and "tolerance 0.057" in holds.numbers
-    # A gap of 0.06 at epoch 3 is beyond it; with seeds 5x noisier it is not.
-    late = verdict(claims.three_schedules_agree_per_epoch, dont_decay_per_epoch([2.0, 1.65, 1.56]))
-    assert not late.holds and "0.060 at epoch 3" in late.numbers
-    assert verdict(claims.three_schedules_agree_per_epoch,
-                   dont_decay_per_epoch([2.0, 1.65, 1.56], jitter=0.1)).holds
-    # A diverged schedule (NaN loss) does not agree.
-    assert not verdict(claims.three_schedules_agree_per_epoch,
-                       dont_decay_per_epoch([2.0, float("nan"), float("nan")])).holds
-    # One seed of every schedule: no spread to set the tolerance, so no verdict of agreement.
-    one = [r for r in dont_decay_per_epoch([2.0, 1.6, 1.5]) if r["seed"] == 0]
-    alone = verdict(claims.three_schedules_agree_per_epoch, one)
-    assert not alone.holds and "needs 2 or more seeds" in alone.numbers
+def test_smith_schedules_agree_within_ten_percent_per_epoch():
+    holds = dont_decay.three_schedules_agree_per_epoch(dont_decay_runs([2.0, 1.62, 1.52]),
+                                                       n_test(1))
+    assert holds.outcome == HOLDS and "6 of 6 pairs" in holds.numbers
+    # Epoch 3 apart by 0.3 (20% of 1.5): that pair's interval lies outside the margin.
+    fails = dont_decay.three_schedules_agree_per_epoch(dont_decay_runs([2.0, 1.62, 1.8]),
+                                                       n_test(1))
+    assert fails.outcome == FAILS and "epoch 3" in fails.numbers
+    # The same means, seeds far noisier: INCONCLUSIVE, not HOLDS.
+    noisy = dont_decay.three_schedules_agree_per_epoch(
+        dont_decay_runs([2.0, 1.62, 1.52], jitter=0.3), n_test(1))
+    assert noisy.outcome == INCONCLUSIVE
 
 
-def dont_decay_table(updates, accuracy):
-    return {"figure": ["sgd", "sgd"], "run": ["decaying learning rate", "increasing batch size"],
-            "updates": [1600, updates], "final_test_accuracy": [0.48, accuracy]}
+def dont_decay_table(updates=(8000, 2900), accuracy=(0.943, 0.945), std=0.002):
+    return {"table": pd.DataFrame(dict(
+        figure="sgd", run=["decaying learning rate", "increasing batch size"],
+        updates=list(updates), final_test_accuracy=list(accuracy),
+        final_test_accuracy_std=[std, std], seeds=[3, 3],
+        final_test_accuracy_paired_var_vs_decaying=[np.nan, 1e-6]))}
 
 
-def test_smith_updates_ratio_and_final_accuracy():
-    assert verdict(claims.fewer_updates_when_batch_grows, dont_decay_table(800, 0.47)).holds
-    assert not verdict(claims.fewer_updates_when_batch_grows, dont_decay_table(801, 0.47)).holds
-    # 2,000 test images: two standard errors of the difference ~3.2 points.
-    assert verdict(claims.same_final_accuracy, dont_decay_table(600, 0.46), n=2000).holds
-    assert not verdict(claims.same_final_accuracy, dont_decay_table(600, 0.40), n=2000).holds
+def test_smith_fewer_updates_and_the_same_final_accuracy():
+    assert dont_decay.fewer_updates_when_the_batch_grows(dont_decay_table(), n_test(1)).holds
+    assert dont_decay.fewer_updates_when_the_batch_grows(
+        dont_decay_table(updates=(8000, 4100)), n_test(1)).outcome == FAILS
+    assert dont_decay.same_final_accuracy(dont_decay_table(), n_test(10_000)).holds
+    assert dont_decay.same_final_accuracy(dont_decay_table(accuracy=(0.94, 0.90)),
+                                          n_test(10_000)).outcome == FAILS
 
 
-def hoffer_table(f1, resnet):
-    """generalization_gap_table.csv (percent) for (SB, LB, +RA) per network."""
+# --- Hoffer et al., Keskar et al. -----------------------------------------------------
+
+def hoffer_table(network_accuracies, std=0.001, seeds=3):
+    rows = [dict(network=network, column=column, test_accuracy=100 * acc,
+                 test_accuracy_std=100 * std, seeds=seeds,
+                 test_accuracy_paired_var_vs_SB=np.nan)
+            for network, columns in network_accuracies.items() for column, acc in columns.items()]
+    return {"table": pd.DataFrame(rows)}
+
+
+def test_hoffer_large_batch_worse_and_regime_adaptation_per_network():
+    tables = hoffer_table({"F1": {"SB": 0.982, "LB": 0.970, "+RA": 0.980}})
+    assert generalization_gap.large_batch_generalizes_worse(tables, n_test(10_000)).holds
+    assert generalization_gap.regime_adaptation_reaches_the_small_batch(
+        tables, n_test(10_000)).holds
+    # A second network where +RA falls 3 points short: the claim fails as a whole.
+    tables = hoffer_table({"F1": {"SB": 0.982, "LB": 0.970, "+RA": 0.980},
+                           "C1": {"SB": 0.90, "LB": 0.85, "+RA": 0.87}})
+    verdict = generalization_gap.regime_adaptation_reaches_the_small_batch(tables, n_test(10_000))
+    assert verdict.outcome == FAILS and "C1" in verdict.numbers
+    # +RA at one seed: too few, not a pass.
+    one = hoffer_table({"F1": {"SB": 0.982, "LB": 0.970, "+RA": 0.985}}, seeds=1)
+    assert generalization_gap.regime_adaptation_reaches_the_small_batch(
+        one, n_test(10_000)).outcome == INCONCLUSIVE
+
+
+def keskar_table(lb_sharpness, sb_sharpness, lb_acc=0.975, sb_acc=0.980):
+    rows = [dict(network="F1", regime=regime, test_accuracy=100 * acc, test_accuracy_std=0.1,
+                 seeds=3, test_accuracy_paired_var_vs_SB=np.nan,
+                 sharpness_full=s, sharpness_full_std=0.1 * s + 0.01,
+                 sharpness_subspace=s / 10, sharpness_subspace_std=0.01 * s + 0.001)
+            for regime, s, acc in (("LB", lb_sharpness, lb_acc), ("SB", sb_sharpness, sb_acc))]
+    return {"table": pd.DataFrame(rows)}
+
+
+def test_keskar_sharper_and_lower_accuracy():
+    assert sharp_minima.large_batch_minimum_is_sharper(keskar_table(200, 1.2), n_test(1)).holds
+    flat = sharp_minima.large_batch_minimum_is_sharper(keskar_table(1.0, 1.2), n_test(1))
+    assert flat.outcome != HOLDS
+    assert sharp_minima.large_batch_reaches_a_lower_accuracy(keskar_table(200, 1.2),
+                                                             n_test(10_000)).holds
+    assert sharp_minima.large_batch_reaches_a_lower_accuracy(
+        keskar_table(200, 1.2, lb_acc=0.99), n_test(10_000)).outcome == FAILS
+
+
+# --- the seed article -------------------------------------------------------------------
+
+def test_seed_article_every_batch_within_a_point_of_the_best():
+    table = pd.DataFrame(dict(batch_size=[32, 256, 1024], status="finished",
+                              test_accuracy=[0.981, 0.984, 0.983], test_accuracy_std=0.0005,
+                              seeds=3, test_accuracy_paired_var_vs_best=1e-7))
+    tables = {"table": table}
+    assert mnist_batch_size.every_batch_reaches_the_same_accuracy(tables, n_test(10_000)).holds
+    table.loc[2, "test_accuracy"] = 0.95
+    assert mnist_batch_size.every_batch_reaches_the_same_accuracy(
+        tables, n_test(10_000)).outcome == FAILS
+
+
+def accumulation_runs(accumulated_offset):
+    """mnist_batch_size.csv, group norm: native 64, native 256, 64 x 4 accumulated;
+    the accumulated curve `accumulated_offset` of the way from native 256 to native 64."""
     rows = []
-    for network, values in (("F1 / MNIST", f1), ("ResNet-8 / CIFAR-10", resnet)):
-        rows += [{"network": network, "column": c, "test_accuracy": v}
-                 for c, v in zip(("SB", "LB", "+RA"), values)]
-    return rows
+    for seed in range(3):
+        small = np.array([1.0, 0.6, 0.4]) + 0.01 * seed
+        large = np.array([1.2, 0.9, 0.7]) + 0.01 * seed
+        curves = {"native 64": small, "native 256": large,
+                  "64 x 4 accumulated": large + accumulated_offset * (small - large)
+                  + 0.002 * (seed - 1)}
+        rows += [dict(experiment="group norm", case=case, seed=seed, epoch=e + 1, loss=v)
+                 for case, curve in curves.items() for e, v in enumerate(curve)]
+    return {"": pd.DataFrame(rows)}
 
 
-def test_hoffer_gap_and_regime_adaptation_per_network():
-    table = hoffer_table((98.0, 96.0, 98.2), (36.0, 27.0, 50.0))
-    assert verdict(claims.large_batch_generalizes_worse, table, n=5000).holds
-    assert verdict(claims.regime_adaptation_closes_the_gap, table, n=5000).holds
-    # F1's gap within the noise: the claim fails for F1, so for the figure.
-    no_gap = verdict(claims.large_batch_generalizes_worse,
-                     hoffer_table((95.7, 95.96, 97.3), (36.0, 27.0, 50.0)), n=5000)
-    assert not no_gap.holds and "F1 / MNIST: SB 95.70% vs LB 95.96%" in no_gap.numbers
-    assert not verdict(claims.regime_adaptation_closes_the_gap,
-                       hoffer_table((98.0, 96.0, 96.5), (36.0, 27.0, 50.0)), n=5000).holds
+def test_seed_article_accumulation_follows_the_large_batch():
+    assert mnist_batch_size.accumulation_follows_the_large_batch(accumulation_runs(0.1),
+                                                                 n_test(1)).holds
+    assert mnist_batch_size.accumulation_follows_the_large_batch(
+        accumulation_runs(0.9), n_test(1)).outcome == FAILS
 
 
-def keskar_table(sharpness_lb, accuracy_lb):
-    return {"network": ["F1 / MNIST"] * 2, "regime": ["SB", "LB"],
-            "test_accuracy": [96.8, accuracy_lb], "sharpness_full": [150.0, sharpness_lb],
-            "sharpness_subspace": [1.4, 18.0]}
+# --- the lr-scaling article ------------------------------------------------------------------
+
+def lr_measures(fixed=(0.98, 0.96), tuned=(0.981, 0.979), distance=(10.0, 3.0), std=0.001,
+                edge_open=False, judged_seeds=2):
+    rows = []
+    for rule, (small, large) in (("fixed", fixed), ("tuned", tuned)):
+        for b, acc, dist in ((64, small, distance[0]), (1024, large, distance[1])):
+            rows.append(dict(rule=rule, batch_size=b, lr=0.1, test_accuracy=acc,
+                             test_accuracy_std=std, seeds=3, judged_test_accuracy=acc,
+                             judged_test_accuracy_std=std, judged_seeds=judged_seeds,
+                             edge_open=edge_open and b == 1024,
+                             test_accuracy_paired_var_vs_64=np.nan,
+                             judged_test_accuracy_paired_var_vs_64=np.nan,
+                             distance=dist, distance_std=0.1))
+    return {"measures": pd.DataFrame(rows)}
 
 
-def test_keskar_sharpness_ratio_and_accuracy():
-    assert verdict(claims.large_batch_minimum_is_sharper, keskar_table(1700.0, 95.9)).holds
-    assert not verdict(claims.large_batch_minimum_is_sharper, keskar_table(100.0, 95.9)).holds
-    # With seeds: the difference must exceed two standard errors (here
-    # 2 * sqrt(40^2 / 3 + 300^2 / 3) = 349).
-    seeded = dict(keskar_table(450.0, 95.9), sharpness_full_std=[40.0, 300.0],
-                  sharpness_subspace_std=[0.1, 1.0], seeds=[3, 3])
-    near = verdict(claims.large_batch_minimum_is_sharper, seeded)
-    assert not near.holds and "tolerance 349" in near.numbers
-    seeded["sharpness_full"] = [150.0, 550.0]
-    assert verdict(claims.large_batch_minimum_is_sharper, seeded).holds
-    assert verdict(claims.sharp_minimum_generalizes_worse, keskar_table(1700.0, 95.9)).holds
-    assert not verdict(claims.sharp_minimum_generalizes_worse, keskar_table(1700.0, 96.6)).holds
+def test_lr_scaling_claims_hold_fail_and_wait_for_the_grids_edge():
+    tables, n = lr_measures(), n_test(10_000)
+    assert lr_scaling.accuracy_falls_with_the_batch(tables, n).holds
+    assert lr_scaling.a_tuned_rate_brings_the_large_batch_back(tables, n).holds
+    assert lr_scaling.larger_batches_travel_less(tables, n).holds
+    assert lr_scaling.accuracy_falls_with_the_batch(lr_measures(fixed=(0.96, 0.98)),
+                                                    n).outcome == FAILS
+    assert lr_scaling.a_tuned_rate_brings_the_large_batch_back(
+        lr_measures(tuned=(0.98, 0.95)), n).outcome == FAILS
+    edge = lr_scaling.a_tuned_rate_brings_the_large_batch_back(lr_measures(edge_open=True), n)
+    assert edge.outcome == INCONCLUSIVE and "open edge" in edge.power
+    assert lr_scaling.a_tuned_rate_brings_the_large_batch_back(
+        lr_measures(judged_seeds=1), n).outcome == INCONCLUSIVE
 
 
-def accumulation_table(accumulated_near, seed_gap=None):
-    """mnist_batch_size_accumulation.csv: gaps of the natives to 32 x 4
-    accumulated, and (with seeds) the seed-to-seed gap of each case."""
-    far, near = (0.2, 0.9), (0.01, 0.02)
-    large, small = (near, far) if accumulated_near == "large" else (far, near)
-    table = {"experiment": ["accumulation, group norm"] * 3,
-             "case": ["32 x 4 accumulated", "native 128", "native 32"],
-             "updates": [8, 8, 32],
-             "mean_abs_test_accuracy_gap_to_accumulated": [0.0, large[0], small[0]],
-             "mean_abs_loss_gap_to_accumulated": [0.0, large[1], small[1]]}
-    if seed_gap is not None:
-        table["seed_to_seed_test_accuracy_gap"] = [seed_gap] * 3
-    return table
+class StoredRuns:
+    """A stand-in for a Sweep: `load(config)` from {config: record}."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def load(self, config):
+        return self.records.get(config)
 
 
-def test_accumulation_follows_the_native_batch_with_its_number_of_updates():
-    holds = verdict(claims.accumulation_follows_the_large_batch, accumulation_table("large"))
-    assert holds.holds and "to native 128 / to native 32" in holds.numbers
-    assert "1 seed" in holds.numbers
-    assert not verdict(claims.accumulation_follows_the_large_batch, accumulation_table("small")).holds
-    # With seeds, native 32 must also be further away than two seeds of one case.
-    seeded = verdict(claims.accumulation_follows_the_large_batch, accumulation_table("large", 0.1))
-    assert seeded.holds and "differ by up to 0.100" in seeded.numbers
-    assert not verdict(claims.accumulation_follows_the_large_batch,
-                       accumulation_table("large", 0.25)).holds
+def finished(accuracy):
+    return {"status": "finished", "rows": [{"test_accuracy": accuracy, "updates": 1}]}
 
 
-def lr_scaling_measures(fixed_1024, sqrt_1024, sqrt_status="finished"):
-    rows = [("fixed", 64, 0.05, 0.98, 7.1), ("fixed", 256, 0.05, 0.97, 4.0),
-            ("fixed", 1024, 0.05, fixed_1024, 2.6), ("linear", 1024, 0.8, float("nan"), 0.0),
-            ("sqrt", 1024, 0.2, sqrt_1024, 10.5)]
-    return {"rule": [r[0] for r in rows], "batch_size": [r[1] for r in rows],
-            "lr": [r[2] for r in rows], "test_accuracy": [r[3] for r in rows],
-            "distance": [r[4] for r in rows],
-            "status": ["finished", "finished", "finished", "diverged", sqrt_status]}
+def test_lr_scaling_follow_up_extends_the_edge_then_seeds_the_tuned_best():
+    spec = dict(lr_scaling.PRESETS["smoke"], rates=(0.05, 0.1, 0.2), seeds=3)
+    runs = lr_scaling.grid(spec)
+    # Batch 64 best in the middle, batch 256 best at the top rate.
+    accuracy = {(64, 0.05): 0.90, (64, 0.1): 0.95, (64, 0.2): 0.92,
+                (256, 0.05): 0.80, (256, 0.1): 0.85, (256, 0.2): 0.90}
+    records = {c: finished(accuracy.get((b, lr), 0.5)) for (kind, b, lr, i), c in runs.items()}
+    more = lr_scaling.follow_up(StoredRuns(records), runs, spec)
+    assert list(more) == [("rate", 256, 0.4, 0)]
+    assert more[("rate", 256, 0.4, 0)].lr == 0.4
+    # The outward rate is worse: the edge closes, and the tuned bests get seeds 1, 2.
+    runs.update(more)
+    records[more[("rate", 256, 0.4, 0)]] = finished(0.7)
+    seeded = lr_scaling.follow_up(StoredRuns(records), runs, spec)
+    assert {(b, lr, i) for _, b, lr, i in seeded} == {(64, 0.1, 1), (64, 0.1, 2),
+                                                      (256, 0.2, 1), (256, 0.2, 2)}
+    assert {c.seed for c in seeded.values()} == {spec["base"].seed + 1, spec["base"].seed + 2}
 
 
-def test_lr_scaling_claims():
-    assert verdict(claims.accuracy_falls_with_the_batch, lr_scaling_measures(0.96, 0.975)).holds
-    assert not verdict(claims.accuracy_falls_with_the_batch, lr_scaling_measures(0.978, 0.975)).holds
-    back = verdict(claims.a_larger_rate_brings_the_large_batch_back, lr_scaling_measures(0.96, 0.975))
-    assert back.holds and "75%" in back.numbers and "linear (lr 0.8): diverged" in back.numbers
-    # 0.975 is 0.5 points above half-way (0.97); the tolerance on 10,000 test
-    # images is 2 * sqrt(se(0.975)^2 + (se(0.98)^2 + se(0.96)^2) / 4) = 0.39 points.
-    assert "+0.50 points from half-way" in back.numbers and "tolerance 0.39%" in back.numbers
-    # 55% recovered is above half-way, but within the noise: not brought back.
-    within = verdict(claims.a_larger_rate_brings_the_large_batch_back,
-                     lr_scaling_measures(0.96, 0.971))
-    assert not within.holds and "55%" in within.numbers
-    assert not verdict(claims.a_larger_rate_brings_the_large_batch_back,
-                       lr_scaling_measures(0.96, 0.965)).holds
-    assert not verdict(claims.a_larger_rate_brings_the_large_batch_back,
-                       lr_scaling_measures(0.96, 0.975, sqrt_status="diverged")).holds
-    assert verdict(claims.larger_batches_travel_less, lr_scaling_measures(0.96, 0.975)).holds
+# --- Shallue et al., McCandlish et al. -----------------------------------------------------
+
+BATCHES = (16, 32, 64, 128, 256, 512)
 
 
-def critical_batch_fit(**changes):
-    """critical_batch_fit.csv of a workload with the model's own numbers."""
-    row = dict(workload="MNIST F1", r2=0.97, s_min=100.0, b_noise=200.0,
-               b_simple_near_target=600.0, b_simple_over_b_noise=3.0)
-    row.update(changes)
-    return [row]
+def critical_tables(b_noise=100.0, s_min=200.0, seeds=3, spread=0.03, edge=(), b_simple=120.0):
+    """critical_batch.csv, _summary, _fit: S = S_min (1 + B_noise / B) per batch,
+    seed 0 choosing the rate and seeds 1.. judged, each within +-spread."""
+    rows, summary = [], []
+    for b in BATCHES:
+        s = s_min * (1 + b_noise / b)
+        for i in range(seeds):
+            rows.append(dict(workload="w", kind="sweep", batch_size=b, lr=0.1, seed_index=i,
+                             status="reached",
+                             updates_to_target=s * (1 + spread * (i - (seeds - 1) / 2))))
+        summary.append(dict(workload="w", batch_size=b, best_lr=0.1, edge_open=b in edge,
+                            evaluations_per_decade=40))
+    return {"": pd.DataFrame(rows), "summary": pd.DataFrame(summary),
+            "fit": pd.DataFrame([dict(workload="w", b_simple_near_target=b_simple)])}
 
 
-def critical_batch_summary(updates, relative_std=0.1, seeds=3, per_decade=None,
-                           workload="MNIST F1"):
-    """critical_batch_summary.csv: S(B) at batch 16, 32, ... (x2 each), each
-    with a seed std of `relative_std` x the mean."""
-    sizes = [16 * 2 ** k for k in range(len(updates))]
-    row = {"workload": [workload] * len(sizes), "batch_size": sizes,
-           "updates_to_target": list(updates),
-           "updates_to_target_std": [relative_std * u for u in updates],
-           "seeds_reached": [seeds] * len(sizes)}
-    if per_decade:
-        row["evaluations_per_decade"] = [per_decade] * len(sizes)
-    return row
+def test_shallue_perfect_scaling_then_diminishing_returns():
+    # B_noise far above the batches: S falls as 1/B throughout.
+    perfect = critical_tables(b_noise=1e5)
+    assert critical_batch.perfect_scaling_at_small_batches(perfect, n_test(1)).holds
+    assert critical_batch.diminishing_returns_at_large_batches(perfect,
+                                                               n_test(1)).outcome == FAILS
+    # B_noise far below: S flat from the start.
+    flat = critical_tables(b_noise=1.0)
+    assert critical_batch.perfect_scaling_at_small_batches(flat, n_test(1)).outcome == FAILS
+    assert critical_batch.diminishing_returns_at_large_batches(flat, n_test(1)).holds
+    # One judged seed (seed 0 chose the rate): no verdict.
+    few = critical_batch.perfect_scaling_at_small_batches(critical_tables(1e5, seeds=2),
+                                                          n_test(1))
+    assert few.outcome == INCONCLUSIVE and "judged" in few.power
+    edge = critical_batch.perfect_scaling_at_small_batches(critical_tables(1e5, edge=(16,)),
+                                                           n_test(1))
+    assert edge.outcome == INCONCLUSIVE and "open edge" in edge.power
 
 
-# McCandlish's model, S(B) = 100 (1 + 500 / B), at batch 16 .. 4096: slope
-# log(881.25 / 3225) / log 4 = -0.94 over 16, 32, 64 and -0.15 over 2048, 4096.
-MODEL = [100 * (1 + 500 / (16 * 2 ** k)) for k in range(9)]
+def test_mccandlish_critical_batch_and_noise_scale():
+    tables = critical_tables(b_noise=100.0)
+    assert critical_batch.critical_batch_is_identified(tables, n_test(1)).holds
+    assert critical_batch.noise_scale_predicts_the_critical_batch(tables, n_test(1)).holds
+    far = critical_tables(b_noise=100.0, b_simple=5000.0)
+    assert critical_batch.noise_scale_predicts_the_critical_batch(far, n_test(1)).outcome == FAILS
+    outside = critical_tables(b_noise=1e5)  # the curve never bends inside the batches
+    assert critical_batch.critical_batch_is_identified(outside, n_test(1)).outcome != HOLDS
 
 
-def test_slope_error_by_hand():
-    # Two points one octave apart: slope = log(S2 / S1) / log 2; each log S has
-    # variance 0.1^2 / 4, so the slope's error is sqrt(2 * 0.0025) / log 2.
-    slope, error = claims.slope_with_error([64, 128], [400, 200], [40, 20], [4, 4])
-    assert slope == pytest.approx(-1.0)
-    assert error == pytest.approx(math.sqrt(2 * 0.1 ** 2 / 4) / math.log(2))
-    # Seeds that agree exactly still leave the evaluation grid's resolution:
-    # 15 per decade, a first hit uniform in log over log(10) / 15.
-    _, floor = claims.slope_with_error([64, 128], [400, 200], [0, 0], [4, 4], per_decade=15)
-    assert floor == pytest.approx(math.sqrt(2 * (math.log(10) / 15) ** 2 / 12 / 4) / math.log(2))
+def test_critical_batch_open_edges():
+    w = dict(learning_rates=(0.1, 0.2, 0.4))
+    frame = pd.DataFrame([dict(workload="w", kind="sweep", batch_size=b, lr=lr, seed_index=0,
+                               status="reached", updates_to_target=s)
+                          for b, row in {16: (300, 200, 250), 64: (300, 200, 100)}.items()
+                          for lr, s in zip(w["learning_rates"], row)])
+    assert critical_batch.open_edges(frame, "w", w) == {64: 0.8}
+    assert critical_batch.rates_of(w) == [0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2]
 
 
-def test_critical_batch_slopes_are_judged_by_the_seeds_spread():
-    holds = verdict(claims.perfect_scaling_at_small_batches, critical_batch_summary(MODEL))
-    assert holds.holds and "batch 16, 32, 64: -0.94" in holds.numbers
-    # The same slope is several standard errors from -1 with a 1% seed spread...
-    tight = verdict(claims.perfect_scaling_at_small_batches,
-                    critical_batch_summary(MODEL, relative_std=0.01))
-    assert not tight.holds and "standard errors away" in tight.numbers
-    # ...but not once a coarse evaluation grid (3 per decade) bounds the resolution.
-    assert verdict(claims.perfect_scaling_at_small_batches,
-                   critical_batch_summary(MODEL, relative_std=0.01, per_decade=3)).holds
-    # A slope of -0.5 at small batches is not perfect scaling.
-    half = [1000 / (16 * 2 ** k) ** 0.5 for k in range(9)]
-    assert not verdict(claims.perfect_scaling_at_small_batches, critical_batch_summary(half)).holds
+# --- the command ------------------------------------------------------------------------------
 
-    flat = verdict(claims.diminishing_returns_at_large_batches, critical_batch_summary(MODEL))
-    assert flat.holds and "batch 2048, 4096: -0.15" in flat.numbers
-    assert "flat within the noise" in flat.numbers
-    # Still halving the updates at the largest batches: no diminishing returns.
-    perfect = [10 ** 5 / (16 * 2 ** k) for k in range(9)]
-    assert not verdict(claims.diminishing_returns_at_large_batches,
-                       critical_batch_summary(perfect)).holds
-    # One seed: no spread, no verdict.
-    alone = critical_batch_summary(MODEL, seeds=1)
-    alone["updates_to_target_std"] = [float("nan")] * 9
-    one_seed = verdict(claims.diminishing_returns_at_large_batches, alone)
-    assert not one_seed.holds and "no spread" in one_seed.numbers
-    # Every workload must hold (the paper preset has two).
-    two = pd.concat([pd.DataFrame(critical_batch_summary(MODEL)),
-                     pd.DataFrame(critical_batch_summary(half, workload="CIFAR-10 ResNet-8"))])
-    assert not claims.perfect_scaling_at_small_batches(two, n_test(10_000)).holds
-
-
-def test_mccandlish_claims_hold_and_fail_on_the_stated_bounds():
-    assert verdict(claims.mccandlish_model_fits, critical_batch_fit()).holds
-    noise = verdict(claims.noise_scale_predicts_the_critical_batch, critical_batch_fit())
-    assert noise.holds and "3.0x" in noise.numbers
-    assert not verdict(claims.mccandlish_model_fits, critical_batch_fit(r2=0.6)).holds
-    assert not verdict(claims.noise_scale_predicts_the_critical_batch,
-                       critical_batch_fit(b_simple_over_b_noise=12.0)).holds
-    # Every workload must hold (the paper preset has two).
-    two = critical_batch_fit() + critical_batch_fit(workload="CIFAR-10 ResNet-8", r2=0.5)
-    assert not verdict(claims.mccandlish_model_fits, two).holds
-
-
-def test_command_prints_every_claim_and_fails_only_on_expected_claims(tmp_path, capsys):
-    holds = Claim("A", "holds", "small_batch", "summary", claims.best_batch_is_small,
-                  {"quick": True})
-    expected = Claim("A", "expected", "small_batch", "summary", claims.converging_range_shrinks,
-                     {"quick": True})
-    allowed = Claim("B", "may fail", "small_batch", "summary", claims.converging_range_shrinks,
-                    {"quick": "at quick scale (too few updates)"})
-    missing = Claim("C", "missing", "lr_scaling", "measures", claims.larger_batches_travel_less,
-                    {"quick": True})
-    frame = pd.DataFrame(small_batch({4: 0.39, 16: 0.40, 64: 0.33, 256: 0.16}))
-    frame["converged_runs"] = [3, 5, 4, 0]  # the range grows from m = 4 to 16: fails
-    frame.to_csv(tmp_path / "small_batch_summary.csv", index=False)
-    sizes = lambda figure, preset: n_test(2000)  # noqa: E731
-    outcomes = claims.check([holds, expected, allowed, missing], tmp_path, ["smoke", "quick"],
-                            test_size=sizes)
+def test_command_prints_verdicts_and_fails_only_on_expected_claims(tmp_path, capsys):
+    holds = Claim("A", "holds", ("summary",), small_batch.best_batch_is_small,
+                  figure="small_batch")
+    expected = Claim("A", "expected", ("summary",), small_batch.converging_range_does_not_grow,
+                     figure="small_batch")
+    allowed = Claim("B", "may fail", ("summary",), small_batch.converging_range_does_not_grow,
+                    expected={"quick": "at quick scale (too few updates)"}, figure="small_batch")
+    lucky = Claim("B", "lucky", ("summary",), small_batch.best_batch_is_small,
+                  expected={"quick": "at quick scale"}, figure="small_batch")
+    missing = Claim("C", "missing", ("measures",), lr_scaling.larger_batches_travel_less,
+                    figure="lr_scaling")
+    tables = small_batch_summary({4: 0.40, 16: 0.42, 64: 0.33, 256: 0.16}, runs=[3, 5, 4, 0])
+    tables["summary"].to_csv(tmp_path / "small_batch_summary.csv", index=False)
+    sizes = lambda figure, preset: n_test(10_000)  # noqa: E731
+    outcomes = claims.check([holds, expected, allowed, lucky, missing], tmp_path,
+                            ["smoke", "quick"], test_size=sizes)
     printed = capsys.readouterr().out
     assert "preset smoke" not in printed  # no smoke CSVs
-    assert "PASS  A: holds" in printed and "FAIL  A: expected" in printed
-    assert "fail  B: may fail" in printed and "not expected to hold at quick scale" in printed
-    assert "no lr_scaling_measures.csv" in printed
+    assert "HOLDS: m = 16" in printed and "FAILS: converging" in printed
+    assert "unexpected HOLD" in printed and "not expected to hold at quick scale" in printed
+    assert "not run: no lr_scaling_measures.csv (make fig-lr-scaling PRESET=quick)" in printed
+    assert "5 claims: 2 hold, 2 fail, 0 inconclusive, 1 not run" in printed
     assert claims.unexpected_failures(outcomes) == [(expected, "quick")]
-    assert claims.unexpected_failures(outcomes[:1] + outcomes[2:]) == []
 
 
-def test_check_claims_on_the_committed_quick_figures_exits_zero(capsys):
-    # The committed quick CSVs: the claims marked as expected to hold do.
-    assert claims.main(["--preset", "quick"]) == 0
-    printed = capsys.readouterr().out
-    marks = [line.split()[0] for line in printed.splitlines() if line.startswith("  ") and
-             line.split()[0] in ("PASS", "FAIL", "fail")]
-    assert len(marks) == len(CLAIMS) and "FAIL" not in marks
+def test_a_table_missing_a_column_is_inconclusive_not_a_crash(tmp_path, capsys):
+    pd.DataFrame(dict(m=[4, 64])).to_csv(tmp_path / "small_batch_summary.csv", index=False)
+    claim = Claim("A", "holds", ("summary",), small_batch.best_batch_is_small,
+                  figure="small_batch")
+    [(_, _, verdict, _)] = claims.check([claim], tmp_path, ["quick"],
+                                        test_size=lambda f, p: n_test(10))
+    assert verdict.outcome == INCONCLUSIVE and verdict.power == "regenerate the figure"
 
 
-def test_check_claims_on_every_committed_preset_exits_zero(capsys):
-    # make check-claims: every preset whose CSVs are committed (quick, and the
-    # lr-scaling paper preset run on a CPU), each claim with its expectation.
+def test_every_figures_claims_are_checked_in_the_registrys_order():
+    found = claims.claims_of()
+    assert {c.figure for c in found} >= {"small_batch", "dont_decay", "generalization_gap",
+                                         "sharp_minima", "mnist_batch_size", "lr_scaling",
+                                         "critical_batch"}
+    assert all(c.margin for c in found)  # every claim states its margin and its source
+
+
+def test_check_claims_on_the_committed_figures_exits_zero(capsys):
+    # The committed CSVs: no claim expected to hold fails.
     assert claims.main([]) == 0
     printed = capsys.readouterr().out
-    assert "== preset quick" in printed and "== preset paper" in printed
-    assert "not expected to hold at the paper preset either, as measured" in printed
+    assert "== preset quick" in printed and "claims expected to hold failed" in printed
+    assert f"{len(claims.claims_of())} claims:" in printed
 
 
 def test_no_csvs_is_a_one_line_error(tmp_path, capsys):

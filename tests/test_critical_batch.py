@@ -4,7 +4,7 @@ from the model itself and from hand-written curves."""
 import numpy as np
 import pytest
 
-from reproduce.critical_batch import fit_steps, loglog_slope
+from reproduce.scaling_model import fit_steps, loglog_slope
 
 BATCHES = 2.0 ** np.arange(4, 13)  # 16 .. 4096
 
