@@ -86,7 +86,13 @@ OPTIMIZERS = {
 }
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
+# make test-fast keeps one of each kind: plain, stateful, clipping, EMA, a schedule.
+FAST_OPTIMIZERS = ("sgd", "momentum", "adam", "clipnorm", "ema", "schedule")
+
+
+@pytest.mark.parametrize("name", [name if name in FAST_OPTIMIZERS else
+                                  pytest.param(name, marks=pytest.mark.slow)
+                                  for name in OPTIMIZERS])
 def test_equals_one_large_batch_step_with_unequal_micro_batches(name):
     x, y = data()
     reference = large_batch(OPTIMIZERS[name], x, y, MICRO * STEPS)
