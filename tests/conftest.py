@@ -7,8 +7,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Each pytest-xdist worker keeps to one thread (reproduce.settings), so the
 # workers share the cores instead of fighting over them, and a sweep's runs
 # train one by one unless a test asks for them side by side.
-os.environ.setdefault("THREADS", "1")
-os.environ.setdefault("JOBS", "1")
+# (`make` exports them empty when unset: empty counts as unset.)
+for name in ("THREADS", "JOBS"):
+    if not os.environ.get(name):
+        os.environ[name] = "1"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
