@@ -446,13 +446,38 @@ def unexpected_failures(outcomes):
             if verdict is not None and verdict.outcome == FAILS and expectation is True]
 
 
+def markdown(outcomes):
+    """The verdicts as a Markdown table (figures/README.md's "Claims, checked")."""
+    def cell(text):
+        return str(text).replace("|", "/").replace("\n", " ")
+
+    lines = ["| paper | claim | preset | verdict | numbers compared | margin | to decide it |",
+             "|---|---|---|---|---|---|---|"]
+    for claim, preset, verdict, expectation in outcomes:
+        if verdict is None:
+            mark, numbers, power = "not run", "", f"make {registry.target(claim.figure)} " \
+                                                  f"PRESET={preset}"
+        else:
+            mark = verdict.outcome + ("" if expectation is True else
+                                      f" (not expected {expectation})")
+            numbers, power = verdict.numbers, verdict.power
+        lines.append("| " + " | ".join(cell(x) for x in (
+            claim.paper, claim.text, preset, f"**{mark}**", numbers, claim.margin, power)) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = cli.OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=cli.FIGURES, help="folder of the figures' CSVs")
     p.add_argument("--preset", choices=cli.PRESETS, default=None,
                    help="only this preset's CSVs (default: every preset whose CSVs exist)")
+    p.add_argument("--markdown", type=Path, default=None,
+                   help="also write the verdicts as a Markdown table to this file")
     args = p.parse_args(argv)
     outcomes = check(claims_of(), args.out, [args.preset] if args.preset else cli.PRESETS)
+    if args.markdown:
+        text = markdown(outcomes) + "\n"
+        cli.save_atomic(args.markdown, lambda tmp: Path(tmp).write_text(text))
     if not any(verdict for _, _, verdict, _ in outcomes):
         which = f"{args.preset} " if args.preset else ""
         cli.fail(f"no {which}figure CSVs in {args.out}; run a figure target first, e.g. "

@@ -477,6 +477,15 @@ def test_check_claims_on_the_committed_figures_exits_zero(capsys):
     assert f"{len(claims.claims_of())} claims:" in printed
 
 
+def test_the_markdown_table_has_a_row_per_claim_and_preset(tmp_path):
+    out = tmp_path / "claims.md"
+    assert claims.main(["--preset", "quick", "--markdown", str(out)]) == 0
+    rows = out.read_text().splitlines()[2:]
+    assert len(rows) == len(claims.claims_of())
+    assert all(any(f"**{mark}" in row for mark in (HOLDS, FAILS, INCONCLUSIVE, "not run"))
+               for row in rows)
+
+
 def test_no_csvs_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
         claims.main(["--out", str(tmp_path)])
