@@ -84,7 +84,7 @@ PYTEST = $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 test:
 	$(PYTEST) tests
 	KERAS_BACKEND=jax $(PYTEST) $(LIBRARY_TESTS)
-	TF_ENABLE_ONEDNN_OPTS=0 $(PYTHON) -m pytest -q tests/test_engine.py
+	TF_ENABLE_ONEDNN_OPTS=0 $(PYTEST) tests/test_engine.py
 
 # The edit-test loop: the unit tests without the figure smoke runs (< 1 min).
 test-fast:
