@@ -421,6 +421,7 @@ def test_the_cpu_estimate_is_measured_step_times_times_the_micro_batches():
     assert [(b, n) for _, b, _, n in timed] == [(100, 30), (1000, 1)]
 
 
+@pytest.mark.slow  # builds every model of every paper preset
 @needs_mnist
 @needs_cifar10
 def test_every_paper_preset_has_a_plan_and_two_update_dry_runs():
