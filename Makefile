@@ -33,7 +33,9 @@ export MAX_DEVICE_BATCH
 export NETWORK JOBS THREADS RUNS_PER_GPU
 KAGGLE_ARGS ?=
 
-# The figure targets, one per module in reproduce/registry.py (the one list of figures).
+# The figure targets, one per module in reproduce/registry.py (the one list of figures):
+# today fig-small-batch fig-dont-decay fig-generalization-gap fig-sharp-minima
+# fig-mnist-batch-size fig-lr-scaling fig-critical-batch (`python -m reproduce.registry`).
 FIGURES := $(shell $(PYTHON_SYS) -m reproduce.registry)
 
 .PHONY: setup test test-fast settings clean help figures figures-cpu-paper check-claims $(FIGURES) kaggle-data-from-mnist kaggle-submission \

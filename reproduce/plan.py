@@ -26,6 +26,7 @@ bench-sweep` measures, and the figure's measurements after training
 """
 
 import functools
+import io
 import math
 import os
 import sys
@@ -150,7 +151,7 @@ def step_seconds_here(config, physical_batch, steps=TIMED_STEPS):
     y = rng.integers(0, classes, len(x)).astype("int32")
     model = compile_model(build_model(config, shape, classes),
                           keras.optimizers.SGD(0.01, momentum=0.9))
-    engine = FastEngine(model, x, y, log=open(os.devnull, "w"))
+    engine = FastEngine(model, x, y, log=io.StringIO())
     engine.fit(1, physical_batch)  # compiles
     started = time.perf_counter()
     engine.fit(1, physical_batch)
@@ -168,19 +169,20 @@ def cpu_estimate(runs, time_step=step_seconds_here):
         for batch, count in micro_batches(config).items():
             counts[(*group, batch)] = counts.get((*group, batch), 0) + count
         evaluated[group] = evaluated.get(group, 0) + _test_size(config) * config.epochs
-    timed, seconds, measured = [], 0.0, {}
+    timed, seconds, measured, steps = [], 0.0, {}, {}
     for (dataset, model, norm, batch), count in sorted(counts.items()):
         at = min(batch, TIMED_MAX_BATCH)
         if (dataset, model, norm, at) not in measured:
             measured[(dataset, model, norm, at)] = time_step(
                 RunConfig(dataset=dataset, model=model, norm=norm), at)
-        step = measured[(dataset, model, norm, at)] * batch / at
+        step = steps[(dataset, model, norm, batch)] = \
+            measured[(dataset, model, norm, at)] * batch / at
         timed.append((model, batch, step, count))
         seconds += step * count
     for group, examples in evaluated.items():
+        # Evaluated at the group's largest physical batch.
         batch = max(b for (*g, b) in counts if tuple(g) == group)
-        step = next(s for m, b, s, _ in timed if m == group[1] and b == batch)
-        seconds += examples / batch * step / 3
+        seconds += examples / batch * steps[(*group, batch)] / 3
     return seconds / 3600, timed
 
 
