@@ -52,7 +52,7 @@ def our_lines(stderr):
 def pytest_configure(config):
     # `make test-fast` leaves these out: figure smoke runs, whole sweeps in
     # subprocesses; `make test` (and CI) runs everything.
-    config.addinivalue_line("markers", "slow: trains a preset, starts Python processes, or runs thousands of steps for a statistical estimate")
+    config.addinivalue_line("markers", "slow: trains a preset, starts Python processes, or runs thousands of steps for a statistical estimate, or takes over ~5 s on 2 cores (make test-fast stays under a minute)")
     # Keras's TF backend calls np.array(x, copy=False) on every metric read.
     config.addinivalue_line(
         "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")

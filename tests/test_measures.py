@@ -89,6 +89,7 @@ def test_gradient_noise_scale_matches_linear_regression_with_known_noise():
     assert b_simple == pytest.approx(expected, rel=0.10)
 
 
+@pytest.mark.slow
 def test_interpolation_at_0_and_1_equals_evaluating_the_two_models():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 5)).astype("float32"), rng.integers(0, 3, 64)
@@ -169,6 +170,7 @@ def classifier(d=8):
     return model
 
 
+@pytest.mark.slow
 def test_updates_to_target_is_the_first_evaluation_at_the_target_and_stops_there():
     from callbacks import UpdatesToTarget
 
@@ -202,6 +204,7 @@ def test_updates_to_target_is_the_first_evaluation_at_the_target_and_stops_there
         assert (accuracy >= 0.9) == above
 
 
+@pytest.mark.slow
 def test_updates_to_target_counts_updates_not_micro_batches():
     """4 accumulated micro-batches of 16 are one update at batch 64 (no batch
     norm: the same training), so the target falls on the same update."""

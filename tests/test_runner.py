@@ -67,6 +67,7 @@ def test_absurd_learning_rate_is_recorded_as_diverged_and_the_sweep_goes_on(tmp_
     assert table[table.config_lr == 1e6].epoch.max() == 1  # stopped early
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_same_seed_same_numbers_and_rows_per_epoch():
     a, b = train(TINY), train(TINY)

@@ -217,6 +217,7 @@ class Raise(keras.callbacks.Callback):
         raise self.error
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_crashed_run_releases_its_claim_is_listed_and_the_other_runs_are_stored(tmp_path):
     crash = TINY.replace(seed=1)
