@@ -299,7 +299,10 @@ def tables(sweep, configs, spec=None):
         sizes, steps = zip(*best) if best else ((), ())
         fits.append(dict(
             workload=name, target=w["target"], learning_rates=" ".join(map(str, w["learning_rates"])),
-            runs_per_batch=len(w["learning_rates"]), seeds=w.get("seeds", 1), **fit,
+            runs_per_batch=len(w["learning_rates"]),
+            # the rates the follow-up tried past the grid's edges (first seed)
+            extended_rates=" ".join(map(str, sorted(set(sweep_runs.lr) - set(w["learning_rates"])))),
+            seeds=w.get("seeds", 1), **fit,
             b_simple_near_target=b_simple, b_simple_over_b_noise=b_simple / fit["b_noise"]
             if fit["b_noise"] else np.nan,
             noise_run=f"{w['noise']['batch_size']} = {w['noise']['accumulation']} x "

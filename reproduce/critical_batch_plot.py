@@ -26,6 +26,14 @@ def _seed_count(best, seeds):
     return f"{low}{'' if low == high else f'-{high}'} of {seeds} seeds that reached the target"
 
 
+def _extended(fit):
+    """', past an edge also 0.025, 0.4' where the follow-up extended the grid."""
+    rates = str(fit.get("extended_rates", "") or "")
+    if rates in ("", "nan"):
+        return ""
+    return f", past an edge also {rates.replace(' ', ', ')}"
+
+
 def plot(tables, configs, spec, title):
     runs, summary, fits = tables[""], tables["summary"], tables["fit"]
     names = list(spec["workloads"])
@@ -78,7 +86,7 @@ def to_target_panel(ax, column, name, w, fit, best, sweep_runs):
     panel(ax, legend_size=7, minor_grid=True, xscale="log", yscale="log", xlabel="batch size B",
           ylabel=label,
           title=f"{name}: {label}\nlr tuned over {{{fit.learning_rates.replace(' ', ', ')}}}"
-                f" ({fit.runs_per_batch} runs per batch);\n{len(failed)} of "
+                f" ({fit.runs_per_batch} runs per batch){_extended(fit)};\n{len(failed)} of "
                 f"{len(sweep_runs)} runs did not reach the target (or were slower)")
     ax.set_xticks(w["batch_sizes"], [str(b) for b in w["batch_sizes"]], fontsize=7)
     ax.xaxis.set_minor_formatter(NullFormatter())
