@@ -31,6 +31,10 @@ export MAX_DEVICE_BATCH
 # of the preset. JOBS=n runs at once (1: one by one), THREADS=n a run's thread budget,
 # RUNS_PER_GPU=n runs sharing a GPU (README "Runs side by side").
 export NETWORK JOBS THREADS RUNS_PER_GPU
+# Every run writes TensorBoard curves under results/<figure>/tensorboard/ (0: none);
+# `make tensorboard [FIGURE=small_batch]` serves them.
+export TENSORBOARD
+FIGURE ?=
 KAGGLE_ARGS ?=
 
 # The figure targets, one per module in reproduce/registry.py (the one list of figures):
@@ -39,7 +43,7 @@ KAGGLE_ARGS ?=
 FIGURES := $(shell $(PYTHON_SYS) -m reproduce.registry)
 
 .PHONY: setup test test-fast settings clean help figures figures-cpu-paper check-claims $(FIGURES) kaggle-data-from-mnist kaggle-submission \
-	bench-pipeline bench-accumulation bench-throughput bench-sweep
+	tensorboard bench-pipeline bench-accumulation bench-throughput bench-sweep bench-tensorboard
 
 help:
 	@echo "make setup [GPU=1]            create $(VENV) and install requirements"
@@ -53,10 +57,11 @@ help:
 	@echo "make figures                  every figure target's quick preset in a row"
 	@echo "make figures-cpu-paper        the paper presets that fit a CPU, each dry run's estimate first"
 	@echo "make check-claims [PRESET=...] each paper's claims checked over the figures' CSVs"
+	@echo "make tensorboard [FIGURE=...] every run's curves, live while they train (TENSORBOARD=0: none)"
 	@echo "make kaggle-data-from-mnist   MNIST stand-in for the Kaggle Digit Recognizer files"
 	@echo "make kaggle-submission [KAGGLE_ARGS='--full --norm group ...']"
 	@echo "     [ENGINE=fit]                model.fit instead of the fast engine"
-	@echo "make bench-pipeline | bench-accumulation | bench-throughput | bench-sweep"
+	@echo "make bench-pipeline | bench-accumulation | bench-throughput | bench-sweep | bench-tensorboard"
 	@echo "make clean                    remove results/ and caches (figures stay)"
 
 $(PYTHON):
@@ -122,6 +127,9 @@ figures-cpu-paper:
 check-claims:
 	$(PYTHON) -m reproduce.claims $(if $(filter command line,$(origin PRESET)),--preset $(PRESET))
 
+tensorboard:
+	$(PYTHON) -m reproduce.tensorboard $(if $(FIGURE),--figure $(FIGURE))
+
 kaggle-data-from-mnist:
 	$(PYTHON) -m reproduce.kaggle data-from-mnist
 
@@ -141,6 +149,9 @@ bench-throughput:
 # BENCH_SWEEP_ARGS='--models f1 --batches 4,32 --no-figure' for a shorter run.
 bench-sweep:
 	$(PYTHON) -m reproduce.bench sweep $(BENCH_SWEEP_ARGS)
+
+bench-tensorboard:
+	$(PYTHON) -m reproduce.bench tensorboard
 
 clean:
 	rm -rf results .pytest_cache

@@ -4,6 +4,7 @@
     python -m reproduce.bench accumulation  # accumulation time and peak memory
     python -m reproduce.bench throughput    # fit vs the fast engine, samples/s
     python -m reproduce.bench sweep         # runs side by side (reproduce.bench_sweep)
+    python -m reproduce.bench tensorboard   # the curves' cost (reproduce.bench_tensorboard)
 
 Each case runs in its own subprocess so peak memory (max RSS) is its own.
 Synthetic CIFAR-sized data: the numbers are about the loop, not the data.
@@ -442,12 +443,17 @@ def bench_throughput():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("which", choices=("pipeline", "accumulation", "throughput", "sweep"))
+    p.add_argument("which", choices=("pipeline", "accumulation", "throughput", "sweep",
+                                     "tensorboard"))
     args, rest = p.parse_known_args(argv)
     if args.which == "sweep":
         from reproduce import bench_sweep
 
         return bench_sweep.main(rest)
+    if args.which == "tensorboard":
+        from reproduce import bench_tensorboard
+
+        return bench_tensorboard.main(rest)
     {"pipeline": bench_pipeline, "accumulation": bench_accumulation,
      "throughput": bench_throughput}[args.which]()
 

@@ -126,9 +126,10 @@ class RayRuns:
         self.cluster = ray.cluster_resources()
         self.threads_for = threads_for
         self.task = ray.remote(_train_task)
-        self.recipe = ray.put(dict(engine=sweep.engine, verbose=0, callbacks=sweep.callbacks,
-                                   measure=sweep.measure))
+        self.recipe = None
+        self.prepare(sweep)
         self.futures = {}
+        self.kept_open = False  # `Sweep.kept_open`: the next `run` reuses it
         one = resources_per_run(1, self.cluster)
         if "num_gpus" in one:  # 1 / num_gpus runs per GPU
             self.parallel = int(self.cluster["GPU"] / one["num_gpus"])
@@ -147,6 +148,15 @@ class RayRuns:
                if self.threads_for else f"{resources_per_run(1, self.cluster)['num_cpus']:g} "
                "CPU(s) each")
         return f"Ray: up to {self.parallel} runs at once on {cpus:g} CPU cores ({how})"
+
+    def prepare(self, sweep):
+        """What every task of the sweep's next `run` trains with (the curves'
+        hparams can change between a figure's rounds). The workers write their
+        TensorBoard curves into the sweep's results folder themselves (on a
+        cluster, the shared folder the README asks for)."""
+        self.recipe = self.ray.put(dict(engine=sweep.engine, verbose=0,
+                                        callbacks=sweep.callbacks, measure=sweep.measure,
+                                        curves=sweep.curves))
 
     def _threads(self, config):
         if "GPU" in self.cluster and self.cluster["GPU"] >= 1:
@@ -182,10 +192,18 @@ class RayRuns:
             return RunFailure.of(config, error)
 
     def close(self):
+        """The end of a `run`: cancels what is still running, and shuts the
+        Ray it started down unless the sweep keeps it open for the next run."""
         for future in self.futures:
             self.ray.cancel(future, force=True)
-        if self.started_ray:
+        self.futures = {}
+        if not self.kept_open:
+            self.shutdown()
+
+    def shutdown(self):
+        if self.started_ray and self.ray.is_initialized():
             self.ray.shutdown()
+        self.started_ray = False
 
 
 def _train_task(config, recipe):

@@ -91,6 +91,19 @@ FIG5 = {
 }
 
 
+def schedule_name(config):
+    """Which of the three schedules a run follows, from its batch cap (the
+    label of its progress line and its TensorBoard curves)."""
+    cap, b0 = config.max_batch_size, config.batch_size
+    if cap is None:
+        return "increasing batch size"
+    if cap == b0:
+        return "decaying learning rate"
+    if cap == b0 * config.batch_factor:
+        return "hybrid"
+    return f"batch capped at {cap}"
+
+
 def grid(spec, args=None):
     """{(figure, run, seed index): config} for Figs 1-3 (three schedules,
     momentum and Nesterov; the momentum ones at `spec["seeds"]` seeds) and
@@ -320,8 +333,8 @@ FIGURE = Figure(
     claims=CLAIMS,
     name="dont_decay", description=__doc__.splitlines()[0], presets=PRESETS, grid=grid,
     tables=tables, plots=plot, title=title, options=options, check=check, printed=("table",),
-    describe=lambda c: f"{c.optimizer} lr {c.lr:g} m {c.momentum:g} B0 {c.batch_size} "
-                       f"cap {c.max_batch_size}",
+    describe=lambda c: f"{c.optimizer} {schedule_name(c)}: lr {c.lr:g} m {c.momentum:g} "
+                       f"B0 {c.batch_size}",
     report=(("Smith et al.: updates and final test accuracy per schedule", "table"),))
 
 

@@ -65,6 +65,10 @@ def _free_device_bytes():
     return None
 
 
+# Training steps per compiled call: callbacks run between calls.
+BATCHES_PER_CALL = 100
+
+
 class FastEngine:
     """Trains a compiled Keras model on a training set held on the device.
 
@@ -86,7 +90,8 @@ class FastEngine:
     ...            validation_data=(x_test, y_test), callbacks=[keras.callbacks.CSVLogger("log.csv")])
     """
 
-    def __init__(self, model, x, y, batches_per_call=100, device_data_limit=None, log=sys.stdout):
+    def __init__(self, model, x, y, batches_per_call=BATCHES_PER_CALL, device_data_limit=None,
+                 log=sys.stdout):
         if not fast_engine_available():
             raise ValueError(f"FastEngine runs on the JAX and TensorFlow backends, not "
                              f"{keras.backend.backend()!r}; use engine='fit'.")

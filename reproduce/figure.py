@@ -238,7 +238,8 @@ def run_figure(figure, argv=None, log=None):
         sweep = Sweep(folder, verbose=int(args.verbose), engine=args.engine, log=log,
                       describe=figure.describe, callbacks=callbacks, measure=measure,
                       ray=args.ray, jobs=args.jobs)
-        planned, runs, failures = train_sweep(figure, sweep, spec, runs, log)
+        with sweep.kept_open():  # one local Ray for all the rounds
+            planned, runs, failures = train_sweep(figure, sweep, spec, runs, log)
         if not runs:
             cli.fail(f"no run of {figure.name} finished ({len(failures)} failed, listed "
                      "above); nothing to draw")

@@ -135,6 +135,21 @@ def micro_batches(config):
     return out
 
 
+def relative_cost(config, fixed_examples=64):
+    """A run's training time in arbitrary units, for starting the longest
+    runs of a sweep first: its micro-batches times (the physical batch + a
+    step's fixed cost, `fixed_examples` examples' worth: about right for F1,
+    the ResNets and the Digit Recognizer CNN on a CPU, by the dry run's step
+    times). Where the dataset's size is unknown (not on this machine), the
+    config's `train_size`, else 50,000."""
+    try:
+        n = _train_size(config)
+    except datasets.DatasetError:
+        n = config.train_size or 50_000
+    return sum(math.ceil(n / epoch.physical_batch) * (epoch.physical_batch + fixed_examples)
+               for epoch in config.training_schedule(n))
+
+
 def step_seconds_here(config, physical_batch, steps=TIMED_STEPS):
     """Measured seconds of one training step of `config`'s model on
     `physical_batch` examples on this machine (the fast engine, synthetic data;

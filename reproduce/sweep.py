@@ -17,6 +17,7 @@ Budgets do not change what a run is (its key); the record says which one it
 had (`threads`).
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -29,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 from reproduce import settings
+from reproduce import tensorboard as board
 from reproduce.cli import UserError
+from reproduce.plan import relative_cost
 from reproduce.store import RunStore
 from reproduce.train import RunFailure, train_record
 
@@ -92,6 +95,9 @@ class Sweep:
             by one (`jobs`).
         jobs: runs at once here: 1 (one by one), n, or None ($JOBS, else side
             by side where the machine has several cores).
+        tensorboard: whether each run writes TensorBoard curves under
+            `<folder>/tensorboard/<run label>/` as it trains
+            (`reproduce.tensorboard`); None: $TENSORBOARD (default 1).
         heartbeat, stale_after: seconds; see `reproduce.store.RunStore`.
         poll: seconds between looks at runs other sweeps are training.
 
@@ -105,8 +111,8 @@ class Sweep:
     """
 
     def __init__(self, folder, describe=None, verbose=0, log=sys.stdout, callbacks=None,
-                 measure=None, engine=None, ray=None, jobs=None, heartbeat=30.0,
-                 stale_after=300.0, poll=5.0):
+                 measure=None, engine=None, ray=None, jobs=None, tensorboard=None,
+                 heartbeat=30.0, stale_after=300.0, poll=5.0):
         self.folder = Path(folder)
         self.store = RunStore(folder, heartbeat=heartbeat, stale_after=stale_after)
         self.engine = engine
@@ -116,14 +122,17 @@ class Sweep:
         self.log = log
         self.ray, self.poll = ray, poll
         self.jobs = jobs if jobs is not None else jobs_from_env()
+        self.tensorboard = board.enabled() if tensorboard is None else bool(tensorboard)
+        self.curves, self._grid = None, []
         self.failures = []
+        self._kept = None  # the RayRuns that `kept_open` keeps between runs
 
     def load(self, config):
         return self.store.load(config)
 
     def train_record(self, config, log=None):
         return train_record(config, self.engine, self.verbose, self.callbacks, self.measure,
-                            log=log or self.log)
+                            log=log or self.log, curves=self.curves)
 
     def run(self, configs):
         """Trains what is missing; returns all stored runs' rows as one
@@ -135,6 +144,7 @@ class Sweep:
         self._say(f"{len(configs)} runs: {done_before} already in {self.folder}, "
                   f"{len(todo)} to train" + (f" on Ray ({self.ray})" if self.ray and todo else ""))
         if todo:
+            self._log_curves(configs)
             runs = self._runs(todo)
             try:
                 self._train(todo, runs)
@@ -148,6 +158,31 @@ class Sweep:
                           f"{failure.error}")
         return self.table(configs)
 
+    @contextlib.contextmanager
+    def kept_open(self):
+        """Within it, every `run` that trains side by side or on Ray reuses
+        one Ray connection (a local Ray, its warm workers) instead of
+        starting its own: a figure's rounds (the grid, the edge extensions,
+        the seeds) pay Ray's start and the workers' imports once."""
+        self._kept = False
+        try:
+            yield self
+        finally:
+            kept, self._kept = self._kept, None
+            if kept:
+                kept.shutdown()
+
+    def _log_curves(self, configs):
+        """The runs' TensorBoard folder and hparams: the fields that vary over
+        every config this sweep has been given (follow-up rounds add theirs)."""
+        if not self.tensorboard:
+            return
+        self._grid = list(dict.fromkeys([*self._grid, *configs]))
+        # An absolute path: a Ray worker may start elsewhere.
+        self.curves = board.SweepLogs((self.folder / board.FOLDER).absolute(), self.describe,
+                                      board.grid_fields(self._grid))
+        self.curves.write_config()
+
     def _runs(self, todo):
         """Where the runs train: on a Ray cluster, side by side on a local
         Ray, or one by one in this process."""
@@ -155,6 +190,9 @@ class Sweep:
             return LocalRuns(self)
         from reproduce.cluster import RayRuns  # Ray only where it is used
 
+        if self._kept:
+            self._kept.prepare(self)
+            return self._kept
         if self.ray:
             runs = RayRuns(self, self.ray)
         elif self.jobs is None:  # side by side, each run on its own budget
@@ -163,6 +201,8 @@ class Sweep:
             share = max(1, settings.cores() // self.jobs)
             runs = RayRuns(self, "local", threads_for=lambda config: share, cpus=self.jobs)
         self._say(runs.describe() + ("" if self.ray else "; JOBS=1 trains them one by one"))
+        if self._kept is not None:
+            runs.kept_open, self._kept = True, runs
         return runs
 
     def _side_by_side_pays(self):
@@ -181,6 +221,8 @@ class Sweep:
         back; waits for runs that other sweeps hold until they are stored.
         Every claim this sweep holds is released, however it ends."""
         pending, claims, spent = list(todo), {}, []
+        if runs.parallel > 1:  # the longest first, so none is left running alone at the end
+            pending.sort(key=relative_cost, reverse=True)
 
         def save(finished):
             for config, record in finished:

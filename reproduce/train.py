@@ -120,12 +120,13 @@ def _engine(config, log):
 
 
 def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=None,
-          log=sys.stdout):
+          log=sys.stdout, curves=None):
     """Trains one run; returns {"status", "rows", "wall_time"} (and the model).
 
     `data`, if given, is (x, y, x_test, y_test), already standardized, in
     place of `datasets.data_of(config)` (e.g. the Kaggle CSVs). `callbacks`
-    are the run's own (e.g. a `WeightDistance`).
+    are the run's own (e.g. a `WeightDistance`). `curves`, a
+    `tensorboard.SweepLogs`, writes the run's TensorBoard curves as it trains.
     """
     x, y, x_test, y_test = data or data_of(config)
     num_classes = int(max(y.max(), y_test.max()) + 1)
@@ -139,7 +140,9 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
         recorder = EpochRecorder(batches)
         grow = [NoiseScaleBatchSize(config.adaptive_batch, max_batch_size=config.max_batch_size,
                                     schedule=batches)] if config.adaptive_batch else []
-        all_callbacks = [batches, *callbacks, *grow, recorder]
+        # The curves last: they write the row the recorder has just made.
+        board = [curves.callback(config, recorder, batches)] if curves else []
+        all_callbacks = [batches, *callbacks, *grow, recorder, *board]
         started = time.perf_counter()
         with np.errstate(all="ignore"):
             if engine == "fast":
@@ -155,6 +158,8 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
                           callbacks=all_callbacks)
                 if recorder.diverged:
                     break
+        for curves_of_run in board:
+            curves_of_run.close()
     result = dict(status="diverged" if recorder.diverged else "finished",
                   rows=recorder.rows, wall_time=time.perf_counter() - started,
                   test_correct=encode_correct(correct_on(model, x_test, y_test)))
@@ -184,13 +189,15 @@ def decode_correct(text):
     return bits[:int(n)].astype(bool)
 
 
-def train_record(config, engine=None, verbose=0, callbacks=None, measure=None, log=sys.stdout):
+def train_record(config, engine=None, verbose=0, callbacks=None, measure=None, log=sys.stdout,
+                 curves=None):
     """Trains `config` and returns its store record: the `train` result, the
     config and its key, and `measure`'s measurements (see `sweep.Sweep`). A
     Ray worker runs this for a sweep on a cluster (`reproduce.cluster`)."""
     extra = callbacks(config) if callbacks else []
     chosen = config.replace(engine=engine) if engine else config
-    result, model = train(chosen, verbose=verbose, callbacks=extra, return_model=True, log=log)
+    result, model = train(chosen, verbose=verbose, callbacks=extra, return_model=True, log=log,
+                          curves=curves)
     if measure is not None:
         result["measures"] = measure(config, model, data_of(config), extra)
     # The thread budget it ran with (not part of the key: it changes no result

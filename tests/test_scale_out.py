@@ -200,9 +200,21 @@ def test_two_sweeps_on_one_store_train_every_run_exactly_once(tmp_path):
                 if "TRAINED " in line} for out in outputs]
     assert trained[0].isdisjoint(trained[1])
     assert len(trained[0] | trained[1]) == 6
-    assert sorted(p.suffix for p in tmp_path.iterdir() if p.name != LOCK_NAME) == [".json"] * 6
+    assert sorted(p.suffix for p in tmp_path.iterdir()
+                  if p.name not in (LOCK_NAME, "tensorboard")) == [".json"] * 6
     for path in tmp_path.glob("*.json"):
         assert json.loads(path.read_text())["status"] == "finished"
+    # Each run's curves, written once, by the sweep that trained it.
+    assert one_event_file_per_run(tmp_path / "tensorboard") == 6
+
+
+def one_event_file_per_run(folder):
+    """The runs with curves under `folder` (a sweep's TensorBoard folder),
+    checking that each has one event file: it was logged once."""
+    runs = [p for p in folder.iterdir() if p.is_dir()]
+    for run in runs:
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1, run
+    return len(runs)
 
 
 # -- faults ----------------------------------------------------------------------
@@ -338,8 +350,11 @@ def test_ray_sweep_on_two_workers_gives_the_serial_records_and_retries_a_killed_
     pd.testing.assert_frame_equal(serial[METRICS + ["key", "status"]],
                                   on_ray[METRICS + ["key", "status"]], rtol=1e-5)
     assert not ray.is_initialized()  # the sweep shut down the Ray it started
-    assert sorted(p.suffix for p in (tmp_path / "ray").iterdir() if p.name != LOCK_NAME) \
-        == [".json"] * 5
+    assert sorted(p.suffix for p in (tmp_path / "ray").iterdir()
+                  if p.name not in (LOCK_NAME, "tensorboard")) == [".json"] * 5
+    # The workers wrote the curves into the sweep's folder: the killed run's
+    # once (its retry starts the folder afresh), the crashed run's up to its crash.
+    assert one_event_file_per_run(tmp_path / "ray" / "tensorboard") == 6
 
 
 def test_the_workers_get_the_drivers_devices_and_backend_settings(monkeypatch):
@@ -552,3 +567,43 @@ def test_the_plan_counts_runs_sharing_a_gpu():
     assert shared_gpu_hours(plan, 1) * 3600 == pytest.approx(10.0)
     assert shared_gpu_hours(plan, 2) * 3600 == pytest.approx(5.0)
     assert shared_gpu_hours(plan, 10 ** 6) * 3600 == pytest.approx(1 / 6)
+
+
+def worker_pid(config, model, data, callbacks):
+    return dict(pid=os.getpid())
+
+
+@pytest.mark.xdist_group("ray")
+@pytest.mark.slow
+@needs_mnist
+def test_a_figures_rounds_share_one_local_ray_and_its_warm_workers(tmp_path, monkeypatch):
+    """`Sweep.kept_open` (what every figure target trains in): the second
+    round's runs go to the workers the first round started, and the Ray is
+    shut down when the figure is done, not before."""
+    ray = pytest.importorskip("ray")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # worker_pid, for workers
+    monkeypatch.delenv("JOBS", raising=False)
+    monkeypatch.setenv("RAY_NUM_CPUS", "2")
+    sweep = Sweep(tmp_path, log=io.StringIO(), measure=worker_pid)
+    first, second = [TINY.replace(seed=s) for s in (0, 1)], [TINY.replace(seed=s) for s in (2, 3)]
+    with sweep.kept_open():
+        sweep.run(first)
+        assert ray.is_initialized()  # kept for the next round
+        sweep.run(second)
+    assert not ray.is_initialized()
+    pids = [{sweep.load(c)["measures"]["pid"] for c in round_} for round_ in (first, second)]
+    assert len(pids[0]) == 2 and pids[1] <= pids[0], pids  # the same two workers
+    assert sweep.log.getvalue().count("Ray: up to 2 runs at once") == 1
+
+
+def test_a_sweep_starts_its_longest_runs_first():
+    """The order runs go to Ray: micro-batches x (physical batch + 64), by hand."""
+    from reproduce.plan import relative_cost
+
+    # 256 examples: batch 64 is 4 micro-batches an epoch, 2 epochs.
+    assert relative_cost(TINY.replace(train_size=256, batch_size=64, epochs=2)) == 2 * 4 * 128
+    # batch 64 as 4 micro-batches of 16: 16 an epoch.
+    accumulated = TINY.replace(train_size=256, batch_size=64, epochs=2, max_device_batch=16)
+    assert relative_cost(accumulated) == 2 * 16 * (16 + 64)
+    # 100 examples at batch 32: 3 full batches and one of 4, counted as 4 of 32.
+    assert relative_cost(TINY.replace(train_size=100, batch_size=32, epochs=1)) == 4 * 96
