@@ -26,7 +26,6 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from reproduce import settings
@@ -221,8 +220,10 @@ class Sweep:
         back; waits for runs that other sweeps hold until they are stored.
         Every claim this sweep holds is released, however it ends."""
         pending, claims, spent = list(todo), {}, []
+        cost = {config: relative_cost(config) for config in todo}
+        left = dict(cost)  # the runs not yet back, for the ETA
         if runs.parallel > 1:  # the longest first, so none is left running alone at the end
-            pending.sort(key=relative_cost, reverse=True)
+            pending.sort(key=cost.get, reverse=True)
 
         def save(finished):
             for config, record in finished:
@@ -233,15 +234,16 @@ class Sweep:
                         outcome = f"FAILED: {record.error}"
                     else:
                         self.store.save(config, record)
-                        spent.append(record["wall_time"])
+                        spent.append((record["wall_time"], cost[config]))
                         last = record["rows"][-1] if record["rows"] else {}
                         outcome = (f"{record['status']}, test acc "
                                    f"{last.get('test_accuracy', float('nan')):.4f}, "
                                    f"{record['wall_time']:.1f}s")
                 finally:
                     claim.release()
+                left.pop(config, None)
                 done = len(spent) + len(self.failures)
-                eta = np.mean(spent) * (len(todo) - done) / runs.parallel if spent else 0.0
+                eta = eta_seconds(spent, left.values(), runs.parallel)
                 self._say(f"[{done}/{len(todo)}] {self.describe(config)}: {outcome}; "
                           f"ETA {_duration(eta)}")
 
@@ -333,6 +335,24 @@ class LocalRuns:
 
     def close(self):
         pass
+
+
+def eta_seconds(spent, costs_left, parallel):
+    """Seconds until the runs left are back: the finished runs' seconds per
+    unit of `relative_cost`, times the cost left, over the runs at once.
+
+    Weighted by cost, not a mean per run: a sweep sends its longest runs first,
+    so the mean of the first ones would overstate the rest many times over.
+
+    Args:
+        spent: (seconds, relative cost) of each run finished so far.
+        costs_left: relative cost of each run not yet back.
+        parallel: runs at once.
+    """
+    seconds, costs = sum(s for s, _ in spent), sum(c for _, c in spent)
+    if not costs:
+        return 0.0
+    return seconds / costs * sum(costs_left) / parallel
 
 
 def _duration(seconds):

@@ -607,3 +607,15 @@ def test_a_sweep_starts_its_longest_runs_first():
     assert relative_cost(accumulated) == 2 * 16 * (16 + 64)
     # 100 examples at batch 32: 3 full batches and one of 4, counted as 4 of 32.
     assert relative_cost(TINY.replace(train_size=100, batch_size=32, epochs=1)) == 4 * 96
+
+
+def test_the_eta_weights_the_runs_left_by_their_cost():
+    """A long run first must not make every short run after it look as long:
+    by hand, 600 s for 10 units of cost, then 4 runs of 1 unit on 2 at once,
+    is 600 / 10 * 4 / 2 = 120 s (the mean per run would say 1,200 s)."""
+    from reproduce.sweep import eta_seconds
+
+    assert eta_seconds([(600.0, 10)], [1, 1, 1, 1], parallel=2) == pytest.approx(120.0)
+    assert eta_seconds([(600.0, 10), (60.0, 1)], [1], parallel=1) == pytest.approx(60.0)
+    assert eta_seconds([], [1, 1], parallel=1) == 0.0  # nothing finished: no estimate yet
+    assert eta_seconds([(5.0, 1)], [], parallel=2) == 0.0
