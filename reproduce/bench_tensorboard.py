@@ -38,12 +38,22 @@ def preset_runs(name, preset):
 
 
 def busiest(name, preset):
-    """(label, config, updates) of the preset's run with the most updates."""
+    """(label, config, updates) of the preset's run with the most updates;
+    the label as the figure's progress lines name the run."""
     runs = preset_runs(name, preset)
     rows = plan.estimate(runs).sort_values("updates", ascending=False, kind="stable")
     top = rows.iloc[0]
-    label = next(label for label in runs if str(label) == top.run)
-    return label, runs[label], int(top.updates)
+    config = next(config for label, config in runs.items() if str(label) == top.run)
+    return readable(name, config, top.run), config, int(top.updates)
+
+
+def readable(name, config, fallback):
+    """The figure's own words for a run (`Figure.describe`) and its seed."""
+    describe = registry.figure(name).describe
+    if describe is None:
+        return fallback
+    text = " ".join(describe(config).split())
+    return text if "seed" in text else f"{text}, seed {config.seed}"
 
 
 def trained_seconds(config, logs):
