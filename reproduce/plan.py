@@ -135,19 +135,29 @@ def micro_batches(config):
     return out
 
 
-def relative_cost(config, fixed_examples=64):
-    """A run's training time in arbitrary units, for starting the longest
-    runs of a sweep first: its micro-batches times (the physical batch + a
-    step's fixed cost, `fixed_examples` examples' worth: about right for F1,
-    the ResNets and the Digit Recognizer CNN on a CPU, by the dry run's step
-    times). Where the dataset's size is unknown (not on this machine), the
-    config's `train_size`, else 50,000."""
+def training_work(config):
+    """(examples, micro-batches) that a run trains: every micro-batch counted
+    at its full physical batch (a short last one as a full one). Where the
+    dataset's size is unknown (not on this machine), the config's
+    `train_size`, else 50,000."""
     try:
         n = _train_size(config)
     except datasets.DatasetError:
         n = config.train_size or 50_000
-    return sum(math.ceil(n / epoch.physical_batch) * (epoch.physical_batch + fixed_examples)
-               for epoch in config.training_schedule(n))
+    steps = [(math.ceil(n / epoch.physical_batch), epoch.physical_batch)
+             for epoch in config.training_schedule(n)]
+    return sum(k * b for k, b in steps), sum(k for k, _ in steps)
+
+
+def relative_cost(config, fixed_examples=64):
+    """A run's training time in arbitrary units, for starting the longest
+    runs of a sweep first: its micro-batches times (the physical batch + a
+    step's fixed cost, `fixed_examples` examples' worth: about right for F1
+    and the ResNets on a CPU by the dry run's step times; the Digit Recognizer
+    CNN's is nearer 5). The sweep's ETA fits the real split from the runs
+    that finish (`sweep.eta_seconds`)."""
+    examples, micro_batches = training_work(config)
+    return examples + fixed_examples * micro_batches
 
 
 def step_seconds_here(config, physical_batch, steps=TIMED_STEPS):

@@ -31,7 +31,7 @@ import pandas as pd
 from reproduce import settings
 from reproduce import tensorboard as board
 from reproduce.cli import UserError
-from reproduce.plan import relative_cost
+from reproduce.plan import relative_cost, training_work
 from reproduce.store import RunStore
 from reproduce.train import RunFailure, train_record
 
@@ -221,7 +221,8 @@ class Sweep:
         Every claim this sweep holds is released, however it ends."""
         pending, claims, spent = list(todo), {}, []
         cost = {config: relative_cost(config) for config in todo}
-        left = dict(cost)  # the runs not yet back, for the ETA
+        work = {config: training_work(config) for config in todo}
+        left = dict(work)  # the runs not yet back, for the ETA
         if runs.parallel > 1:  # the longest first, so none is left running alone at the end
             pending.sort(key=cost.get, reverse=True)
 
@@ -234,7 +235,7 @@ class Sweep:
                         outcome = f"FAILED: {record.error}"
                     else:
                         self.store.save(config, record)
-                        spent.append((record["wall_time"], cost[config]))
+                        spent.append((record["wall_time"], work[config]))
                         last = record["rows"][-1] if record["rows"] else {}
                         outcome = (f"{record['status']}, test acc "
                                    f"{last.get('test_accuracy', float('nan')):.4f}, "
@@ -337,22 +338,42 @@ class LocalRuns:
         pass
 
 
-def eta_seconds(spent, costs_left, parallel):
-    """Seconds until the runs left are back: the finished runs' seconds per
-    unit of `relative_cost`, times the cost left, over the runs at once.
+def eta_seconds(spent, work_left, parallel):
+    """Seconds until the runs left are back, from the runs finished so far.
 
-    Weighted by cost, not a mean per run: a sweep sends its longest runs first,
-    so the mean of the first ones would overstate the rest many times over.
+    A run's seconds are fitted as a x examples + b x micro-batches (a, b >= 0,
+    `scipy.optimize.nnls`) once the finished runs differ in physical batch,
+    so that the two can be told apart: a step's fixed cost is 60 examples'
+    worth for F1 but a few for a convolutional network, and a sweep that sends
+    its longest runs first must not judge the rest by them. Before that, the
+    finished runs' seconds per unit of `plan.relative_cost`.
 
     Args:
-        spent: (seconds, relative cost) of each run finished so far.
-        costs_left: relative cost of each run not yet back.
+        spent: (seconds, (examples, micro-batches)) of each run finished.
+        work_left: (examples, micro-batches) of each run not yet back
+            (`plan.training_work`).
         parallel: runs at once.
+
+    Example: two runs of 1,000 s, one of 10 micro-batches of 100 examples,
+    one of 20 of 50, fit to 1 s an example; 4 runs of 500 examples left, 2 at
+    once: `eta_seconds([(1e3, (1000, 10)), (1e3, (1000, 20))], [(500, 5)] * 4,
+    2) == 1000.0`.
     """
-    seconds, costs = sum(s for s, _ in spent), sum(c for _, c in spent)
-    if not costs:
+    import numpy as np
+    import scipy.optimize
+
+    work_left = list(work_left)
+    if not spent or not work_left:
         return 0.0
-    return seconds / costs * sum(costs_left) / parallel
+    seconds = np.array([s for s, _ in spent], dtype=float)
+    done = np.array([w for _, w in spent], dtype=float)
+    todo = np.array(work_left, dtype=float)
+    scale = done.max(axis=0)  # comparable columns for the fit and the rank test
+    if np.linalg.matrix_rank(done / scale) == 2:
+        per_unit, _ = scipy.optimize.nnls(done / scale, seconds)
+        return float(((todo / scale) @ per_unit).sum()) / parallel
+    cost = lambda w: w[..., 0] + 64 * w[..., 1]  # relative_cost's weighting
+    return float(seconds.sum() / cost(done).sum() * cost(todo).sum()) / parallel
 
 
 def _duration(seconds):

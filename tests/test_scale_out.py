@@ -598,7 +598,7 @@ def test_a_figures_rounds_share_one_local_ray_and_its_warm_workers(tmp_path, mon
 
 def test_a_sweep_starts_its_longest_runs_first():
     """The order runs go to Ray: micro-batches x (physical batch + 64), by hand."""
-    from reproduce.plan import relative_cost
+    from reproduce.plan import relative_cost, training_work
 
     # 256 examples: batch 64 is 4 micro-batches an epoch, 2 epochs.
     assert relative_cost(TINY.replace(train_size=256, batch_size=64, epochs=2)) == 2 * 4 * 128
@@ -607,15 +607,31 @@ def test_a_sweep_starts_its_longest_runs_first():
     assert relative_cost(accumulated) == 2 * 16 * (16 + 64)
     # 100 examples at batch 32: 3 full batches and one of 4, counted as 4 of 32.
     assert relative_cost(TINY.replace(train_size=100, batch_size=32, epochs=1)) == 4 * 96
+    # The two parts the ETA fits: examples and micro-batches.
+    assert training_work(accumulated) == (2 * 16 * 16, 2 * 16)
 
 
 def test_the_eta_weights_the_runs_left_by_their_cost():
-    """A long run first must not make every short run after it look as long:
-    by hand, 600 s for 10 units of cost, then 4 runs of 1 unit on 2 at once,
-    is 600 / 10 * 4 / 2 = 120 s (the mean per run would say 1,200 s)."""
+    """A long run first must not make every short run after it look as long.
+    Runs are (seconds, (examples, micro-batches)); all values by hand."""
     from reproduce.sweep import eta_seconds
 
-    assert eta_seconds([(600.0, 10)], [1, 1, 1, 1], parallel=2) == pytest.approx(120.0)
-    assert eta_seconds([(600.0, 10), (60.0, 1)], [1], parallel=1) == pytest.approx(60.0)
-    assert eta_seconds([], [1, 1], parallel=1) == 0.0  # nothing finished: no estimate yet
-    assert eta_seconds([(5.0, 1)], [], parallel=2) == 0.0
+    # One physical batch finished so far: seconds per unit of relative cost
+    # (examples + 64 per micro-batch). 600 s for 1,000 + 640 units, then 4
+    # runs of 100 + 64 on 2 at once: 600 / 1640 * 656 / 2 = 120 s (the mean
+    # per run would say 1,200 s).
+    assert eta_seconds([(600.0, (1000, 10))], [(100, 1)] * 4, parallel=2) == pytest.approx(120.0)
+    # Two physical batches finished: the fit. A network whose steps cost
+    # 0.001 s an example + 0.05 s a step (F1-like): 6,400 examples in 100
+    # steps took 11.4 s, in 25 steps 7.65 s; a run of 1,000 examples in 1,000
+    # steps left takes 1 + 50 = 51 s (relative cost's weighting: 59.5 s).
+    spent = [(11.4, (6400, 100)), (7.65, (6400, 25))]
+    assert eta_seconds(spent, [(1000, 1000)], parallel=1) == pytest.approx(51.0)
+    # A convolutional network, time by examples alone (the seed article's
+    # paper sweep: its batch 32 and 128 runs of 672,000 examples took the same
+    # time): 20 runs of 672,000 examples left, 2 at once, 20 x 672 / 2 =
+    # 6,720 s (relative cost's weighting: 3,733 s).
+    spent = [(672.0, (672000, 21000)), (672.0, (672000, 5250))]
+    assert eta_seconds(spent, [(672000, 2625)] * 20, parallel=2) == pytest.approx(6720.0)
+    assert eta_seconds([], [(1, 1)] * 2, parallel=1) == 0.0  # nothing finished: no estimate yet
+    assert eta_seconds([(5.0, (1, 1))], [], parallel=2) == 0.0
