@@ -149,15 +149,23 @@ def training_work(config):
     return sum(k * b for k, b in steps), sum(k for k, _ in steps)
 
 
-def relative_cost(config, fixed_examples=64):
+# A step's fixed cost in examples' worth: about right for F1 and the ResNets on
+# a CPU by the dry run's step times; the Digit Recognizer CNN's is nearer 5.
+STEP_COST_EXAMPLES = 64
+
+
+def weighted_cost(work, fixed_examples=STEP_COST_EXAMPLES):
+    """`relative_cost` of a run's `training_work` (examples, micro-batches)."""
+    examples, micro_batches = work
+    return examples + fixed_examples * micro_batches
+
+
+def relative_cost(config, fixed_examples=STEP_COST_EXAMPLES):
     """A run's training time in arbitrary units, for starting the longest
     runs of a sweep first: its micro-batches times (the physical batch + a
-    step's fixed cost, `fixed_examples` examples' worth: about right for F1
-    and the ResNets on a CPU by the dry run's step times; the Digit Recognizer
-    CNN's is nearer 5). The sweep's ETA fits the real split from the runs
-    that finish (`sweep.eta_seconds`)."""
-    examples, micro_batches = training_work(config)
-    return examples + fixed_examples * micro_batches
+    step's fixed cost, `fixed_examples` examples' worth). The sweep's ETA fits
+    the real split from the runs that finish (`sweep.eta_seconds`)."""
+    return weighted_cost(training_work(config), fixed_examples)
 
 
 def step_seconds_here(config, physical_batch, steps=TIMED_STEPS):
