@@ -154,18 +154,14 @@ def training_work(config):
 STEP_COST_EXAMPLES = 64
 
 
-def weighted_cost(work, fixed_examples=STEP_COST_EXAMPLES):
-    """`relative_cost` of a run's `training_work` (examples, micro-batches)."""
+def relative_cost(work, fixed_examples=STEP_COST_EXAMPLES):
+    """A run's training time in arbitrary units, for starting the longest
+    runs of a sweep first: of its `training_work` (examples, micro-batches),
+    the examples plus a step's fixed cost, `fixed_examples` examples' worth,
+    per micro-batch. The sweep's ETA fits the real split from the runs that
+    finish (`sweep.eta_seconds`)."""
     examples, micro_batches = work
     return examples + fixed_examples * micro_batches
-
-
-def relative_cost(config, fixed_examples=STEP_COST_EXAMPLES):
-    """A run's training time in arbitrary units, for starting the longest
-    runs of a sweep first: its micro-batches times (the physical batch + a
-    step's fixed cost, `fixed_examples` examples' worth). The sweep's ETA fits
-    the real split from the runs that finish (`sweep.eta_seconds`)."""
-    return weighted_cost(training_work(config), fixed_examples)
 
 
 def step_seconds_here(config, physical_batch, steps=TIMED_STEPS):

@@ -31,7 +31,7 @@ import pandas as pd
 from reproduce import settings
 from reproduce import tensorboard as board
 from reproduce.cli import UserError
-from reproduce.plan import training_work, weighted_cost
+from reproduce.plan import relative_cost, training_work
 from reproduce.store import RunStore
 from reproduce.train import RunFailure, train_record
 
@@ -223,7 +223,7 @@ class Sweep:
         work = {config: training_work(config) for config in todo}
         left = dict(work)  # the runs not yet back, for the ETA
         if runs.parallel > 1:  # the longest first, so none is left running alone at the end
-            pending.sort(key=lambda config: weighted_cost(work[config]), reverse=True)
+            pending.sort(key=lambda config: relative_cost(work[config]), reverse=True)
 
         def save(finished):
             for config, record in finished:
@@ -371,8 +371,8 @@ def eta_seconds(spent, work_left, parallel):
     if np.linalg.matrix_rank(done / scale) == 2:
         per_unit, _ = scipy.optimize.nnls(done / scale, seconds)
         return float(((todo / scale) @ per_unit).sum()) / parallel
-    cost_done = sum(weighted_cost(w) for w in done)
-    return float(seconds.sum() / cost_done * sum(weighted_cost(w) for w in todo)) / parallel
+    cost_done = sum(relative_cost(w) for w in done)
+    return float(seconds.sum() / cost_done * sum(relative_cost(w) for w in todo)) / parallel
 
 
 def _duration(seconds):

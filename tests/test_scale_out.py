@@ -601,12 +601,14 @@ def test_a_sweep_starts_its_longest_runs_first():
     from reproduce.plan import relative_cost, training_work
 
     # 256 examples: batch 64 is 4 micro-batches an epoch, 2 epochs.
-    assert relative_cost(TINY.replace(train_size=256, batch_size=64, epochs=2)) == 2 * 4 * 128
+    plain = TINY.replace(train_size=256, batch_size=64, epochs=2)
+    assert relative_cost(training_work(plain)) == 2 * 4 * 128
     # batch 64 as 4 micro-batches of 16: 16 an epoch.
     accumulated = TINY.replace(train_size=256, batch_size=64, epochs=2, max_device_batch=16)
-    assert relative_cost(accumulated) == 2 * 16 * (16 + 64)
+    assert relative_cost(training_work(accumulated)) == 2 * 16 * (16 + 64)
     # 100 examples at batch 32: 3 full batches and one of 4, counted as 4 of 32.
-    assert relative_cost(TINY.replace(train_size=100, batch_size=32, epochs=1)) == 4 * 96
+    short_last = TINY.replace(train_size=100, batch_size=32, epochs=1)
+    assert relative_cost(training_work(short_last)) == 4 * 96
     # The two parts the ETA fits: examples and micro-batches.
     assert training_work(accumulated) == (2 * 16 * 16, 2 * 16)
 
