@@ -41,6 +41,10 @@ class GhostBatchNormalization(keras.layers.Layer):
         self.center = center
         self.scale = scale
         self.supports_masking = True
+        # While `models.recompute_batch_norm_statistics` runs: the ghost
+        # batches averaged so far (the moving statistics become their plain
+        # average instead of an EMA); None otherwise.
+        self.statistics_count = None
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -75,11 +79,16 @@ class GhostBatchNormalization(keras.layers.Layer):
         y = (ghosts - mean) * ops.rsqrt(variance + self.epsilon) * self.gamma + self.beta
         y = ops.reshape(y, (-1,) + feature_shape)[:n]
 
-        # Sequential EMA over the ghost batches, in closed form:
-        # m_G = b^G m_0 + (1 - b) sum_i b^(G-1-i) mu_i.
         mean = ops.reshape(mean, (-1, feature_shape[-1]))
         variance = ops.reshape(variance, (-1, feature_shape[-1]))
         num_ghosts = ops.shape(mean)[0]
+        if self.statistics_count is not None:  # eager, in the recomputation
+            seen, self.statistics_count = self.statistics_count, self.statistics_count + num_ghosts
+            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                moving.assign((seen * moving + ops.sum(batch, axis=0)) / self.statistics_count)
+            return ops.cast(y, dtype)
+        # Sequential EMA over the ghost batches, in closed form:
+        # m_G = b^G m_0 + (1 - b) sum_i b^(G-1-i) mu_i.
         order = ops.cast(ops.arange(num_ghosts), "float32")
         b = self.momentum
         weights = (1.0 - b) * ops.power(b, ops.cast(num_ghosts, "float32") - 1.0 - order)

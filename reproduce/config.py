@@ -19,7 +19,10 @@ OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 # Fields added after runs were stored, left out of the key at these values so
 # those runs keep their keys.
 KEY_DEFAULTS = {"subset_seed": 12345, "devices": 1, "noise_scale_decay": None,
-                "adaptive_batch": None}
+                "adaptive_batch": None, "eval_statistics": "moving"}
+# How batch norm is evaluated: with statistics recomputed over training batches
+# (`models.recompute_batch_norm_statistics`), or with Keras's moving averages.
+EVAL_STATISTICS = ("recomputed", "moving")
 
 
 class ConfigError(UserError, ValueError):
@@ -46,6 +49,11 @@ class RunConfig:
     `max_batch_size` (`callbacks.NoiseScaleBatchSize`).
     Devices: `devices` > 1 splits every physical batch across n devices
     (`reproduce.devices`: MirroredStrategy or DataParallel, with `fit`).
+    Evaluation: `eval_statistics` "recomputed" (the default) scores every
+    epoch with batch norm statistics recomputed over training batches of the
+    physical batch (`models.recompute_batch_norm_statistics`); "moving" with
+    Keras's moving averages (momentum 0.99: stale for the first hundreds of
+    updates). A model without batch norm is the same run either way (same key).
     Engine: "fast" (`reproduce.engine.FastEngine`) or "fit" (`model.fit`);
     not part of the key, since both train the same run (a sweep resumes with
     runs the other engine stored).
@@ -78,6 +86,7 @@ class RunConfig:
     subset_seed: int = 12345  # which train_size / test_size examples (every run of a sweep alike)
     seed: int = 0
     devices: int = 1  # data parallel over n devices (reproduce.devices); batch norm sees batch / n
+    eval_statistics: str = "recomputed"  # or "moving" (batch norm's moving averages)
     engine: str = "fast"
 
     def __post_init__(self):
@@ -111,6 +120,8 @@ class RunConfig:
         need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(any(self.augment is a for a in AUGMENTATIONS) or self.augment == "shift",
              "augment", "False, True (pad-crop-flip) or 'shift'")
+        need(self.eval_statistics in EVAL_STATISTICS, "eval_statistics",
+             f"one of {', '.join(EVAL_STATISTICS)}")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
         need(isinstance(self.devices, int) and self.devices >= 1
              and (self.batch_size // self.accumulation) % self.devices == 0, "devices",
@@ -125,11 +136,18 @@ class RunConfig:
     def key(self):
         fields = dataclasses.asdict(self)
         del fields["engine"]
+        if not self.batch_statistics:
+            fields["eval_statistics"] = KEY_DEFAULTS["eval_statistics"]
         for name, value in KEY_DEFAULTS.items():
             if fields[name] == value:
                 del fields[name]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def batch_statistics(self):
+        """Whether the run's normalization keeps batch statistics (batch or ghost)."""
+        return models.parse_norm(self.norm)[0] in ("batch", "ghost")
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

@@ -33,6 +33,7 @@ from reproduce.datasets import data_of
 from reproduce.devices import data_parallel, use_cpu_devices
 from reproduce.engine import FastEngine, fast_engine_available
 from reproduce.pipeline import epoch_arrays
+from models.batch_statistics import RECOMPUTE_EXAMPLES, RecomputeBatchNormStatistics, fixed_sample
 
 
 def build_model(config, input_shape, num_classes):
@@ -142,19 +143,21 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
                                     schedule=batches)] if config.adaptive_batch else []
         # The curves last: they write the row the recorder has just made.
         board = [curves.callback(config, recorder, batches)] if curves else []
-        all_callbacks = [batches, *callbacks, *grow, recorder, *board]
+        evaluation = test_evaluation(config, batches, x, (x_test, y_test))
+        validation_data = None if evaluation else (x_test, y_test)
+        all_callbacks = [batches, *callbacks, *grow, *evaluation, recorder, *board]
         started = time.perf_counter()
         with np.errstate(all="ignore"):
             if engine == "fast":
                 FastEngine(model, x, y, log=log).fit(
                     config.epochs, batches.physical_batch, seed=config.seed,
-                    augment=config.augment, validation_data=(x_test, y_test),
+                    augment=config.augment, validation_data=validation_data,
                     callbacks=all_callbacks, verbose=verbose)
             for epoch in range(config.epochs if engine == "fit" else 0):
                 x_epoch, y_epoch = epoch_arrays(x, y, epoch, config.seed, augment=config.augment)
                 model.fit(x_epoch, y_epoch, batch_size=batches.physical_batch(epoch),
                           shuffle=False, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose,
-                          validation_data=(x_test, y_test), validation_batch_size=1000,
+                          validation_data=validation_data, validation_batch_size=1000,
                           callbacks=all_callbacks)
                 if recorder.diverged:
                     break
@@ -164,6 +167,21 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
                   rows=recorder.rows, wall_time=time.perf_counter() - started,
                   test_correct=encode_correct(correct_on(model, x_test, y_test)))
     return (result, model) if return_model else result
+
+
+def test_evaluation(config, batches, x, test):
+    """[the callback that scores the test set with recomputed batch norm
+    statistics] where the run asks for them, else [] (the engines then score
+    it with the moving averages). The statistics average over a fixed sample
+    of the training images (unaugmented, the same for every run) in batches
+    of the epoch's physical batch per device: what batch norm normalised with."""
+    if config.eval_statistics != "recomputed" or not config.batch_statistics:
+        return []
+    largest = max(planned.physical_batch for planned in batches.schedule) // config.devices
+    sample = fixed_sample(x, max(RECOMPUTE_EXAMPLES, largest))
+    return [RecomputeBatchNormStatistics(
+        sample, batch_size=lambda epoch: batches.physical_batch(epoch) // config.devices,
+        validation_data=test)]
 
 
 def correct_on(model, x, y, batch_size=1000):

@@ -190,17 +190,27 @@ print("ROWS", [(row["batch_size"], row["updates"]) for row in r["rows"]], r["sta
 
 
 def test_fields_added_later_leave_the_keys_of_stored_runs_alone():
-    """A run stored before `noise_scale_decay` and `adaptive_batch` existed
-    keeps its key; setting them makes a different run."""
+    """A run stored before `noise_scale_decay`, `adaptive_batch` and
+    `eval_statistics` existed keeps its key; setting them makes a different
+    run. A run without batch norm is the same run whatever its evaluation
+    statistics; with batch norm, the moving averages are the old runs."""
     import dataclasses
     import hashlib
     import json
 
     fields = dataclasses.asdict(TINY)
-    for name in ("engine", "subset_seed", "devices", "noise_scale_decay", "adaptive_batch"):
+    for name in ("engine", "subset_seed", "devices", "noise_scale_decay", "adaptive_batch",
+                 "eval_statistics"):
         del fields[name]
     old_key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-    assert TINY.key == old_key
+    assert TINY.key == old_key == TINY.replace(eval_statistics="moving").key
+    batch_norm = TINY.replace(norm="batch")
+    fields = dataclasses.asdict(batch_norm.replace(eval_statistics="moving"))
+    for name in ("engine", "subset_seed", "devices", "noise_scale_decay", "adaptive_batch",
+                 "eval_statistics"):
+        del fields[name]
+    old_key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    assert batch_norm.replace(eval_statistics="moving").key == old_key != batch_norm.key
     measured = TINY.replace(batch_size=16, accumulation=2, noise_scale_decay=0.9)
     assert len({measured.key, measured.replace(noise_scale_decay=None).key,
                 measured.replace(adaptive_batch=1.0).key}) == 3
