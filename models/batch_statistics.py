@@ -92,8 +92,10 @@ def recompute_batch_norm_statistics(model, data, batch_size, num_batches=None):
 
 
 # Examples a run's recomputation averages over (Wu & Johnson find ~10^3-10^4
-# enough); every run of a sweep reads the same ones.
+# enough); every run of a sweep reads the same ones. At most this many batches:
+# each is an eager forward call, which at batch 4 would cost a third of an epoch.
 RECOMPUTE_EXAMPLES = 2048
+RECOMPUTE_BATCHES = 128
 
 
 class RecomputeBatchNormStatistics(keras.callbacks.Callback):

@@ -84,58 +84,127 @@ def inconclusive(numbers, power):
 
 # --- one cell, and the difference of two --------------------------------------------
 
+# A diverged run's accuracy: chance on the 10 classes of MNIST and CIFAR-10. A
+# diverged seed counts against its cell at this value (it never vanishes).
+CHANCE = 0.1
+POWER = 0.80  # the power line's target
+DIVERGED = "diverged"
+
+
+def parse_by_seed(text, diverged_value=None):
+    """"0:0.4525 1:0.44 2:diverged" -> {seed: value}; a diverged seed takes
+    `diverged_value` (None where the metric has no value for it)."""
+    out = {}
+    for item in str(text).split():
+        seed, _, value = item.partition(":")
+        out[int(seed)] = diverged_value if value == DIVERGED else float(value)
+    return out
+
+
+def by_seed_text(values, seeds, diverged=None, digits=None):
+    """The `<metric>_by_seed` column: "seed:value" per seed, "seed:diverged"
+    for a diverged one."""
+    diverged = [False] * len(values) if diverged is None else list(diverged)
+    items = []
+    for value, seed, lost in zip(values, seeds, diverged):
+        if lost or value is None or not np.isfinite(value):
+            items.append(f"{int(seed)}:{DIVERGED}")
+        else:
+            items.append(f"{int(seed)}:{round(float(value), digits) if digits else float(value)}")
+    return " ".join(items)
+
+
 @dataclasses.dataclass(frozen=True)
 class Side:
     """One cell's measurement: the mean over its seeds, their sample standard
-    deviation (None with one seed), how many seeds, and the variance the test
-    set's sampling adds to the mean (0 for what is not a test accuracy)."""
+    deviation (None with one seed), how many seeds, the variance the test
+    set's sampling adds to the mean (0 for what is not a test accuracy), and
+    where the table gives them the seeds' own values ({seed: value}, for a
+    paired comparison) and how many diverged.
+
+    A diverged seed counts against its cell: an accuracy takes `CHANCE` for
+    it, in the mean, the spread and the pairing alike."""
 
     mean: float
     std: object
     seeds: int
     test_variance: float = 0.0
+    values: tuple = ()  # ((seed, value), ...)
+    diverged: int = 0
 
     @classmethod
     def of(cls, row, metric, n_test=None, scale=1.0, seeds="seeds"):
         """From a table row with `metric`, `<metric>_std` and the count column
-        `seeds`; an accuracy in percent needs scale=100; `n_test` adds
-        p(1 - p) / n."""
+        `seeds`, or better `<metric>_by_seed` (every seed's value, diverged
+        ones named); an accuracy in percent needs scale=100; `n_test` adds
+        p(1 - p) / n and makes a diverged seed score `CHANCE`."""
+        get = row.get if hasattr(row, "get") else (lambda *_: None)
+        text = get(f"{metric}_by_seed")
+        if text is not None and not (isinstance(text, float) and math.isnan(text)) and str(text):
+            values = parse_by_seed(text, CHANCE * scale if n_test else None)
+            side = cls.of_seeds({k: None if v is None else v / scale for k, v in values.items()},
+                                n_test)
+            return dataclasses.replace(side, diverged=str(text).count(DIVERGED))
         mean = float(row[metric]) / scale
-        std = row.get(f"{metric}_std") if hasattr(row, "get") else None
+        std = get(f"{metric}_std")
         std = None if std is None or pd.isna(std) else float(std) / scale
-        seeds = int(row.get(seeds, 1) or 1) if hasattr(row, "get") else 1
+        count = int(get(seeds) or 1)
         test_variance = mean * (1 - mean) / n_test if n_test else 0.0
-        return cls(mean, std if seeds > 1 else None, seeds, test_variance)
+        return cls(mean, std if count > 1 else None, count, test_variance)
 
     # A side with seeds but no spread column reads as std None too (`too_few_seeds` tells).
 
     @classmethod
     def of_values(cls, values, n_test=None):
-        """From the values of its seeds (e.g. test accuracies)."""
+        """From the values of its seeds (e.g. test accuracies), unnamed."""
         values = [float(v) for v in values if v is not None and np.isfinite(v)]
         mean = float(np.mean(values)) if values else math.nan
         std = float(np.std(values, ddof=1)) if len(values) > 1 else None
         return cls(mean, std, len(values), mean * (1 - mean) / n_test if n_test else 0.0)
 
+    @classmethod
+    def of_seeds(cls, values, n_test=None):
+        """From {seed: value} (None: a diverged seed without a value, counted
+        but not averaged)."""
+        kept = {seed: float(v) for seed, v in values.items() if v is not None}
+        side = cls.of_values(list(kept.values()), n_test)
+        lost = sum(v is None for v in values.values())
+        return dataclasses.replace(side, values=tuple(sorted(kept.items())), diverged=lost)
+
 
 @dataclasses.dataclass(frozen=True)
 class Difference:
-    """a - b, with the standard error of the seeds' means (Welch) and of the
-    test set, and Welch-Satterthwaite degrees of freedom.
+    """a - b with its standard error and Student-t degrees of freedom.
+
+    Paired (`design` "paired"): the arms share seeds (seed i of each starts
+    from the same weights and data order), so the seeds' term is the spread
+    of the per-seed differences over S seeds, S - 1 dof. Otherwise Welch: each
+    side's spread over its own seeds, Welch-Satterthwaite dof. The test set's
+    sampling term (`test_variance`, with `test_dof`) is added to either.
 
     Use `difference(a, b)`: it is None where a side has one seed."""
 
     a: Side
     b: Side
     test_variance: float
-    paired: bool
+    paired: bool  # the test-set term is paired (per-example results)
+    design: str = "Welch"  # or "paired": how the seeds' term was computed
+    differences: tuple = ()  # the per-seed differences of a paired design
+    test_dof: float = math.inf
+    extra_seeds: int = 0  # seeds trained per cell beyond those judged (a choosing seed)
 
     @property
     def value(self):
+        if self.design == "paired":
+            return float(np.mean(self.differences))
         return self.a.mean - self.b.mean
 
     def _terms(self, seeds=None):
-        """[(variance, degrees of freedom)] of the seeds' means at `seeds` per side."""
+        """[(variance of the mean, degrees of freedom)] of the seeds' term at
+        `seeds` per side (the measured ones by default)."""
+        if self.design == "paired":
+            n = seeds or len(self.differences)
+            return [(float(np.var(self.differences, ddof=1)) / n, n - 1)]
         return [(side.std ** 2 / (seeds or side.seeds), (seeds or side.seeds) - 1)
                 for side in (self.a, self.b)]
 
@@ -143,43 +212,62 @@ class Difference:
         return math.sqrt(sum(v for v, _ in self._terms(seeds)) + self.test_variance)
 
     def dof(self, seeds=None):
-        terms = self._terms(seeds)
-        total = sum(v for v, _ in terms) + self.test_variance
-        denominator = sum(v ** 2 / d for v, d in terms if d > 0)
+        terms = self._terms(seeds) + [(self.test_variance, self.test_dof)]
+        total = sum(v for v, _ in terms)
+        denominator = sum(v ** 2 / d for v, d in terms if d > 0 and math.isfinite(d))
         return total ** 2 / denominator if denominator > 0 else math.inf
 
     def interval(self, level, seeds=None):
         t = scipy.stats.t.ppf(0.5 + level / 2, self.dof(seeds))
         return self.value - t * self.se(seeds), self.value + t * self.se(seeds)
 
+    @property
+    def seeds(self):
+        return len(self.differences) if self.design == "paired" else max(self.a.seeds,
+                                                                          self.b.seeds)
+
     def describe(self, level, scale=100, unit=" points"):
         low, high = self.interval(level)
         test = ("; paired test-set error" if self.paired else "; unpaired test-set error"
                 if self.test_variance else "")
+        design = (f"paired by seed, {len(self.differences)} shared seeds" if self.design ==
+                  "paired" else f"Welch, {self.a.seeds} + {self.b.seeds} seeds")
         return (f"{scale * self.value:+.3g}{unit}, {level:.0%} interval [{scale * low:+.3g}, "
-                f"{scale * high:+.3g}] (t, {self.dof():.1f} dof; {self.a.seeds} + "
-                f"{self.b.seeds} seeds{test})")
+                f"{scale * high:+.3g}] (t, {self.dof():.1f} dof; {design}{test})")
 
 
-def difference(a, b, paired_test_variance=None):
-    """`Difference` of two sides, or None where a side has no measured spread."""
-    if a.std is None or b.std is None:
-        return None
+def difference(a, b, paired_test_variance=None, test_dof=math.inf, extra_seeds=0):
+    """`Difference` of two sides, or None where a side has no measured spread.
+    Paired by seed where both sides name their seeds and share two or more
+    with a value on each side; Welch otherwise."""
     paired = paired_test_variance is not None and np.isfinite(paired_test_variance)
     test_variance = paired_test_variance if paired else a.test_variance + b.test_variance
-    return Difference(a, b, float(test_variance), paired)
+    common = dict(test_variance=float(test_variance), paired=paired, test_dof=test_dof,
+                  extra_seeds=extra_seeds)
+    shared = sorted(set(dict(a.values)) & set(dict(b.values)))
+    if len(shared) >= 2:
+        va, vb = dict(a.values), dict(b.values)
+        return Difference(a, b, design="paired",
+                          differences=tuple(va[s] - vb[s] for s in shared), **common)
+    if a.std is None or b.std is None:
+        return None
+    return Difference(a, b, **common)
 
 
 def compare_rows(a_row, b_row, metric="test_accuracy", n_test=None, scale=1.0, paired=None,
-                 seeds="seeds"):
-    """(a, b, Difference a - b or None) of two table rows' `metric` (mean,
-    `<metric>_std`, the count column `seeds`); `n_test` adds each accuracy's
-    test-set error, `paired` (a column of a's row) replaces it with the paired one."""
+                 seeds="seeds", extra_seeds=0):
+    """(a, b, Difference a - b or None) of two table rows' `metric` (its
+    `<metric>_by_seed` for a paired design, else mean, `<metric>_std` and the
+    count column `seeds`); `n_test` adds each accuracy's test-set error,
+    `paired` (a column of a's row) replaces it with the paired one.
+    `extra_seeds`: seeds each cell trained beyond those judged (1 where the
+    first seed chose the cell), for the power line's seeds to train."""
     a, b = (Side.of(row, metric, n_test, scale, seeds) for row in (a_row, b_row))
     paired_variance = a_row.get(paired) if paired and hasattr(a_row, "get") else None
     paired_variance = None if paired_variance is None or pd.isna(paired_variance) \
         else float(paired_variance) / scale ** 2
-    return a, b, difference(a, b, paired_variance)
+    return a, b, difference(a, b, paired_variance, test_dof=n_test - 1 if n_test else math.inf,
+                            extra_seeds=extra_seeds)
 
 
 def verdict_or_too_few(a, b, diff, names, judge, percent=True):
@@ -193,13 +281,15 @@ def verdict_or_too_few(a, b, diff, names, judge, percent=True):
 
 
 def value_text(side, percent=True):
-    """'97.05 ± 0.10% (3 seeds)', or '205.1 ± 12.3 (3 seeds)'."""
-    seeds = f"({side.seeds} seed{'s' if side.seeds != 1 else ''})"
+    """'97.05 ± 0.10% (3 seeds)', or '205.1 ± 12.3 (3 seeds, 1 diverged)'."""
+    seeds = f"{side.seeds} seed{'s' if side.seeds != 1 else ''}"
+    if side.diverged:
+        seeds += f", {side.diverged} diverged" + (" counted at chance" if percent else "")
     if percent:
         spread = f" ± {100 * side.std:.2f}" if side.std is not None else ""
-        return f"{100 * side.mean:.2f}{spread}% {seeds}"
+        return f"{100 * side.mean:.2f}{spread}% ({seeds})"
     spread = f" ± {side.std:.4g}" if side.std is not None else ""
-    return f"{side.mean:.4g}{spread} {seeds}"
+    return f"{side.mean:.4g}{spread} ({seeds})"
 
 
 def too_few_seeds(a, b, names=("a", "b"), percent=True):
@@ -215,68 +305,92 @@ def too_few_seeds(a, b, names=("a", "b"), percent=True):
 
 # --- the three kinds of claim ---------------------------------------------------------
 
-def _seeds_needed(decides, diff, room=None):
-    """The fewest seeds per side at which `decides(seeds)` holds, at the
-    measured spread and difference, or why no number of seeds would: the
-    test set's own error alone wider than the `room` the margin leaves."""
-    floor = scipy.stats.norm.ppf(0.95) * math.sqrt(diff.test_variance)
-    if room is not None and room <= 0:
-        return ("no number of seeds at this difference: it already lies outside the margin "
-                "(more seeds would make this a FAILS if it stays)")
-    if room is not None and floor >= room:
-        return (f"no number of seeds: the test set's own error alone (+-{100 * floor:.2f} "
-                f"points at 90%) exceeds the {100 * max(room, 0):.2f} points the margin leaves; "
-                "a larger test set, or paired per-example results, would")
-    for seeds in range(max(diff.a.seeds, diff.b.seeds) + 1, MAX_SEEDS + 1):
-        if decides(seeds):
-            return f"{seeds} seeds per cell would decide it at the measured spread"
+def seeds_to_train(diff, room, one_sided_level, outcome):
+    """The power line: the seeds per cell to train for `POWER` power of
+    reaching `outcome` (HOLDS or FAILS), at the measured spread and
+    difference, where `room` is the distance the measured difference lies
+    from the bound it must clear (> 0), judged at a one-sided
+    `one_sided_level`; or why no number of seeds would: the test set's own
+    error alone too wide for that room.
+
+    Power: the bound is cleared with probability ~POWER when room >=
+    (t_level + t_power) x se(n) at n seeds per cell (the normal
+    approximation with Student-t quantiles at n's degrees of freedom)."""
+    def needed(se, dof):
+        return (scipy.stats.t.ppf(one_sided_level, dof) + scipy.stats.t.ppf(POWER, dof)) * se
+
+    floor = needed(math.sqrt(diff.test_variance), diff.test_dof)
+    if room <= 0 or floor >= room:
+        return (f"no number of seeds decides it at this scale: the test set's own error alone "
+                f"(+-{100 * floor:.2f} points for {POWER:.0%} power) is wider than the "
+                f"{100 * max(room, 0):.2f} points the difference lies from the bound; a larger "
+                "test set would")
+    for seeds in range(max(diff.seeds, 2), MAX_SEEDS + 1):
+        if needed(diff.se(seeds), diff.dof(seeds)) <= room:
+            judged = seeds
+            trained = seeds + diff.extra_seeds
+            how = (f" ({judged} judged + {diff.extra_seeds} that chose the cell)"
+                   if diff.extra_seeds else "")
+            return (f"{trained} seeds per cell to train{how} for {POWER:.0%} power to "
+                    f"{'HOLD' if outcome == HOLDS else 'FAIL'} at the measured spread and "
+                    f"difference")
     return f"more than {MAX_SEEDS} seeds per cell at the measured spread and difference"
 
 
-def same_within(diff, margin, scale=100, unit=" points"):
+def bonferroni(level, parts):
+    """The confidence level of each of `parts` intervals so that all hold at `level`."""
+    return 1 - (1 - level) / max(parts, 1)
+
+
+def same_within(diff, margin, scale=100, unit=" points", parts=1):
     """Sameness by TOST: HOLDS if the 90% interval lies inside +-margin (in
-    the sides' own units), FAILS if wholly outside."""
+    the sides' own units), FAILS if wholly outside (at the Bonferroni level
+    for one of `parts` parts, where any part failing fails the claim)."""
     low, high = diff.interval(0.90)
     text = f"{diff.describe(0.90, scale, unit)}; margin +-{scale * margin:.3g}{unit}"
     if -margin < low and high < margin:
         return Verdict(HOLDS, text)
-    if low > margin or high < -margin:
-        return Verdict(FAILS, text)
+    low_k, high_k = diff.interval(bonferroni(0.90, parts))
+    if low_k > margin or high_k < -margin:
+        return Verdict(FAILS, text + (f" (its {bonferroni(0.90, parts):.2%} interval, one of "
+                                      f"{parts} parts, too)" if parts > 1 else ""))
+    inside = abs(diff.value) < margin
+    room = margin - abs(diff.value) if inside else abs(diff.value) - margin
+    return inconclusive(text, seeds_to_train(diff, room, 0.95 if inside else
+                                             bonferroni(0.95, parts), HOLDS if inside else FAILS))
 
-    def decides(seeds):
-        low, high = diff.interval(0.90, seeds)
-        return -margin < low and high < margin
-    return inconclusive(text, _seeds_needed(decides, diff, room=margin - abs(diff.value)))
 
-
-def differs(diff, direction=1, scale=100, unit=" points"):
+def differs(diff, direction=1, scale=100, unit=" points", parts=1):
     """A difference in the claimed direction (+1: a > b): HOLDS if the 95%
-    interval excludes zero that way, FAILS if it excludes it the other way."""
+    interval excludes zero that way, FAILS if it excludes it the other way
+    (at the Bonferroni level for one of `parts` parts)."""
     low, high = diff.interval(0.95)
     text = (f"{diff.describe(0.95, scale, unit)}; claim: "
             f"{'above' if direction > 0 else 'below'} 0")
     if (low > 0 if direction > 0 else high < 0):
         return Verdict(HOLDS, text)
-    if (high < 0 if direction > 0 else low > 0):
+    low_k, high_k = diff.interval(bonferroni(0.95, parts))
+    if (high_k < 0 if direction > 0 else low_k > 0):
         return Verdict(FAILS, text)
+    right_way = diff.value * direction > 0
+    return inconclusive(text, seeds_to_train(diff, abs(diff.value), 0.975 if right_way else
+                                             bonferroni(0.975, parts),
+                                             HOLDS if right_way else FAILS))
 
-    def decides(seeds):
-        low, high = diff.interval(0.95, seeds)
-        return low > 0 if direction > 0 else high < 0
-    return inconclusive(text, _seeds_needed(decides, diff, room=abs(diff.value)))
 
-
-def not_worse(diff, margin, scale=100, unit=" points"):
+def not_worse(diff, margin, scale=100, unit=" points", parts=1):
     """Non-inferiority of a over b: HOLDS if the 90% interval's lower end (the
     one-sided 95% bound) lies above -margin, FAILS if its upper end lies below."""
     low, high = diff.interval(0.90)
     text = f"{diff.describe(0.90, scale, unit)}; margin: not below -{scale * margin:.3g}{unit}"
     if low > -margin:
         return Verdict(HOLDS, text)
-    if high < -margin:
+    if diff.interval(bonferroni(0.90, parts))[1] < -margin:
         return Verdict(FAILS, text)
-    return inconclusive(text, _seeds_needed(lambda s: diff.interval(0.90, s)[0] > -margin, diff,
-                                            room=diff.value + margin))
+    room = diff.value + margin
+    return inconclusive(text, seeds_to_train(diff, abs(room), 0.95 if room > 0 else
+                                             bonferroni(0.95, parts),
+                                             HOLDS if room > 0 else FAILS))
 
 
 # --- intervals by the bootstrap (fits and slopes over the seeds) ----------------------
@@ -336,6 +450,9 @@ class Claim:
         expected: {preset: True, or the reason it is not expected to hold};
             unnamed presets (smoke) are checked, not expected.
         figure: the figure's file stem; set by `Figure` for its own claims.
+        by_construction: the claim holds by the method's own arithmetic (a
+            schedule's update count), not by anything measured: labelled so,
+            and not tallied as evidence.
     """
 
     paper: str
@@ -345,6 +462,7 @@ class Claim:
     margin: str = ""
     expected: object = None
     figure: str = ""
+    by_construction: bool = False
 
     def expectation(self, preset):
         expected = {"quick": True, "paper": True} if self.expected is None else self.expected
@@ -421,6 +539,8 @@ def check(claims, out, presets, test_size=test_sizes, log=None):
             mark = verdict.outcome
             if expectation is not True and verdict.outcome == HOLDS:
                 mark = "unexpected HOLD"
+            if claim.by_construction:
+                mark += " (by construction, not evidence)"
             print(f"    {mark}: {verdict.numbers}", file=log)
             if claim.margin:
                 print(f"      margin: {claim.margin}", file=log)
@@ -434,11 +554,15 @@ def check(claims, out, presets, test_size=test_sizes, log=None):
 
 
 def tally(outcomes):
-    counts = {outcome: sum(v is not None and v.outcome == outcome for _, _, v, _ in outcomes)
+    """The verdicts counted; a claim that holds by construction is not evidence."""
+    evidence = [o for o in outcomes if not o[0].by_construction]
+    counts = {outcome: sum(v is not None and v.outcome == outcome for _, _, v, _ in evidence)
               for outcome in (HOLDS, FAILS, INCONCLUSIVE)}
-    not_run = sum(v is None for _, _, v, _ in outcomes)
-    return (f"{len(outcomes)} claims: {counts[HOLDS]} hold, {counts[FAILS]} fail, "
-            f"{counts[INCONCLUSIVE]} inconclusive, {not_run} not run")
+    not_run = sum(v is None for _, _, v, _ in evidence)
+    built = len(outcomes) - len(evidence)
+    return (f"{len(evidence)} claims: {counts[HOLDS]} hold, {counts[FAILS]} fail, "
+            f"{counts[INCONCLUSIVE]} inconclusive, {not_run} not run"
+            + (f" (and {built} by construction, not counted)" if built else ""))
 
 
 def unexpected_failures(outcomes):
@@ -459,7 +583,8 @@ def markdown(outcomes):
                                                   f"PRESET={preset}"
         else:
             mark = verdict.outcome + ("" if expectation is True else
-                                      f" (not expected {expectation})")
+                                      f" (not expected {expectation})") + (
+                " (by construction, not evidence)" if claim.by_construction else "")
             numbers, power = verdict.numbers, verdict.power
         lines.append("| " + " | ".join(cell(x) for x in (
             claim.paper, claim.text, preset, f"**{mark}**", numbers, claim.margin, power)) + " |")

@@ -317,38 +317,74 @@ def max_extensions(spec):
     return int(spec.get("max_extensions", MAX_EXTENSIONS))
 
 
-def seed_summary(values, digits=None):
+def seed_summary(values, digits=None, seeds=None, diverged=None, diverged_value=None):
     """Values of one cell over its seeds (test accuracies) -> {mean, std,
-    seeds}: the mean and sample standard deviation of the finite values (std
-    None for fewer than two), and how many there were; rounded to `digits`
-    where given. The claims' noise reads these columns (`reproduce.claims`)."""
-    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
-    mean = float(np.mean(finite)) if finite else None
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else None
+    seeds, diverged, by_seed}: the mean and sample standard deviation (std
+    None for fewer than two), how many seeds they are over, how many
+    diverged, and with `seeds` (each value's seed) the `<metric>_by_seed`
+    text a paired comparison reads (`reproduce.claims`); rounded to `digits`
+    where given.
+
+    A diverged seed (`diverged` true, or a value that is not finite) counts
+    against its cell: at `diverged_value` (an accuracy: `claims.CHANCE`) in
+    the mean and spread where given, else left out of them but counted."""
+    from reproduce.claims import by_seed_text
+
+    values = [None if v is None else float(v) for v in values]
+    lost = [bool(d) for d in diverged] if diverged is not None else [False] * len(values)
+    lost = [d or v is None or not np.isfinite(v) for v, d in zip(values, lost)]
+    kept = [diverged_value if d else v for v, d in zip(values, lost)
+            if not d or diverged_value is not None]
+    mean = float(np.mean(kept)) if kept else None
+    std = float(np.std(kept, ddof=1)) if len(kept) > 1 else None
     if digits is not None:
         mean, std = (None if v is None else round(v, digits) for v in (mean, std))
-    return dict(mean=mean, std=std, seeds=len(finite))
+    by_seed = by_seed_text(values, seeds, lost, digits) if seeds is not None else None
+    return dict(mean=mean, std=std, seeds=len(kept), diverged=sum(lost), by_seed=by_seed)
 
 
 def paired_test_variance(sweep, a, b):
     """The test set's sampling variance of the difference of two cells' test
     accuracies, each a mean over its seeds (`a`, `b`: lists of configs), when
-    both were scored on the same examples: the variance over the examples of
-    the difference in the seeds' mean correctness, over n (paired, as
-    McNemar's test pairs them). None where a run lacks its per-example
-    results (stored before they were kept) or the test sets differ."""
+    both were scored on the same examples (paired, as McNemar's test pairs
+    them). None where a run lacks its per-example results (stored before they
+    were kept) or the test sets differ. See `test_set_variance`."""
     from reproduce.train import decode_correct
 
-    means = []
+    correct = []
     for configs in (a, b):
         records = [sweep.load(config) for config in configs]
         if not records or any(r is None or not r.get("test_correct") for r in records):
             return None
-        means.append(np.mean([decode_correct(r["test_correct"]) for r in records], axis=0))
-    if means[0].shape != means[1].shape:
+        correct.append({config.seed: decode_correct(r["test_correct"]).astype(float)
+                        for config, r in zip(configs, records)})
+    if {c.shape for side in correct for c in side.values()}.__len__() != 1:
         return None
-    difference = means[0] - means[1]
-    return float(np.var(difference, ddof=1) / len(difference))
+    return test_set_variance(*correct)
+
+
+def test_set_variance(a, b):
+    """The test set's sampling variance of mean(a) - mean(b), from per-example
+    correctness {seed: 0/1 vector} of two cells scored on the same examples.
+
+    The variance over the examples of the difference in the seeds' mean
+    correctness, over n, also holds the seeds' own noise on each example
+    (a seed gets an example right by chance), which the seeds' term of the
+    interval already counts: it is subtracted (its unbiased estimate, the
+    per-example variance over the seeds over S), so the term is the test
+    set's alone. With shared seeds the per-seed differences are what varies;
+    otherwise each cell's seeds. Never below 0."""
+    shared = sorted(set(a) & set(b))
+    if len(shared) >= 2 and len(shared) == len(a) == len(b):
+        per_seed = np.stack([a[s] - b[s] for s in shared])
+        mean = per_seed.mean(0)
+        within = per_seed.var(0, ddof=1).mean() / len(shared)
+    else:
+        sides = [np.stack(list(side.values())) for side in (a, b)]
+        mean = sides[0].mean(0) - sides[1].mean(0)
+        within = sum(side.var(0, ddof=1).mean() / len(side) for side in sides if len(side) > 1)
+    n = mean.shape[0]
+    return float(max(np.var(mean, ddof=1) - within, 0.0) / n)
 
 
 # -- plots: what every figure's drawing shares ------------------------------------

@@ -25,10 +25,13 @@ Writes figures/generalization_gap{,_<preset>}{.csv,_table.csv,_distance.csv,
 _error.png,_distance.png,_adapted.png}.
 """
 
+import math
+
 import pandas as pd
 
 from callbacks import WeightDistance, milestones_at, regime_adaptation, sqrt_scaling
-from reproduce.claims import (Claim, combine, compare_rows, differs, inconclusive, not_worse,
+from reproduce.claims import (CHANCE, DIVERGED, Claim, Side, combine, compare_rows, difference,
+                              differs, inconclusive, not_worse, value_text,
                               verdict_or_too_few)
 from reproduce.figure import Figure, finish, panel, paired_test_variance, seed_summary, subplots
 from reproduce.config import RunConfig
@@ -175,13 +178,20 @@ def table1_rows(sweep, frame, runs, network):
               and (label == "SB" or label.startswith("SB seed "))]
         paired = paired_test_variance(sweep, [runs[(network, label)] for label in labels], sb)
         row, config = ours[ours.run == column].iloc[-1], runs[(network, column)]
-        seeds = seed_summary(ours[ours.run == label].iloc[-1].test_accuracy for label in labels)
+        lasts = [ours[ours.run == label].iloc[-1] for label in labels]
+        seeds = seed_summary([last.test_accuracy for last in lasts], seeds=[
+            runs[(network, label)].seed for label in labels], diverged=[
+            last.status == "diverged" for last in lasts], diverged_value=CHANCE)
+        by_seed = " ".join(f"{item.split(':')[0]}:{100 * float(item.split(':')[1]):.4f}"
+                           if not item.endswith(DIVERGED) else item
+                           for item in seeds["by_seed"].split())
         percent = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
         rows.append(dict(network=network, column=column, batch_size=config.batch_size,
                          initial_lr=config.lr, lr_milestones=config.lr_milestones,
                          norm=config.norm, epochs=int(row.epoch), updates=int(row.updates),
                          test_accuracy=percent(seeds["mean"]),
                          test_accuracy_std=percent(seeds["std"]), seeds=seeds["seeds"],
+                         diverged=seeds["diverged"], test_accuracy_by_seed=by_seed,
                          test_accuracy_paired_var_vs_SB=None if paired is None or column == "SB"
                          else paired * 100 ** 2,
                          paper_validation_accuracy=paper_value, status=row.status))
@@ -279,8 +289,49 @@ def large_batch_generalizes_worse(tables, n_test):
     return _against_sb(tables, n_test, "LB", lambda diff: differs(diff, direction=-1))
 
 
+# +RA is judged against the gap it must close: its deficit to SB at most a
+# quarter of the LB - SB gap measured beside it (declared before the runs:
+# +RA - SB >= -(SB - LB) / 4, i.e. +RA - (3 SB + LB) / 4 >= 0, one contrast
+# whose interval carries the gap's own noise).
+GAP_SHARE = 0.25
+
+
 def regime_adaptation_reaches_the_small_batch(tables, n_test):
-    return _against_sb(tables, n_test, "+RA", lambda diff: not_worse(diff, margin=0.01))
+    verdicts = []
+    for network, rows in tables["table"].groupby("network", sort=False):
+        rows = rows.set_index("column")
+        missing = [c for c in ("+RA", "SB", "LB") if c not in rows.index]
+        if missing:
+            verdicts.append((network, _missing(missing[0])))
+            continue
+        ra, sb, lb = (Side.of(rows.loc[c], "test_accuracy", n_test(network), 100)
+                      for c in ("+RA", "SB", "LB"))
+        target = weighted_sides({sb: 1 - GAP_SHARE, lb: GAP_SHARE})
+        paired = rows.loc["+RA"].get("test_accuracy_paired_var_vs_SB")
+        diff = difference(ra, target, None if paired is None or pd.isna(paired)
+                          else float(paired) / 100 ** 2, test_dof=n_test(network) - 1)
+        names = ("+RA", f"SB - (SB - LB) / 4 (SB {value_text(sb)}, LB {value_text(lb)})")
+        verdicts.append((network, verdict_or_too_few(ra, target, diff, names,
+                                                     lambda d: not_worse(d, margin=0.0))))
+    return combine(verdicts)
+
+
+def weighted_sides(weights):
+    """The side of sum(w x side) for {Side: w}: per shared seed where every
+    side names its seeds, else the mean with the variance of the weighted sum
+    of independent means."""
+    sides = list(weights)
+    shared = set.intersection(*(set(dict(side.values)) for side in sides))
+    if len(shared) >= 2:
+        values = {seed: sum(w * dict(side.values)[seed] for side, w in weights.items())
+                  for seed in sorted(shared)}
+        return Side.of_seeds(values)
+    if any(side.std is None for side in sides):
+        return Side(sum(w * side.mean for side, w in weights.items()), None, 1)
+    seeds = min(side.seeds for side in sides)
+    variance = sum(w ** 2 * side.std ** 2 / side.seeds for side, w in weights.items())
+    return Side(sum(w * side.mean for side, w in weights.items()), math.sqrt(variance * seeds),
+                seeds)
 
 
 CLAIMS = (
@@ -290,8 +341,9 @@ CLAIMS = (
     Claim("Hoffer et al. 2017", "regime adaptation (+RA: the small batch's number of updates) "
           "reaches the small batch's accuracy", ("table",),
           regime_adaptation_reaches_the_small_batch,
-          margin="non-inferiority: +RA not worse than SB by more than 1.0 point (Table 1, "
-                 "F1: +RA 98.53 vs SB 98.27%)"),
+          margin="non-inferiority, paired by seed: +RA's deficit to SB at most a quarter of the "
+                 "LB - SB gap measured beside it (+RA - (3 SB + LB) / 4 above 0; Table 1, F1: "
+                 "+RA 98.53 vs SB 98.27%, gap 1.22 points)"),
 )
 
 

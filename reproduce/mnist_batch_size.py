@@ -28,7 +28,8 @@ _curves.png,_accumulation.png}.
 
 import pandas as pd
 
-from reproduce.claims import (Claim, Side, combine, compare_rows, differs, difference,
+from reproduce.claims import (CHANCE, FAILS, Claim, Side, Verdict, combine, compare_rows,
+                              differs, difference,
                               same_within, too_few_seeds, verdict_or_too_few)
 from reproduce.figure import (Figure, finish, panel, paired_test_variance, plot_over_seeds,
                               seed_summary, subplots)
@@ -91,13 +92,17 @@ def tables(sweep, runs, spec=None):
             sweep_cells.setdefault(config.batch_size, []).append(config)
     for b, run in frame[frame.experiment == SWEEP].groupby("batch_size"):
         last = run.groupby("seed").tail(1)
-        seeds = seed_summary(last.test_accuracy[last.status == "finished"], digits=4)
+        seeds = seed_summary(last.test_accuracy, digits=4, seeds=last.seed,
+                             diverged=last.status == "diverged", diverged_value=CHANCE)
+        finished = int((last.status == "finished").sum())
         rows.append(dict(
             batch_size=b, epochs=int(last.epoch.max()), updates=int(last.updates.iloc[0]),
             test_accuracy=seeds["mean"], test_accuracy_std=seeds["std"],
-            seeds=seeds["seeds"], article_val_accuracy_epoch20=ARTICLE.get(b),
+            seeds=seeds["seeds"], diverged=seeds["diverged"],
+            p_diverged=round(seeds["diverged"] / len(last), 3),
+            test_accuracy_by_seed=seeds["by_seed"], article_val_accuracy_epoch20=ARTICLE.get(b),
             train_accuracy=round(float(last.accuracy.mean()), 4),
-            status="finished" if seeds["seeds"] else last.status.iloc[0]))
+            status="finished" if finished else last.status.iloc[0]))
     table = pd.DataFrame(rows)
     if len(table):  # the paired test-set variance of each batch against the best one
         best = table.loc[table.test_accuracy.idxmax(), "batch_size"]
@@ -213,20 +218,30 @@ def accumulation_figure(frame, title):
 
 
 # -- the claims (reproduce.claims) --------------------------------------------------
+# Declared before the runs: a quarter of the article's own spread over batch
+# sizes (98.18 .. 98.73%: 0.55 points), rounded to 0.25 points (a sameness
+# margin at most a quarter of the effect it would hide).
+SAME_MARGIN = 0.0025
+
+
 def every_batch_reaches_the_same_accuracy(tables, n_test):
-    """Each batch size within +-1.0 point of the best one (TOST)."""
+    """Each batch size within +-0.25 points of the best one (TOST, paired by
+    seed); a batch with no finished seed FAILS the claim, and a diverged seed
+    counts at chance in its batch."""
     table = tables["table"]
-    finished = table[table.status == "finished"]
-    best = finished.loc[finished.test_accuracy.idxmax()]
+    never = table[table.status != "finished"]
+    if len(never):
+        return Verdict(FAILS, "no seed finished at batch " + ", ".join(
+            str(int(b)) for b in never.batch_size) + " (diverged: it did not reach any accuracy)")
+    best = table.loc[table.test_accuracy.idxmax()]
+    others = table[table.batch_size != best.batch_size]
     parts = []
-    for _, row in finished.iterrows():
-        if row.batch_size == best.batch_size:
-            continue
+    for _, row in others.iterrows():
         a, b, diff = compare_rows(row, best, n_test=n_test(),
                                   paired="test_accuracy_paired_var_vs_best")
         parts.append((f"batch {int(row.batch_size)}", verdict_or_too_few(
             a, b, diff, (str(int(row.batch_size)), f"best {int(best.batch_size)}"),
-            lambda d: same_within(d, margin=0.01))))
+            lambda d: same_within(d, margin=SAME_MARGIN, parts=len(others)))))
     return combine(parts)
 
 
@@ -262,8 +277,9 @@ def accumulation_follows_the_large_batch(tables, n_test):
 CLAIMS = (
     Claim("seed article", "every batch size from 32 to 1024 reaches the same accuracy after 20 "
           "epochs", ("table",), every_batch_reaches_the_same_accuracy,
-          margin="sameness: every batch within +-1.0 point of the best batch (the article: "
-                 "98.18 .. 98.73%, 0.55 points apart)",
+          margin="sameness, paired by seed: every batch within +-0.25 points of the best "
+                 "batch, a quarter of the article's own spread (98.18 .. 98.73%, 0.55 points "
+                 "apart); a batch with no finished seed fails it",
           expected={"quick": "at quick scale (6 epochs on 5,000 images: batch 1024 makes 30 "
                              "updates, the article's 20 epochs on 33,600 make 660); the paper "
                              "preset is the article's setting",

@@ -35,7 +35,7 @@ import pandas as pd
 
 from callbacks import interpolate, sharpness
 from reproduce.cli import save_atomic
-from reproduce.claims import Claim, combine, compare_rows, differs, verdict_or_too_few
+from reproduce.claims import CHANCE, DIVERGED, Claim, combine, compare_rows, differs, verdict_or_too_few
 from reproduce.figure import (Figure, finish, panel, paired_test_variance, seed_summary,
                               shared_legend, subplots)
 from reproduce.config import RunConfig
@@ -176,7 +176,13 @@ def regime_rows(group, network, sizes):
         for column, scale, published in (("test_accuracy", 100, paper[0][i]),
                                          ("sharpness_full", 1, paper[1][i]),
                                          ("sharpness_subspace", 1, paper[2][i])):
-            summary = seed_summary(seeds[column])
+            summary = seed_summary(seeds[column], seeds=seeds.seed,
+                                   diverged=seeds.status == "diverged",
+                                   diverged_value=CHANCE if column == "test_accuracy" else None)
+            row[f"{column}_by_seed"] = " ".join(
+                item if item.endswith(DIVERGED) else
+                f"{item.split(':')[0]}:{float(item.split(':')[1]) * scale}"
+                for item in summary["by_seed"].split())
             row[column] = None if summary["mean"] is None else summary["mean"] * scale
             row[f"{column}_std"] = None if summary["std"] is None else summary["std"] * scale
             row[f"paper_{column}"] = published

@@ -33,7 +33,8 @@ from reproduce.datasets import data_of
 from reproduce.devices import data_parallel, use_cpu_devices
 from reproduce.engine import FastEngine, fast_engine_available
 from reproduce.pipeline import epoch_arrays
-from models.batch_statistics import RECOMPUTE_EXAMPLES, RecomputeBatchNormStatistics, fixed_sample
+from models.batch_statistics import (RECOMPUTE_BATCHES, RECOMPUTE_EXAMPLES,
+                                     RecomputeBatchNormStatistics, fixed_sample)
 
 
 def build_model(config, input_shape, num_classes):
@@ -181,7 +182,7 @@ def test_evaluation(config, batches, x, test):
     sample = fixed_sample(x, max(RECOMPUTE_EXAMPLES, largest))
     return [RecomputeBatchNormStatistics(
         sample, batch_size=lambda epoch: batches.physical_batch(epoch) // config.devices,
-        validation_data=test)]
+        num_batches=RECOMPUTE_BATCHES, validation_data=test)]
 
 
 def correct_on(model, x, y, batch_size=1000):
