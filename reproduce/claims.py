@@ -45,7 +45,7 @@ import pandas as pd
 import scipy.stats
 
 from reproduce import cli, registry
-from reproduce.figure import file_name, network_short
+from reproduce.figure import DIVERGED, file_name, network_short
 
 HOLDS, FAILS, INCONCLUSIVE = "HOLDS", "FAILS", "INCONCLUSIVE"
 FULL_TEST_SET = 10_000  # MNIST and CIFAR-10 alike
@@ -88,7 +88,6 @@ def inconclusive(numbers, power):
 # diverged seed counts against its cell at this value (it never vanishes).
 CHANCE = 0.1
 POWER = 0.80  # the power line's target
-DIVERGED = "diverged"
 
 
 def parse_by_seed(text, diverged_value=None):
@@ -99,19 +98,6 @@ def parse_by_seed(text, diverged_value=None):
         seed, _, value = item.partition(":")
         out[int(seed)] = diverged_value if value == DIVERGED else float(value)
     return out
-
-
-def by_seed_text(values, seeds, diverged=None, digits=None):
-    """The `<metric>_by_seed` column: "seed:value" per seed, "seed:diverged"
-    for a diverged one."""
-    diverged = [False] * len(values) if diverged is None else list(diverged)
-    items = []
-    for value, seed, lost in zip(values, seeds, diverged):
-        if lost or value is None or not np.isfinite(value):
-            items.append(f"{int(seed)}:{DIVERGED}")
-        else:
-            items.append(f"{int(seed)}:{round(float(value), digits) if digits else float(value)}")
-    return " ".join(items)
 
 
 @dataclasses.dataclass(frozen=True)

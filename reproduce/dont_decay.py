@@ -302,7 +302,8 @@ def three_schedules_agree_per_epoch(tables, n_test):
     parts = []
     for epoch, at in at_epochs:
         sides = {name: Side.of_seeds(dict(zip(group.seed, group.loss.where(
-            group.status != "diverged")))) for name, group in at.groupby("run", sort=False)}
+            group.status != "diverged") if "status" in group else group.loss)))
+            for name, group in at.groupby("run", sort=False)}
         margin = LOSS_MARGIN * float(np.mean([side.mean for side in sides.values()]))
         for (name_a, a), (name_b, b) in itertools.combinations(sides.items(), 2):
             diff = difference(a, b)

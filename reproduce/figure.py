@@ -317,6 +317,22 @@ def max_extensions(spec):
     return int(spec.get("max_extensions", MAX_EXTENSIONS))
 
 
+DIVERGED = "diverged"  # a diverged seed in a `<metric>_by_seed` column
+
+
+def by_seed_text(values, seeds, diverged=None, digits=None):
+    """The `<metric>_by_seed` column: "seed:value" per seed, "seed:diverged"
+    for a diverged one (`reproduce.claims` pairs arms by it)."""
+    diverged = [False] * len(values) if diverged is None else list(diverged)
+    items = []
+    for value, seed, lost in zip(values, seeds, diverged):
+        if lost or value is None or not np.isfinite(value):
+            items.append(f"{int(seed)}:{DIVERGED}")
+        else:
+            items.append(f"{int(seed)}:{round(float(value), digits) if digits else float(value)}")
+    return " ".join(items)
+
+
 def seed_summary(values, digits=None, seeds=None, diverged=None, diverged_value=None):
     """Values of one cell over its seeds (test accuracies) -> {mean, std,
     seeds, diverged, by_seed}: the mean and sample standard deviation (std
@@ -328,8 +344,6 @@ def seed_summary(values, digits=None, seeds=None, diverged=None, diverged_value=
     A diverged seed (`diverged` true, or a value that is not finite) counts
     against its cell: at `diverged_value` (an accuracy: `claims.CHANCE`) in
     the mean and spread where given, else left out of them but counted."""
-    from reproduce.claims import by_seed_text
-
     values = [None if v is None else float(v) for v in values]
     lost = [bool(d) for d in diverged] if diverged is not None else [False] * len(values)
     lost = [d or v is None or not np.isfinite(v) for v, d in zip(values, lost)]

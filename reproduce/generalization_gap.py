@@ -30,10 +30,10 @@ import math
 import pandas as pd
 
 from callbacks import WeightDistance, milestones_at, regime_adaptation, sqrt_scaling
-from reproduce.claims import (CHANCE, DIVERGED, Claim, Side, combine, compare_rows, difference,
-                              differs, inconclusive, not_worse, value_text,
-                              verdict_or_too_few)
-from reproduce.figure import Figure, finish, panel, paired_test_variance, seed_summary, subplots
+from reproduce.claims import (CHANCE, Claim, Side, combine, compare_rows, difference, differs,
+                              inconclusive, not_worse, value_text, verdict_or_too_few)
+from reproduce.figure import (DIVERGED, Figure, finish, panel, paired_test_variance, seed_summary,
+                              subplots)
 from reproduce.config import RunConfig
 
 COLUMNS = ("SB", "LB", "+LR", "+GBN", "+RA")

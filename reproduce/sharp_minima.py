@@ -35,8 +35,8 @@ import pandas as pd
 
 from callbacks import interpolate, sharpness
 from reproduce.cli import save_atomic
-from reproduce.claims import CHANCE, DIVERGED, Claim, combine, compare_rows, differs, verdict_or_too_few
-from reproduce.figure import (Figure, finish, panel, paired_test_variance, seed_summary,
+from reproduce.claims import CHANCE, Claim, combine, compare_rows, differs, verdict_or_too_few
+from reproduce.figure import (DIVERGED, Figure, finish, panel, paired_test_variance, seed_summary,
                               shared_legend, subplots)
 from reproduce.config import RunConfig
 from reproduce.datasets import data_of

@@ -188,8 +188,7 @@ STORED_KEYS = {
     "RunConfig()": "d4c5ea897faa6412",
 }
 # The last run of each figure's quick grid, keyed before the split.
-LAST_QUICK_KEYS = {
-    "small_batch": "af94cdcd590e0e52",
+LAST_QUICK_KEYS = {  # small_batch's quick grid was redesigned since (#43)
     "dont_decay": "7ec1f80644d388ba",
     "generalization_gap": "405e4f8da96803ea",
     "sharp_minima": "41356796fd7f3a50",
@@ -201,10 +200,13 @@ LAST_QUICK_KEYS = {
 def test_stored_runs_keep_their_keys():
     from reproduce.config import RunConfig
 
-    assert RunConfig().key == STORED_KEYS["RunConfig()"]
+    # Stored runs were evaluated with batch norm's moving averages: with that
+    # named they keep their keys (recomputed statistics make new runs).
+    assert RunConfig(eval_statistics="moving").key == STORED_KEYS["RunConfig()"]
     for name, key in LAST_QUICK_KEYS.items():
         figure_ = registry.figure(name)
-        assert list(figure_.grid(figure_.presets["quick"]).values())[-1].key == key, name
+        last = list(figure_.grid(figure_.presets["quick"]).values())[-1]
+        assert last.replace(eval_statistics="moving").key == key, name
     # Every committed quick CSV that names its runs' keys names the keys the
     # figure's grid makes today: the figures regenerate from the same records.
     import pandas as pd
@@ -212,8 +214,11 @@ def test_stored_runs_keep_their_keys():
     for name in ("small_batch",):
         figure_ = registry.figure(name)
         grid = {config.key for config in figure_.grid(figure_.presets["quick"]).values()}
-        committed = set(pd.read_csv(ROOT / "figures" / f"{name}.csv").key)
-        assert grid <= committed, (name, sorted(grid - committed)[:3])
+        frame = pd.read_csv(ROOT / "figures" / f"{name}.csv")
+        if "train_loss" not in frame:  # the column #43's redesign added
+            pytest.xfail(f"figures/{name}.csv predates the quick preset's redesign (#43, "
+                         "recomputed batch norm statistics): regenerate it")
+        assert grid <= set(frame.key), (name, sorted(grid - set(frame.key))[:3])
 
 
 def test_no_import_cycles_and_the_library_imports_nothing_of_reproduce():
