@@ -41,10 +41,9 @@ class GhostBatchNormalization(keras.layers.Layer):
         self.center = center
         self.scale = scale
         self.supports_masking = True
-        # While `models.recompute_batch_norm_statistics` runs: the ghost
-        # batches averaged so far (the moving statistics become their plain
-        # average instead of an EMA); None otherwise.
-        self.statistics_count = None
+        # While `models.recompute_batch_norm_statistics` runs: the moving
+        # statistics hold the plain mean of the last batch's ghost batches.
+        self.record_statistics = False
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -82,10 +81,9 @@ class GhostBatchNormalization(keras.layers.Layer):
         mean = ops.reshape(mean, (-1, feature_shape[-1]))
         variance = ops.reshape(variance, (-1, feature_shape[-1]))
         num_ghosts = ops.shape(mean)[0]
-        if self.statistics_count is not None:  # eager, in the recomputation
-            seen, self.statistics_count = self.statistics_count, self.statistics_count + num_ghosts
-            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
-                moving.assign((seen * moving + ops.sum(batch, axis=0)) / self.statistics_count)
+        if self.record_statistics:  # in the recomputation
+            self.moving_mean.assign(ops.mean(mean, axis=0))
+            self.moving_variance.assign(ops.mean(variance, axis=0))
             return ops.cast(y, dtype)
         # Sequential EMA over the ghost batches, in closed form:
         # m_G = b^G m_0 + (1 - b) sum_i b^(G-1-i) mu_i.
