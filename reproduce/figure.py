@@ -402,6 +402,15 @@ def test_set_variance(a, b):
 
 
 # -- plots: what every figure's drawing shares ------------------------------------
+def evaluation_note(config):
+    """The caption's words on how batch norm was evaluated ("" without it)."""
+    if not config.batch_statistics:
+        return ""
+    return ("; BN evaluated with recomputed statistics" if config.eval_statistics == "recomputed"
+            else "; BN evaluated with moving averages (momentum 0.99)")
+
+
+
 def subplots(rows=1, cols=1, width=5.5, height=4.0, **options):
     """A matplotlib figure of rows x cols panels, `width` x `height` inches
     each, on the Agg backend (no display needed); axes always 2-D."""

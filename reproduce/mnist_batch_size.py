@@ -31,7 +31,7 @@ import pandas as pd
 from reproduce.claims import (CHANCE, FAILS, Claim, Side, Verdict, combine, compare_rows,
                               differs, difference,
                               same_within, too_few_seeds, verdict_or_too_few)
-from reproduce.figure import (Figure, finish, panel, paired_test_variance, plot_over_seeds,
+from reproduce.figure import (Figure, evaluation_note, finish, panel, paired_test_variance, plot_over_seeds,
                               seed_summary, subplots)
 from reproduce.config import RunConfig
 
@@ -115,7 +115,7 @@ def tables(sweep, runs, spec=None):
 def title(runs, spec):
     base = next(iter(runs.values()))
     return (f"digit_cnn, Adam 1e-3, MNIST ({base.train_size or 60000} training images), "
-            f"{base.epochs} epochs")
+            f"{base.epochs} epochs{evaluation_note(base)}")
 
 
 def accumulation_summary(frame):

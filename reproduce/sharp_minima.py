@@ -192,7 +192,10 @@ def regime_rows(group, network, sizes):
 
 
 def title(runs, preset):
-    return ("Adam 1e-3, same initial weights; batch norm: moving statistics for accuracy and "
+    first = next(iter(runs.values()))
+    statistics = ("statistics recomputed over training batches" if first.eval_statistics ==
+                  "recomputed" else "moving statistics")
+    return ("Adam 1e-3, same initial weights; batch norm: " + statistics + " for accuracy and "
             "sharpness, batch statistics on the line\n") + "; ".join(
         f"{n}: {s['base'].train_size or 'all'} images, {s['base'].epochs} epochs"
         for n, s in preset.items())

@@ -30,7 +30,7 @@ import pandas as pd
 from callbacks import base_learning_rate, milestones_at
 from reproduce.claims import (CHANCE, FAILS, HOLDS, Claim, Verdict, compare_rows, differs,
                               inconclusive, verdict_or_too_few)
-from reproduce.figure import (Figure, finish, max_extensions, panel, paired_test_variance,
+from reproduce.figure import (Figure, evaluation_note, finish, max_extensions, panel, paired_test_variance,
                               seed_summary, subplots)
 from reproduce.config import ConfigError, RunConfig
 
@@ -244,7 +244,8 @@ def title(runs, spec):
     base = next(iter(runs.values()))
     return (f"{base.model} norm={base.norm} on {base.dataset}"
             f"{'' if not base.train_size else f' ({base.train_size} examples)'}, "
-            f"{base.epochs} epochs, SGD; median of last {spec['last_epochs']} epochs")
+            f"{base.epochs} epochs, SGD; median of last {spec['last_epochs']} epochs"
+            f"{evaluation_note(base)}")
 
 
 def plot(tables, runs, spec, title):
