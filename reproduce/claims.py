@@ -379,29 +379,7 @@ def not_worse(diff, margin, scale=100, unit=" points", parts=1):
                                              HOLDS if room > 0 else FAILS))
 
 
-# --- intervals by the bootstrap (fits and slopes over the seeds) ----------------------
-
-def bootstrap(samples, statistic, resamples=2000, seed=0, jitter=None):
-    """`statistic(values per group)` over resamples of each group's values with
-    replacement (the seeds within each batch); `jitter(rng, values)` may
-    perturb a resample (a first hit known only to within an evaluation
-    interval). Returns the finite statistics. Deterministic (`seed`)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(resamples):
-        drawn = [rng.choice(values, size=len(values), replace=True) for values in samples]
-        if jitter is not None:
-            drawn = [jitter(rng, values) for values in drawn]
-        value = statistic(drawn)
-        if np.isfinite(value):
-            out.append(value)
-    return np.asarray(out)
-
-
-def percentile_interval(values, level):
-    low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
-
+# --- intervals against bounds -------------------------------------------------------
 
 def interval_within(low, high, lower, upper):
     """HOLDS / FAILS / INCONCLUSIVE for an interval that should lie in [lower, upper]."""

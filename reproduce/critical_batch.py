@@ -49,10 +49,11 @@ import pandas as pd
 
 from callbacks import UpdatesToTarget
 from optimizers import accumulator_of
-from reproduce.claims import (INCONCLUSIVE, Claim, Verdict, bootstrap, combine, inconclusive,
-                              interval_above, interval_within, percentile_interval)
+from reproduce.claims import (INCONCLUSIVE, Claim, Verdict, combine, inconclusive,
+                              interval_above, interval_within)
 from reproduce.critical_batch_plot import only_row, plot
-from reproduce.scaling_model import bootstrap_slopes, evaluation_jitter, fit_steps, loglog_slope
+from reproduce.scaling_model import (b_noise_interval, fit_steps, log_mean_variances,
+                                     loglog_slope, slope_interval, t_interval)
 from reproduce.figure import Figure, max_extensions
 from reproduce.config import RunConfig
 from reproduce.datasets import data_of
@@ -351,7 +352,7 @@ def judged_steps(tables, name):
     return steps, int(summary.evaluations_per_decade.iloc[0]), open_edges
 
 
-def _slope_claim(tables, pick, judge, describe):
+def _slope_claim(tables, pick, judge, level):
     parts = []
     for name in dict.fromkeys(tables["summary"].workload):
         steps, per_decade, open_edges = judged_steps(tables, name)
@@ -362,52 +363,47 @@ def _slope_claim(tables, pick, judge, describe):
                           f"seeds (beyond the one that chose the rate) reaching the target at "
                           f"each batch; short: {few}")))
             continue
-        slopes = bootstrap_slopes(steps, batches, per_decade)
-        outcome, text = judge(slopes)
-        text = (f"log-log slope over batch {', '.join(map(str, batches))}: "
-                f"{np.median(slopes):.2f}, {text} (bootstrap over the judged seeds, "
-                f"{min(len(steps[b]) for b in batches)}+ per batch, and within each "
-                f"evaluation interval)")
+        slope, (low, high) = slope_interval(steps, batches, per_decade, level)
+        outcome, text = judge(low, high)
+        _, dof = log_mean_variances(steps, batches, per_decade)
+        text = (f"log-log slope over batch {', '.join(map(str, batches))}: {slope:.2f}, {text} "
+                f"(delta-method t, {dof} dof: the judged seeds' variance of log S pooled over "
+                f"the batches, {min(len(steps[b]) for b in batches)}+ seeds per batch, and each "
+                f"evaluation interval's)")
         blocked = [b for b in batches if b in open_edges]
         if blocked:
             outcome, power = INCONCLUSIVE, (f"the best rate sits on an open edge of the grid "
                                             f"at batch {blocked}: extend the rates")
         else:
-            power = "" if outcome != INCONCLUSIVE else describe
+            power = "" if outcome != INCONCLUSIVE else \
+                "more judged seeds per batch would narrow the interval"
         parts.append((name, Verdict(outcome, text, power)))
     return combine(parts)
 
 
 def perfect_scaling_at_small_batches(tables, n_test):
-    def judge(slopes):
-        low, high = percentile_interval(slopes, 0.90)
+    def judge(low, high):
         return (interval_within(low, high, -1.25, -0.75),
                 f"90% interval [{low:.2f}, {high:.2f}]; margin -1 +- 0.25")
-    return _slope_claim(tables, lambda batches: batches[:3], judge,
-                        "more seeds per batch would narrow the interval")
+    return _slope_claim(tables, lambda batches: batches[:3], judge, 0.90)
 
 
 def diminishing_returns_at_large_batches(tables, n_test):
-    def judge(slopes):
-        low, high = percentile_interval(slopes, 0.95)
+    def judge(low, high):
         return interval_above(low, high, -0.5), f"95% interval [{low:.2f}, {high:.2f}]; bound -0.5"
-    return _slope_claim(tables, lambda batches: batches[-2:], judge,
-                        "more seeds per batch would narrow the interval")
+    return _slope_claim(tables, lambda batches: batches[-2:], judge, 0.95)
 
 
 def noise_fit(tables, name):
-    """(B_noise and S_min of the judged means, R^2, the bootstrap 90% interval
-    of B_noise over the judged seeds, the batches, the open edges), or None
+    """(the fit of the judged means, B_noise's 90% delta-method t interval, the
+    variance of log B_noise and its dof, the batches, the open edges), or None
     with fewer than 3 batches that have 2 judged seeds."""
     steps, per_decade, open_edges = judged_steps(tables, name)
     batches = [b for b in sorted(steps) if len(steps[b]) >= 2]
     if len(batches) < 3:
         return None
-    fit = fit_steps(batches, [float(np.mean(steps[b])) for b in batches])
-    noise = bootstrap([steps[b] for b in batches], lambda drawn: fit_steps(
-        batches, [float(np.mean(d)) for d in drawn])["b_noise"], resamples=1000,
-        jitter=evaluation_jitter(per_decade))
-    return fit, percentile_interval(noise, 0.90), batches, open_edges
+    fit, interval, variance, dof = b_noise_interval(steps, batches, per_decade, 0.90)
+    return fit, interval, (variance, dof), batches, open_edges
 
 
 def _fit_claim(tables, judge):
@@ -418,8 +414,8 @@ def _fit_claim(tables, judge):
             parts.append((name, inconclusive("fewer than 3 batches with 2 judged seeds",
                                               "more seeds per batch")))
             continue
-        fit, (low, high), batches, open_edges = fitted
-        outcome, text = judge(tables, name, fit, low, high, batches)
+        fit, (low, high), log_variance, batches, open_edges = fitted
+        outcome, text = judge(tables, name, fit, low, high, batches, log_variance)
         text += (f"; fit of the judged means: B_noise {fit['b_noise']:.0f}, S_min "
                  f"{fit['s_min']:.0f}, R^2 {fit['r2']:.3f} (reported, not a bar)")
         if open_edges:
@@ -432,21 +428,49 @@ def _fit_claim(tables, judge):
 
 
 def critical_batch_is_identified(tables, n_test):
-    def judge(tables, name, fit, low, high, batches):
+    def judge(tables, name, fit, low, high, batches, log_variance):
         return (interval_within(low, high, min(batches), max(batches)),
-                f"B_noise 90% interval [{low:.0f}, {high:.0f}] (bootstrap over the judged "
-                f"seeds) within the batches swept, {min(batches)} .. {max(batches)}")
+                f"B_noise 90% interval [{low:.0f}, {high:.0f}] (delta-method t in log B_noise, "
+                f"{log_variance[1]} dof) within the batches swept, {min(batches)} .. "
+                f"{max(batches)}")
     return _fit_claim(tables, judge)
 
 
+def b_simple_late(trace, name, target):
+    """log B_simple over the last third of the noise run's evaluations up to
+    its first at the target (all of them where it never got there): (mean,
+    variance of the mean, dof, count), or None with fewer than 2. B_simple
+    drifts as training goes, and the windows overlap in time, so this spread
+    is its error at this stage of training, not a sampling error."""
+    rows = trace[(trace.workload == name) & (trace.kind == "noise")].dropna(
+        subset=["noise_scale_simple"])
+    rows = rows[rows.noise_scale_simple > 0].sort_values("updates")
+    hit = rows[rows.accuracy >= target]
+    if len(hit):
+        rows = rows[rows.updates <= hit.updates.min()]
+    late = rows.tail(max(len(rows) // 3, 2))
+    if len(late) < 2:
+        return None
+    logs = np.log(late.noise_scale_simple.to_numpy(float))
+    return float(logs.mean()), float(logs.var(ddof=1) / len(logs)), len(logs) - 1, len(logs)
+
+
 def noise_scale_predicts_the_critical_batch(tables, n_test):
-    def judge(tables, name, fit, low, high, batches):
+    def judge(tables, name, fit, low, high, batches, log_variance):
         row = tables["fit"][tables["fit"].workload == name].iloc[0]
-        b_simple = float(row.b_simple_near_target)
-        ratio_low, ratio_high = b_simple / high, b_simple / low
+        target = float(row["target"]) if "target" in row else 0.0
+        late = b_simple_late(tables["trace"], name, target)
+        if late is None:
+            return INCONCLUSIVE, "B_simple: fewer than 2 measured evaluations"
+        mean, variance, dof, count = late
+        ratio = mean - math.log(fit["b_noise"])
+        total = variance + log_variance[0]
+        welch = total ** 2 / (variance ** 2 / dof + log_variance[0] ** 2 / log_variance[1])
+        ratio_low, ratio_high = (math.exp(v) for v in t_interval(ratio, total, welch, 0.90))
         return (interval_within(ratio_low, ratio_high, 0.1, 10.0),
-                f"B_simple {b_simple:.0f} (one run) / B_noise: 90% interval [{ratio_low:.2f}, "
-                f"{ratio_high:.2f}]; margin [0.1, 10]")
+                f"B_simple {math.exp(mean):.0f} (geometric mean of the noise run's last {count} "
+                f"evaluations up to the target, their spread its error) / B_noise: 90% interval [{ratio_low:.2f}, "
+                f"{ratio_high:.2f}] (t, {welch:.1f} dof, both errors); margin [0.1, 10]")
     return _fit_claim(tables, judge)
 
 
@@ -461,12 +485,13 @@ CLAIMS = (
                  "diminishing returns, then none)"),
     Claim("McCandlish et al. 2018", "S = S_min (1 + B_noise / B) identifies a critical batch "
           "B_noise", ("", "summary"), critical_batch_is_identified,
-          margin="the bootstrap 90% interval of B_noise within the batches swept (their Fig 7)"),
+          margin="the 90% interval of B_noise (delta-method t) within the batches swept (their "
+                 "Fig 7)"),
     Claim("McCandlish et al. 2018", "the simple noise scale predicts the critical batch B_noise "
-          "within an order of magnitude", ("", "summary", "fit"),
+          "within an order of magnitude", ("", "summary", "fit", "trace"),
           noise_scale_predicts_the_critical_batch,
-          margin="B_simple / B_noise within [0.1, 10], its 90% interval from B_noise's "
-                 "(their Fig 7: within a factor of a few)"),
+          margin="B_simple / B_noise within [0.1, 10], its 90% interval carrying both "
+                 "B_simple's and B_noise's errors (their Fig 7: within a factor of a few)"),
 )
 
 

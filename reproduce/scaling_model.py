@@ -1,6 +1,14 @@
 """McCandlish et al.'s (2018) empirical model of large-batch training, and the
 slopes Shallue et al. (2018) read: S = S_min (1 + B_noise / B) fitted to the
-updates to a target, log-log slopes of S(B), and their bootstrap over seeds.
+updates to a target, log-log slopes of S(B), and their intervals.
+
+Intervals over a handful of seeds are delta-method Student-t intervals, not a
+bootstrap (resampling 2 seeds gives a variance of s^2/4 where s^2/2 is right,
+and no t quantile): each batch's log mean S carries the seeds' variance of
+log S, pooled over the workload's batches (a batch whose two seeds tie would
+otherwise have none), over its seed count, plus the evaluation grid's own
+(a first hit is known within one evaluation interval, uniform in log:
+width^2 / 12); degrees of freedom are the pooled variance's, sum(n_b - 1).
 """
 
 import math
@@ -8,7 +16,7 @@ import math
 import numpy as np
 import scipy.optimize
 
-from reproduce.claims import bootstrap
+import scipy.stats
 
 
 def fit_steps(batch_sizes, updates):
@@ -43,18 +51,46 @@ def loglog_slope(batch_sizes, updates):
     return float(np.polyfit(np.log(batch_sizes), np.log(updates), 1)[0])
 
 
-def evaluation_jitter(per_decade):
-    """For `bootstrap`: a first hit is known to within one evaluation interval
-    (the target was crossed somewhere after the previous evaluation, uniform
-    in log), so each resampled value moves down by up to that factor."""
-    width = math.log(10) / per_decade
-    return lambda rng, values: values * np.exp(-width * rng.random(len(values)))
+def log_mean_variances(steps, batches, per_decade):
+    """({batch: the variance of log mean S}, degrees of freedom): the seeds'
+    variance of log S pooled over `steps`' batches, plus the evaluation
+    grid's uniform error, each over the batch's seed count."""
+    logs = {b: np.log(np.asarray(v, float)) for b, v in steps.items() if len(v)}
+    dof = sum(len(v) - 1 for v in logs.values())
+    pooled = sum(((v - v.mean()) ** 2).sum() for v in logs.values()) / dof if dof else np.nan
+    grid = (math.log(10) / per_decade) ** 2 / 12
+    return {b: (pooled + grid) / len(logs[b]) for b in batches}, dof
 
 
-def bootstrap_slopes(steps, batches, per_decade, resamples=2000):
-    """Bootstrap distribution of the log-log slope of the seeds' mean S(B) over
-    `batches` ({batch: the seeds' updates to target}), resampling the seeds
-    within each batch and each value within its evaluation interval."""
-    return bootstrap([steps[b] for b in batches], lambda drawn: loglog_slope(
-        batches, [float(np.mean(d)) for d in drawn]), resamples=resamples,
-        jitter=evaluation_jitter(per_decade))
+def t_interval(value, variance, dof, level):
+    half = scipy.stats.t.ppf(0.5 + level / 2, dof) * math.sqrt(variance)
+    return value - half, value + half
+
+
+def slope_interval(steps, batches, per_decade, level):
+    """(slope, (low, high)): the log-log slope of the seeds' mean S over
+    `batches` and its delta-method t interval (a linear combination of the
+    batches' log means)."""
+    x = np.log(np.asarray(batches, float))
+    weights = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+    means = [float(np.mean(steps[b])) for b in batches]
+    variances, dof = log_mean_variances(steps, batches, per_decade)
+    slope = float(weights @ np.log(means))
+    variance = float(sum(w ** 2 * variances[b] for w, b in zip(weights, batches)))
+    return slope, t_interval(slope, variance, dof, level)
+
+
+def b_noise_interval(steps, batches, per_decade, level):
+    """(fit, (low, high)): S = S_min (1 + B_noise / B) fitted to the seeds'
+    means, and B_noise's delta-method t interval in log B_noise (the
+    least-squares fit's sandwich covariance from the batches' variances)."""
+    means = [float(np.mean(steps[b])) for b in batches]
+    fit = fit_steps(batches, means)
+    b = np.asarray(batches, float)
+    ratio = fit["b_noise"] / b
+    jacobian = np.stack([np.ones_like(b), ratio / (1 + ratio)], axis=1)
+    variances, dof = log_mean_variances(steps, batches, per_decade)
+    bread = np.linalg.inv(jacobian.T @ jacobian)
+    covariance = bread @ jacobian.T @ np.diag([variances[x] for x in batches]) @ jacobian @ bread
+    low, high = t_interval(math.log(fit["b_noise"]), float(covariance[1, 1]), dof, level)
+    return fit, (math.exp(low), math.exp(high)), float(covariance[1, 1]), dof

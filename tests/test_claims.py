@@ -215,17 +215,33 @@ def test_combine_fails_on_any_failure_and_holds_only_when_all_hold():
     assert claims.combine([("a", h), ("b", f)]).numbers == "a: holds; b: fails"
 
 
-def test_bootstrap_is_deterministic_and_covers_the_mean():
-    values = [np.array([1.0, 2.0, 3.0]), np.array([10.0, 11.0])]
-    statistic = lambda drawn: float(np.mean(drawn[0]) - np.mean(drawn[1]))  # noqa: E731
-    first, again = claims.bootstrap(values, statistic), claims.bootstrap(values, statistic)
-    assert np.array_equal(first, again)
-    low, high = claims.percentile_interval(first, 0.9)
-    assert low < 2.0 - 10.5 < high and low >= 1.0 - 11.0 and high <= 3.0 - 10.0
+def test_interval_against_bounds():
     assert claims.interval_within(1, 2, 0, 3) == HOLDS
     assert claims.interval_within(4, 5, 0, 3) == FAILS
     assert claims.interval_within(2, 5, 0, 3) == INCONCLUSIVE
     assert claims.interval_above(1, 2, 0) == HOLDS and claims.interval_above(-2, -1, 0) == FAILS
+
+
+def test_the_slope_interval_with_two_seeds_is_the_hand_computed_t_interval():
+    """Two judged seeds per batch: the delta-method t interval by hand (the
+    seeds' variance of log S pooled over the batches, sum(n - 1) dof, plus
+    the evaluation grid's width^2 / 12), not a bootstrap of two values."""
+    from reproduce import scaling_model
+
+    steps = {256: np.array([1000.0, 1200.0]), 2048: np.array([400.0, 300.0]),
+             4096: np.array([380.0, 390.0])}
+    batches, per_decade = [2048, 4096], 15
+    slope, (low, high) = scaling_model.slope_interval(steps, batches, per_decade, 0.95)
+    logs = {b: np.log(v) for b, v in steps.items()}
+    pooled = sum(((v - v.mean()) ** 2).sum() for v in logs.values()) / 3  # 3 x (2 - 1) dof
+    grid = (math.log(10) / 15) ** 2 / 12
+    x = np.log(batches)
+    w = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+    means = np.log([steps[b].mean() for b in batches])
+    variance = sum(wi ** 2 * (pooled + grid) / 2 for wi in w)
+    half = scipy.stats.t.ppf(0.975, 3) * math.sqrt(variance)
+    assert slope == pytest.approx(w @ means)
+    assert (low, high) == pytest.approx((w @ means - half, w @ means + half))
 
 
 # --- Masters & Luschi -------------------------------------------------------------
@@ -524,8 +540,13 @@ def critical_tables(b_noise=100.0, s_min=200.0, seeds=3, spread=0.03, edge=(), b
                              updates_to_target=s * (1 + spread * (i - (seeds - 1) / 2))))
         summary.append(dict(workload="w", batch_size=b, best_lr=0.1, edge_open=b in edge,
                             evaluations_per_decade=40))
+    # The noise run: B_simple within +-10% over its last evaluations, target at the end.
+    trace = [dict(workload="w", kind="noise", updates=u, accuracy=0.5 + 0.01 * k,
+                  noise_scale_simple=b_simple * (1 + 0.1 * (-1) ** k))
+             for k, u in enumerate(range(10, 130, 10))]
     return {"": pd.DataFrame(rows), "summary": pd.DataFrame(summary),
-            "fit": pd.DataFrame([dict(workload="w", b_simple_near_target=b_simple)])}
+            "fit": pd.DataFrame([dict(workload="w", target=0.6, b_simple_near_target=b_simple)]),
+            "trace": pd.DataFrame(trace)}
 
 
 def test_shallue_perfect_scaling_then_diminishing_returns():
