@@ -42,7 +42,7 @@ KAGGLE_ARGS ?=
 # fig-mnist-batch-size fig-lr-scaling fig-critical-batch (`python -m reproduce.registry`).
 FIGURES := $(shell $(PYTHON_SYS) -m reproduce.registry)
 
-.PHONY: setup test test-fast settings clean help figures figures-cpu-paper check-claims $(FIGURES) kaggle-data-from-mnist kaggle-submission \
+.PHONY: setup test test-fast settings clean help figures figures-cpu-paper check-claims readme-tables $(FIGURES) kaggle-data-from-mnist kaggle-submission \
 	tensorboard bench-pipeline bench-accumulation bench-throughput bench-sweep bench-tensorboard
 
 help:
@@ -57,6 +57,7 @@ help:
 	@echo "make figures                  every figure target's quick preset in a row"
 	@echo "make figures-cpu-paper        the paper presets that fit a CPU, each dry run's estimate first"
 	@echo "make check-claims [PRESET=...] each paper's claims checked over the figures' CSVs"
+	@echo "make readme-tables            figures/README.md's tables and claims from the CSVs"
 	@echo "make tensorboard [FIGURE=...] every run's curves, live while they train (TENSORBOARD=0: none)"
 	@echo "make kaggle-data-from-mnist   MNIST stand-in for the Kaggle Digit Recognizer files"
 	@echo "make kaggle-submission [KAGGLE_ARGS='--full --norm group ...']"
@@ -109,6 +110,7 @@ figures:
 	for target in $(FIGURES); do $(MAKE) --no-print-directory $$target PRESET=quick || exit 1; done
 	$(PYTHON) -m reproduce.report
 	$(PYTHON) -m reproduce.claims --preset quick
+	$(PYTHON) -m reproduce.report --readme figures/README.md
 
 # The paper presets that run to the end on a 2-core CPU (reproduce/registry.py CPU_PAPER):
 # every dry run first, each with this machine's time estimate, then the runs (hours; resumable).
@@ -126,6 +128,10 @@ figures-cpu-paper:
 # line; the exit status is 1 if a claim expected to hold at that preset fails.
 check-claims:
 	$(PYTHON) -m reproduce.claims $(if $(filter command line,$(origin PRESET)),--preset $(PRESET))
+
+# figures/README.md's tables and claims, written from the CSVs (no hand-copied number).
+readme-tables:
+	$(PYTHON) -m reproduce.report --readme figures/README.md
 
 tensorboard:
 	$(PYTHON) -m reproduce.tensorboard $(if $(FIGURE),--figure $(FIGURE))

@@ -655,3 +655,19 @@ def test_no_csvs_is_a_one_line_error(tmp_path, capsys):
         claims.main(["--out", str(tmp_path)])
     assert exit.value.code == 2
     assert f"no figure CSVs in {tmp_path}" in capsys.readouterr().err
+
+
+def test_the_readme_blocks_are_written_from_the_csvs(tmp_path):
+    """figures/README's numbers come from the CSVs: a table block gets the
+    named columns, a missing column is a one-line error naming it."""
+    from reproduce import cli, report
+
+    pd.DataFrame(dict(m=[4, 16], best=[0.41234, 0.3], other=["a", "b"])).to_csv(
+        tmp_path / "t.csv", index=False)
+    text = ("intro\n<!-- table: t.csv m best -->\nstale 0.99\n<!-- end table -->\nafter\n")
+    filled = report.fill_readme(text, tmp_path)
+    assert "stale" not in filled and "| m | best |" in filled and "| 4 | 0.4123 |" in filled
+    assert filled.startswith("intro\n") and filled.endswith("<!-- end table -->\nafter\n")
+    assert report.fill_readme(filled, tmp_path) == filled  # idempotent
+    with pytest.raises(cli.UserError, match="t.csv has no column nope"):
+        report.fill_readme(text.replace("m best", "m nope"), tmp_path)
