@@ -19,7 +19,8 @@ OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 # Fields added after runs were stored, left out of the key at these values so
 # those runs keep their keys.
 KEY_DEFAULTS = {"subset_seed": 12345, "devices": 1, "noise_scale_decay": None,
-                "adaptive_batch": None, "eval_statistics": "moving"}
+                "adaptive_batch": None, "eval_statistics": "moving",
+                "validation_size": None}
 # How batch norm is evaluated: with statistics recomputed over training batches
 # (`models.recompute_batch_norm_statistics`), or with Keras's moving averages.
 EVAL_STATISTICS = ("recomputed", "moving")
@@ -54,6 +55,9 @@ class RunConfig:
     physical batch (`models.recompute_batch_norm_statistics`); "moving" with
     Keras's moving averages (momentum 0.99: stale for the first hundreds of
     updates). A model without batch norm is the same run either way (same key).
+    Validation: `validation_size` examples of the training subset are held out
+    (not trained on) and scored every epoch as `validation_accuracy`: what a
+    sweep chooses its best cell on, so the test set only judges.
     Engine: "fast" (`reproduce.engine.FastEngine`) or "fit" (`model.fit`);
     not part of the key, since both train the same run (a sweep resumes with
     runs the other engine stored).
@@ -83,6 +87,7 @@ class RunConfig:
     augment: object = False  # False, True (CIFAR pad-crop-flip) or "shift" (digits)
     train_size: int = None
     test_size: int = None
+    validation_size: int = None  # training examples held out to choose on (datasets.validation_of)
     subset_seed: int = 12345  # which train_size / test_size examples (every run of a sweep alike)
     seed: int = 0
     devices: int = 1  # data parallel over n devices (reproduce.devices); batch norm sees batch / n
@@ -120,6 +125,10 @@ class RunConfig:
         need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(any(self.augment is a for a in AUGMENTATIONS) or self.augment == "shift",
              "augment", "False, True (pad-crop-flip) or 'shift'")
+        need(self.validation_size is None or (
+            isinstance(self.validation_size, int) and 1 <= self.validation_size
+            < (self.train_size or math.inf)), "validation_size",
+             f"None, or an integer >= 1 below train_size={self.train_size}")
         need(self.eval_statistics in EVAL_STATISTICS, "eval_statistics",
              f"one of {', '.join(EVAL_STATISTICS)}")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")

@@ -306,5 +306,21 @@ def prepared_data(dataset, train_size=None, test_size=None, subset_seed=12345):
 
 
 def data_of(config):
-    """`prepared_data` for `config`: (x, y, x_test, y_test)."""
-    return prepared_data(config.dataset, config.train_size, config.test_size, config.subset_seed)
+    """`prepared_data` for `config`: (x, y, x_test, y_test), less the
+    `validation_size` training examples held out (`validation_of`)."""
+    x, y, x_test, y_test = prepared_data(config.dataset, config.train_size, config.test_size,
+                                         config.subset_seed)
+    held = config.validation_size or 0
+    return x[:len(x) - held], y[:len(y) - held], x_test, y_test
+
+
+def validation_of(config):
+    """(x, y) of the training examples `config` holds out to choose on (the
+    last `validation_size` of its training subset; None without): a sweep
+    picks its best cell on these and judges it on the test set (Shallue et
+    al. tune on validation data)."""
+    if not config.validation_size:
+        return None
+    x, y = prepared_data(config.dataset, config.train_size, config.test_size,
+                         config.subset_seed)[:2]
+    return x[len(x) - config.validation_size:], y[len(y) - config.validation_size:]

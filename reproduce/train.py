@@ -29,7 +29,7 @@ from callbacks.measures import default_loss
 from callbacks.schedules import BatchSizeSchedule
 from optimizers import GradientAccumulator, accumulator_of
 from reproduce import settings
-from reproduce.datasets import data_of
+from reproduce.datasets import data_of, validation_of
 from reproduce.devices import data_parallel, use_cpu_devices
 from reproduce.engine import FastEngine, fast_engine_available
 from reproduce.pipeline import epoch_arrays
@@ -100,6 +100,7 @@ class EpochRecorder(keras.callbacks.Callback):
             loss=loss, accuracy=float(logs.get("accuracy", np.nan)),
             test_loss=float(logs.get("val_loss", np.nan)),
             test_accuracy=float(logs.get("val_accuracy", np.nan)),
+            validation_accuracy=float(logs.get("validation_accuracy", np.nan)),
             noise_scale=self.batches.noise_scale_now(),
             noise_scale_simple=accumulator.noise_scale_simple if measured else float("nan"),
             wall_time=time.perf_counter() - self.started))
@@ -146,6 +147,8 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
         board = [curves.callback(config, recorder, batches)] if curves else []
         evaluation = test_evaluation(config, batches, x, (x_test, y_test))
         validation_data = None if evaluation else (x_test, y_test)
+        held_out = validation_of(config) if data is None else None
+        evaluation += [HeldOutEvaluation(*held_out)] if held_out else []
         all_callbacks = [batches, *callbacks, *grow, *evaluation, recorder, *board]
         started = time.perf_counter()
         with np.errstate(all="ignore"):
@@ -168,6 +171,22 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
                   rows=recorder.rows, wall_time=time.perf_counter() - started,
                   test_correct=encode_correct(correct_on(model, x_test, y_test)))
     return (result, model) if return_model else result
+
+
+class HeldOutEvaluation(keras.callbacks.Callback):
+    """Scores the held-out training examples at every epoch end (after the
+    test set, with the same batch norm statistics), as `validation_accuracy`
+    and `validation_loss` in the epoch's logs."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def on_epoch_end(self, epoch, logs=None):
+        results = self.model.evaluate(self.x, self.y, batch_size=1000, verbose=0,
+                                      return_dict=True)
+        if logs is not None:
+            logs.update({f"validation_{name}": float(v) for name, v in results.items()})
 
 
 def test_evaluation(config, batches, x, test):

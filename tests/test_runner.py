@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from conftest import needs_cifar10, needs_mnist, our_lines
 
+from reproduce.config import ConfigError
 from reproduce.runner import RunConfig, Sweep, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,3 +215,23 @@ def test_fields_added_later_leave_the_keys_of_stored_runs_alone():
     measured = TINY.replace(batch_size=16, accumulation=2, noise_scale_decay=0.9)
     assert len({measured.key, measured.replace(noise_scale_decay=None).key,
                 measured.replace(adaptive_batch=1.0).key}) == 3
+
+
+def test_held_out_examples_are_scored_and_not_trained_on():
+    """validation_size=64 of 512: 448 trained on (7 updates an epoch at batch
+    64), the 64 scored every epoch as validation_accuracy; a bad size is a
+    one-line error naming it."""
+    from reproduce.datasets import data_of, validation_of
+
+    config = TINY.replace(validation_size=64)
+    x, y, _, _ = data_of(config)
+    held_x, held_y = validation_of(config)
+    whole = data_of(TINY)[0]
+    assert len(x) == 448 and len(held_x) == 64
+    np.testing.assert_array_equal(np.concatenate([x, held_x]), whole)
+    result = train(config)
+    assert [row["updates"] for row in result["rows"]] == [7, 14]
+    assert all(0 <= row["validation_accuracy"] <= 1 for row in result["rows"])
+    assert np.isnan(train(TINY)["rows"][-1]["validation_accuracy"])
+    with pytest.raises(ConfigError, match="validation_size=512"):
+        TINY.replace(validation_size=512)
