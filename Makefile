@@ -42,7 +42,7 @@ KAGGLE_ARGS ?=
 # fig-mnist-batch-size fig-lr-scaling fig-critical-batch (`python -m reproduce.registry`).
 FIGURES := $(shell $(PYTHON_SYS) -m reproduce.registry)
 
-.PHONY: setup test test-fast settings clean help figures figures-cpu-paper check-claims readme-tables $(FIGURES) kaggle-data-from-mnist kaggle-submission \
+.PHONY: setup test test-fast settings clean help figures figures-cpu figures-cpu-paper check-claims readme-tables $(FIGURES) kaggle-data-from-mnist kaggle-submission \
 	tensorboard bench-pipeline bench-accumulation bench-throughput bench-sweep bench-tensorboard
 
 help:
@@ -50,11 +50,12 @@ help:
 	@echo "make test                     run the test suite (the library tests on TF and JAX)"
 	@echo "make test-fast                the unit tests without the figure smoke runs (< 1 min)"
 	@echo "make settings                 the backend and oneDNN setting the targets run with"
-	@echo "make <figure> [PRESET=smoke|quick|paper], <figure> one of:"
+	@echo "make <figure> [PRESET=smoke|quick|cpu|paper], <figure> one of:"
 	@echo "     $(FIGURES)"
 	@echo "     (fig-dont-decay: [MAX_DEVICE_BATCH=n])"
 	@echo "     [RAY_ADDRESS=local|auto|ray://host:10001] [DEVICES=n] [DRY_RUN=1]"
 	@echo "make figures                  every figure target's quick preset in a row"
+	@echo "make figures-cpu              the cpu presets (Smith, Masters & Luschi, Hoffer CIFAR), dry runs first"
 	@echo "make figures-cpu-paper        the paper presets that fit a CPU, each dry run's estimate first"
 	@echo "make check-claims [PRESET=...] each paper's claims checked over the figures' CSVs"
 	@echo "make readme-tables            figures/README.md's tables and claims from the CSVs"
@@ -122,6 +123,15 @@ figures-cpu-paper:
 	for f in $(CPU_PAPER); do NETWORK=$${f#*:} $(PYTHON) -m reproduce.$${f%:*} --preset paper \
 		|| exit 1; done
 	$(PYTHON) -m reproduce.claims --preset paper
+
+# The cpu presets (reproduce/registry.py CPU): each dry run's estimate for this machine
+# first, then the runs (hours; resumable: a rerun trains only what the store lacks).
+CPU_FIGURES := $(shell $(PYTHON_SYS) -m reproduce.registry cpu)
+figures-cpu:
+	for f in $(CPU_FIGURES); do DRY_RUN=1 $(PYTHON) -m reproduce.$$f --preset cpu \
+		| grep -E "cpu|plan:|this machine" || exit 1; done
+	for f in $(CPU_FIGURES); do $(PYTHON) -m reproduce.$$f --preset cpu || exit 1; done
+	$(PYTHON) -m reproduce.claims --preset cpu
 
 # Each paper's headline claims as PASS/FAIL over the figures' CSVs (reproduce/claims.py):
 # every preset whose CSVs are in figures/, or only $(PRESET) if you name it on the command

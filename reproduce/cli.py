@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "figures"
 RESULTS = ROOT / "results"
-PRESETS = ("smoke", "quick", "paper")
+PRESETS = ("smoke", "quick", "cpu", "paper")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -24,7 +24,9 @@ class OneLineParser(argparse.ArgumentParser):
 def parser(description):
     p = OneLineParser(description=description)
     p.add_argument("--preset", choices=PRESETS, default="quick",
-                   help="smoke: seconds (CI); quick: minutes on a 2-core CPU; paper: GPU")
+                   help="smoke: seconds (CI); quick: minutes on a 2-core CPU; cpu: the largest "
+                        "scale that decides the named papers' claims on it (<= 150 min; "
+                        "Smith, Masters & Luschi, Hoffer's CIFAR arm); paper: their settings")
     p.add_argument("--out", type=Path, default=FIGURES, help="folder for the PNGs and CSVs")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help="results store (finished runs are reused)")

@@ -212,6 +212,9 @@ def run_figure(figure, argv=None, log=None):
         changes = parse_overrides(args.set)
         if args.devices != 1:
             changes.setdefault("devices", args.devices)
+        if args.preset not in figure.presets:
+            raise ConfigError(f"--preset {args.preset}: {figure.name} has no {args.preset} "
+                              f"preset; expected one of {', '.join(figure.presets)}")
         spec = override(figure.presets[args.preset], changes)
         if figure.networks and args.network:
             spec = only_network(spec, args.network)

@@ -78,6 +78,15 @@ PRESETS = {
             base=RESNET.replace(model="resnet8", train_size=1280, test_size=2000, epochs=10),
             small=16, large=128, ghost=16, fig1=(16, 32, 64, 128), seeds=3),
     },
+    # The CIFAR arm decided on this CPU (#44): ResNet-8 at the ResNet paper's
+    # batch ratio 16 (SB 128, LB 2048 there; 32 and 512 here), ghost batch 2x SB
+    # as its 256 / 128; 5,000 images for 16 epochs (+RA: 256); 4 seeds of SB,
+    # LB and +RA, fixed before the run.
+    "cpu": {
+        "ResNet-8 / CIFAR-10": dict(
+            base=RESNET.replace(model="resnet8", train_size=5000, test_size=5000, epochs=16),
+            small=32, large=512, ghost=64, fig1=(32, 64, 128, 256, 512), seeds=4),
+    },
     "paper": {
         "F1 / MNIST": dict(base=F1.replace(epochs=40), small=128, large=4096, ghost=128,
                            fig1=(128, 256, 512, 1024, 2048, 4096), seeds=3,

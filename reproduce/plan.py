@@ -61,7 +61,8 @@ def combination(config):
     return (config.dataset, config.model, config.norm, config.optimizer, config.augment,
             config.accumulates,
             bool(config.batch_milestones), bool(config.lr_milestones), config.warmup > 0,
-            config.clipnorm is not None, config.weight_decay > 0, config.devices)
+            config.clipnorm is not None, config.weight_decay > 0, config.devices,
+            config.batch_statistics and config.eval_statistics, bool(config.validation_size))
 
 
 def shrunk(config):
@@ -73,7 +74,9 @@ def shrunk(config):
     micro = min(first.physical_batch, max(DRY_MICRO_BATCH, config.devices))
     micro -= micro % config.devices
     batch = steps * micro
-    changes = dict(batch_size=batch, epochs=2, train_size=batch, test_size=64,
+    held = 8 if config.validation_size else None
+    changes = dict(batch_size=batch, epochs=2, train_size=batch + (held or 0), test_size=64,
+                   validation_size=held,
                    accumulation=steps if config.accumulation > 1 else 1,
                    max_device_batch=micro if config.max_device_batch is not None else None,
                    lr_milestones=(1,) if config.lr_milestones else (),
@@ -92,7 +95,9 @@ def _sizes(dataset):
 
 
 def _train_size(config):
-    return min(config.train_size or math.inf, _sizes(config.dataset)[0])
+    """The examples a run trains on (its subset less those held out)."""
+    return min(config.train_size or math.inf, _sizes(config.dataset)[0]) - (
+        config.validation_size or 0)
 
 
 def _test_size(config):

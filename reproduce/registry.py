@@ -32,6 +32,11 @@ CPU_PAPER = {
 }
 
 
+# The `cpu` presets (#44): the named papers' claims decided on a 2-core CPU,
+# each at most 150 minutes (Hoffer's with its long +RA runs 240): `make figures-cpu`.
+CPU = ("dont_decay", "small_batch", "generalization_gap")
+
+
 def target(name):
     """The figure's Make target: small_batch -> fig-small-batch."""
     return "fig-" + name.replace("_", "-")
@@ -57,6 +62,8 @@ def cpu_paper():
 if __name__ == "__main__":
     if sys.argv[1:] == ["names"]:
         print(" ".join(NAMES))
+    elif sys.argv[1:] == ["cpu"]:
+        print(" ".join(CPU))
     elif sys.argv[1:] == ["cpu-paper"]:
         print(" ".join(cpu_paper()))
     else:

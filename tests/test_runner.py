@@ -191,8 +191,8 @@ print("ROWS", [(row["batch_size"], row["updates"]) for row in r["rows"]], r["sta
 
 
 def test_fields_added_later_leave_the_keys_of_stored_runs_alone():
-    """A run stored before `noise_scale_decay`, `adaptive_batch` and
-    `eval_statistics` existed keeps its key; setting them makes a different
+    """A run stored before `noise_scale_decay`, `adaptive_batch`,
+    `eval_statistics` and `validation_size` existed keeps its key; setting them makes a different
     run. A run without batch norm is the same run whatever its evaluation
     statistics; with batch norm, the moving averages are the old runs."""
     import dataclasses
@@ -201,14 +201,14 @@ def test_fields_added_later_leave_the_keys_of_stored_runs_alone():
 
     fields = dataclasses.asdict(TINY)
     for name in ("engine", "subset_seed", "devices", "noise_scale_decay", "adaptive_batch",
-                 "eval_statistics"):
+                 "eval_statistics", "validation_size"):
         del fields[name]
     old_key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     assert TINY.key == old_key == TINY.replace(eval_statistics="moving").key
     batch_norm = TINY.replace(norm="batch")
     fields = dataclasses.asdict(batch_norm.replace(eval_statistics="moving"))
     for name in ("engine", "subset_seed", "devices", "noise_scale_decay", "adaptive_batch",
-                 "eval_statistics"):
+                 "eval_statistics", "validation_size"):
         del fields[name]
     old_key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     assert batch_norm.replace(eval_statistics="moving").key == old_key != batch_norm.key
