@@ -46,7 +46,7 @@ FIGURES := $(shell $(PYTHON_SYS) -m reproduce.registry)
 	tensorboard bench-pipeline bench-accumulation bench-throughput bench-sweep bench-tensorboard
 
 help:
-	@echo "make setup [GPU=1]            create $(VENV) and install requirements"
+	@echo "make setup [GPU=1]            create $(VENV), install the locked requirements and the library (editable)"
 	@echo "make test                     run the test suite (the library tests on TF and JAX)"
 	@echo "make test-fast                the unit tests without the figure smoke runs (< 1 min)"
 	@echo "make settings                 the backend and oneDNN setting the targets run with"
@@ -71,7 +71,11 @@ $(PYTHON):
 
 setup: $(PYTHON)
 	$(PYTHON) -m pip install --upgrade pip
+ifeq ($(shell uname -m),x86_64)
+	$(PYTHON) -m pip install -r requirements.lock
+endif
 	$(PYTHON) -m pip install -r requirements.txt
+	$(PYTHON) -m pip install --no-deps -e .
 ifeq ($(GPU),1)
 	$(PYTHON) -m pip uninstall -y tensorflow-cpu
 	$(PYTHON) -m pip install "tensorflow[and-cuda]>=2.17,<2.22" "jax[cuda12]>=0.4.30"
@@ -91,6 +95,7 @@ TEST_WORKERS ?= 3
 PYTEST = $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test:
+	$(PYTHON) -m ruff check .
 	$(PYTEST) tests
 	KERAS_BACKEND=jax $(PYTEST) $(LIBRARY_TESTS)
 	TF_ENABLE_ONEDNN_OPTS=0 $(PYTEST) tests/test_engine.py

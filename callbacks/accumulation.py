@@ -8,7 +8,7 @@ import math
 import keras
 from keras import ops
 
-from optimizers import built_accumulator, micro_batches_until
+from batchsize.optimizers import built_accumulator, micro_batches_until
 
 
 def measuring_accumulator(callback):

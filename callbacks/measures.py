@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from optimizers import accumulator_of, micro_batches_until
+from batchsize.optimizers import accumulator_of, micro_batches_until
 
 
 def default_loss(reduction=None):

@@ -17,8 +17,8 @@ import warnings
 
 import keras
 
-from callbacks.learning_rates import LinearWarmup, warmup_factor
-from optimizers import built_accumulator, inner_optimizer
+from batchsize.callbacks.learning_rates import LinearWarmup, warmup_factor
+from batchsize.optimizers import built_accumulator, inner_optimizer
 
 
 def sgd_noise_scale(learning_rate, num_examples, batch_size, momentum=0.0):
@@ -309,6 +309,12 @@ class BatchSizeSchedule(keras.callbacks.Callback):
         self.epoch = 0
         self.growth = 1  # accumulation steps x this, from `grow_accumulation`
         self.epoch_learning_rate = None  # the rate of the epoch's first update
+
+    def phases(self, epochs=None):
+        """Deprecated (gone in the next release): `self.schedule.phases(epochs)`."""
+        warnings.warn("BatchSizeSchedule.phases is deprecated; use "
+                      "BatchSizeSchedule.schedule.phases()", DeprecationWarning, stacklevel=2)
+        return self.schedule.phases(epochs)
 
     @classmethod
     def from_schedule(cls, schedule):

@@ -16,7 +16,7 @@ import weakref
 import keras
 import numpy as np
 
-from models.layers import GhostBatchNormalization
+from batchsize.models.layers import GhostBatchNormalization
 
 
 def batch_norm_layers(model):

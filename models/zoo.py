@@ -13,7 +13,7 @@ Use a loss with `from_logits=True`.
 
 import keras
 
-from models.layers import SubsampleAndPad, normalization
+from batchsize.models.layers import SubsampleAndPad, normalization
 
 
 class _Builder:

@@ -1,6 +1,6 @@
 """Optimizer wrappers: gradient accumulation that equals the large batch."""
 
-from optimizers.accumulation import (
+from batchsize.optimizers.accumulation import (
     GradientAccumulator,
     accumulator_of,
     built_accumulator,
@@ -19,7 +19,16 @@ MOVED_TO_CALLBACKS = ("EpochAlignedAccumulation", "AccumulatedNoiseScale")
 
 def __getattr__(name):
     if name in MOVED_TO_CALLBACKS:
-        from callbacks import accumulation
+        from batchsize.callbacks import accumulation
 
         return getattr(accumulation, name)
     raise AttributeError(f"module 'optimizers' has no attribute {name!r}")
+
+
+# Last, so the old path gets the same objects as the new one.
+import warnings as _warnings  # noqa: E402
+
+if __name__ == "optimizers":  # the pre-package import path, from a checkout
+    _warnings.warn("`import optimizers` is deprecated; use `import batchsize.optimizers` (pip install "
+                   "the repository: `make setup` or `pip install .`)", DeprecationWarning,
+                   stacklevel=2)

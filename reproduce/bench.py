@@ -28,7 +28,7 @@ def _data(n, seed=0, shape=(32, 32, 3)):
 def _model(optimizer, name="resnet20", shape=(32, 32, 3), metrics=None):
     import keras
 
-    import models
+    from batchsize import models
 
     keras.utils.set_random_seed(0)
     model = models.build(name, shape, 10, norm="batch")
@@ -85,8 +85,8 @@ def case_pipeline(batch, n, rounds=5):
 def case_accumulation(kind, n=2048, rounds=3):
     import keras
 
-    from callbacks import AccumulatedNoiseScale, EpochAlignedAccumulation
-    from optimizers import GradientAccumulator
+    from batchsize.callbacks import AccumulatedNoiseScale, EpochAlignedAccumulation
+    from batchsize.optimizers import GradientAccumulator
 
     x, y = _data(n)
     sgd = lambda **kw: keras.optimizers.SGD(0.01, momentum=0.9, **kw)  # noqa: E731
@@ -117,8 +117,8 @@ def case_noise_scale_cost(n=2048, rounds=5):
     plateau that hides small differences, while CPU time counts the work."""
     import keras
 
-    from callbacks import AccumulatedNoiseScale, EpochAlignedAccumulation
-    from optimizers import GradientAccumulator
+    from batchsize.callbacks import AccumulatedNoiseScale, EpochAlignedAccumulation
+    from batchsize.optimizers import GradientAccumulator
 
     x, y = _data(n)
     runs = []
@@ -170,7 +170,7 @@ class _KerasEpochs:
     def __init__(self, kind, model, batch, n):
         import keras
 
-        import models
+        from batchsize import models
         from reproduce.engine import FastEngine
 
         name, shape, self.augment = THROUGHPUT_MODELS[model]
@@ -289,7 +289,7 @@ def _machine():
 def _cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
-            return next(l.split(":")[1].strip() for l in f if l.startswith("model name"))
+            return next(line.split(":")[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         return "unknown CPU"
 
@@ -408,8 +408,8 @@ def peak_flops():
 def bench_throughput():
     import keras
 
-    import models
-    from models.flops import training_flops
+    from batchsize import models
+    from batchsize.models.flops import training_flops
 
     peak, how = peak_flops()
     flops = {m: training_flops(models.build(name, shape, 10))

@@ -36,7 +36,7 @@ def worker(model, batch, start_at, seconds):
     import keras
     import numpy as np
 
-    import models
+    from batchsize import models
     from reproduce.engine import FastEngine
     from reproduce.train import compile_model
 

@@ -9,8 +9,8 @@ import hashlib
 import json
 import math
 
-import models
-from callbacks.schedules import TrainingSchedule
+from batchsize import models
+from batchsize.callbacks.schedules import TrainingSchedule
 from reproduce.cli import UserError
 from reproduce.engine import ENGINES
 from reproduce.pipeline import AUGMENTATIONS

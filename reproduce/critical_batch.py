@@ -47,8 +47,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from callbacks import UpdatesToTarget
-from optimizers import accumulator_of
+from batchsize.callbacks import UpdatesToTarget
+from batchsize.optimizers import accumulator_of
 from reproduce.claims import (INCONCLUSIVE, Claim, Verdict, combine, inconclusive,
                               interval_above, interval_within)
 from reproduce.critical_batch_plot import only_row, plot

@@ -41,7 +41,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from callbacks import milestones_at
+from batchsize.callbacks import milestones_at
 from reproduce.claims import (CHANCE, FAILS, HOLDS, INCONCLUSIVE, Claim, Side, Verdict, bonferroni,
                               compare_rows, difference, inconclusive, same_within,
                               verdict_or_too_few)

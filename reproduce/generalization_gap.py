@@ -30,7 +30,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from callbacks import WeightDistance, milestones_at, regime_adaptation, sqrt_scaling
+from batchsize.callbacks import WeightDistance, milestones_at, regime_adaptation, sqrt_scaling
 from reproduce.claims import (CHANCE, Claim, Side, combine, compare_rows, difference, differs,
                               inconclusive, not_worse, value_text, verdict_or_too_few)
 from reproduce.figure import (DIVERGED, Figure, evaluation_note, finish, panel, paired_test_variance, seed_summary,

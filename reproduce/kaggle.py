@@ -312,7 +312,7 @@ def main(argv=None):
             print(f"wrote the MNIST stand-in (not the competition data) to {folder}")
             return
         try:
-            import models
+            from batchsize import models
             models.parse_norm(args.norm)
         except ValueError as error:
             p.error(f"argument --norm: {error}")

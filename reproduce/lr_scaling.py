@@ -43,8 +43,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from callbacks import linear_scaling, sqrt_scaling
-from callbacks.measures import default_loss, loss_and_gradient
+from batchsize.callbacks import linear_scaling, sqrt_scaling
+from batchsize.callbacks.measures import default_loss, loss_and_gradient
 from reproduce.claims import (CHANCE, Claim, compare_rows, differs, inconclusive, same_within,
                               verdict_or_too_few)
 from reproduce.config import RunConfig

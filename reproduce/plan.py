@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.flops import forward_flops, training_flops
+from batchsize.models.flops import forward_flops, training_flops
 from reproduce import datasets
 from reproduce.config import RunConfig
 from reproduce.train import build_model, train_record

@@ -33,7 +33,7 @@ _batch_size.png}.
 import numpy as np
 import pandas as pd
 
-from callbacks import interpolate, sharpness
+from batchsize.callbacks import interpolate, sharpness
 from reproduce.cli import save_atomic
 from reproduce.claims import CHANCE, Claim, combine, compare_rows, differs, verdict_or_too_few
 from reproduce.figure import (DIVERGED, Figure, finish, panel, paired_test_variance, seed_summary,

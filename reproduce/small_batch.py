@@ -27,7 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from callbacks import base_learning_rate, milestones_at
+from batchsize.callbacks import base_learning_rate, milestones_at
 from reproduce.claims import (CHANCE, FAILS, HOLDS, Claim, Verdict, compare_rows, differs,
                               inconclusive, verdict_or_too_few)
 from reproduce.figure import (Figure, evaluation_note, finish, max_extensions, panel, paired_test_variance,

@@ -45,7 +45,6 @@ event-file writer, not `tf.summary`, so it runs on every Keras backend
 without starting TensorFlow.
 """
 
-import argparse
 import dataclasses
 import math
 import os
@@ -57,7 +56,7 @@ from pathlib import Path
 
 import keras
 
-from callbacks.schedules import current_learning_rate
+from batchsize.callbacks.schedules import current_learning_rate
 from reproduce import cli, registry
 from reproduce.cli import UserError
 from reproduce.engine import BATCHES_PER_CALL
@@ -224,7 +223,7 @@ class RunCurves(keras.callbacks.Callback):
         """Micro-batches from here to the next due write: the updates to go
         times this epoch's accumulation steps, less the micro-batches already
         in the open window (two small reads)."""
-        from optimizers import accumulator_of
+        from batchsize.optimizers import accumulator_of
 
         updates = self._updates()
         every = self.interval()

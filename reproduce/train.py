@@ -23,17 +23,17 @@ import time
 import keras
 import numpy as np
 
-import models
-from callbacks.accumulation import NoiseScaleBatchSize
-from callbacks.measures import default_loss
-from callbacks.schedules import BatchSizeSchedule
-from optimizers import GradientAccumulator, accumulator_of
+from batchsize import models
+from batchsize.callbacks.accumulation import NoiseScaleBatchSize
+from batchsize.callbacks.measures import default_loss
+from batchsize.callbacks.schedules import BatchSizeSchedule
+from batchsize.optimizers import GradientAccumulator, accumulator_of
 from reproduce import settings
 from reproduce.datasets import data_of, validation_of
 from reproduce.devices import data_parallel, use_cpu_devices
 from reproduce.engine import FastEngine, fast_engine_available
 from reproduce.pipeline import epoch_arrays
-from models.batch_statistics import (RECOMPUTE_BATCHES, RECOMPUTE_EXAMPLES,
+from batchsize.models.batch_statistics import (RECOMPUTE_BATCHES, RECOMPUTE_EXAMPLES,
                                      RecomputeBatchNormStatistics, fixed_sample)
 
 

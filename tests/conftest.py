@@ -1,6 +1,5 @@
 import os
 import re
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -12,7 +11,6 @@ for name in ("THREADS", "JOBS"):
     if not os.environ.get(name):
         os.environ[name] = "1"
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
 
@@ -52,7 +50,10 @@ def our_lines(stderr):
 def pytest_configure(config):
     # `make test-fast` leaves these out: figure smoke runs, whole sweeps in
     # subprocesses; `make test` (and CI) runs everything.
-    config.addinivalue_line("markers", "slow: trains a preset, starts Python processes, or runs thousands of steps for a statistical estimate, or takes over ~5 s on 2 cores (make test-fast stays under a minute)")
+    config.addinivalue_line("markers", (
+        "slow: trains a preset, starts Python processes, or runs thousands of steps for a "
+        "statistical estimate, or takes over ~5 s on 2 cores (make test-fast stays under a "
+        "minute)"))
     # Keras's TF backend calls np.array(x, copy=False) on every metric read.
     config.addinivalue_line(
         "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")

@@ -46,7 +46,7 @@ def smooth_convnet(input_shape, num_classes, norm="batch", he_init=False, weight
     network whose loss is smooth in its weights (see the module doc)."""
     import keras
 
-    from models.layers import normalization
+    from batchsize.models.layers import normalization
 
     inputs = keras.Input(input_shape)
     h = inputs
@@ -62,7 +62,7 @@ def smooth_convnet(input_shape, num_classes, norm="batch", he_init=False, weight
 @contextlib.contextmanager
 def smooth_model_registered():
     """`RunConfig(model="smooth_convnet")` trains `smooth_convnet` inside this block."""
-    import models
+    from batchsize import models
 
     models.MODELS[SMOOTH_MODEL] = smooth_convnet
     try:

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from callbacks import EpochAlignedAccumulation
-from optimizers import GradientAccumulator, micro_batches_until
+from batchsize.callbacks import EpochAlignedAccumulation
+from batchsize.optimizers import GradientAccumulator, micro_batches_until
 from roundoff import RoundOff, reordered
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,8 +259,8 @@ def test_save_and_load_round_trips_the_wrapper_and_its_open_window(tmp_path):
 
 
 def test_the_callbacks_keep_their_old_import_path():
-    import callbacks
-    import optimizers
+    from batchsize import callbacks
+    from batchsize import optimizers
 
     assert optimizers.EpochAlignedAccumulation is callbacks.EpochAlignedAccumulation
     assert optimizers.AccumulatedNoiseScale is callbacks.AccumulatedNoiseScale
@@ -304,8 +304,8 @@ def test_mirrored_strategy_on_two_logical_cpus_gives_the_large_batch_weights():
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from tests.test_accumulation import data, small_model, LOSS
         from tests.roundoff import RoundOff, reordered
-        from optimizers import GradientAccumulator
-        from callbacks import EpochAlignedAccumulation
+        from batchsize.optimizers import GradientAccumulator
+        from batchsize.callbacks import EpochAlignedAccumulation
         x, y = data(n=96)
         def run(strategy, steps, batch):
             with strategy.scope():
@@ -376,8 +376,8 @@ def test_noise_scale_under_mirrored_strategy_matches_one_device_and_the_analytic
         import numpy as np, tensorflow as tf, keras
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from optimizers import GradientAccumulator
-        from callbacks import EpochAlignedAccumulation
+        from batchsize.optimizers import GradientAccumulator
+        from batchsize.callbacks import EpochAlignedAccumulation
         d, sigma, micro, windows = 4, 1.5, 64, 1000
         rng = np.random.default_rng(0)
         w_star, delta = rng.normal(size=d), np.array([0.5, -0.5, 0.25, 0.0])
@@ -405,7 +405,7 @@ def test_noise_scale_under_mirrored_strategy_matches_one_device_and_the_analytic
 
 
 def test_noise_scale_is_logged_by_the_callback_in_a_real_fit():
-    from callbacks import AccumulatedNoiseScale
+    from batchsize.callbacks import AccumulatedNoiseScale
 
     x, y = data(n=256)
     model = small_model()

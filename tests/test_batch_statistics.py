@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from models import (GhostBatchNormalization, RecomputeBatchNormStatistics,
+from batchsize.models import (GhostBatchNormalization, RecomputeBatchNormStatistics,
                     recompute_batch_norm_statistics)
 from roundoff import FACTOR
 

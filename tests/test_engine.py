@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from callbacks import BatchSizeSchedule, WeightDistance
+from batchsize.callbacks import BatchSizeSchedule, WeightDistance
 from reproduce.engine import FastEngine
 from reproduce.pipeline import EpochPlan, crop, crop_on_device, epoch_arrays
 from reproduce.runner import RunConfig, train
@@ -160,7 +160,7 @@ def check_engines_train_the_same_run(config, monkeypatch):
     if config.optimizer == "sgd" and len(X) % block and len(X) % config.batch_size > block:
         # Negative control: the same check fails on a real engine bug, the
         # short last micro-batch weighted as a full one.
-        from optimizers import GradientAccumulator
+        from batchsize.optimizers import GradientAccumulator
 
         monkeypatch.setattr(GradientAccumulator, "_correct_closes_window",
                             GradientAccumulator._closes_window, raising=False)

@@ -107,7 +107,7 @@ def test_mnist_batch_size_accumulated_run_makes_the_large_batch_updates(tmp_path
 def test_lr_scaling_rules_and_measures(tmp_path, monkeypatch, capsys):
     import json
 
-    import models
+    from batchsize import models
     from reproduce import lr_scaling, sweep
 
     spec = lr_scaling.PRESETS["smoke"]

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-import models
-from models import GhostBatchNormalization
+from batchsize import models
+from batchsize.models import GhostBatchNormalization
 from roundoff import RoundOff
 
 

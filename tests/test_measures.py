@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from callbacks.measures import (WeightDistance, gradient_noise_scale, interpolate,
+from batchsize.callbacks.measures import (WeightDistance, gradient_noise_scale, interpolate,
                                 sharpness)
 
 MSE = keras.losses.MeanSquaredError(reduction=None)
@@ -172,7 +172,7 @@ def classifier(d=8):
 
 @pytest.mark.slow
 def test_updates_to_target_is_the_first_evaluation_at_the_target_and_stops_there():
-    from callbacks import UpdatesToTarget
+    from batchsize.callbacks import UpdatesToTarget
 
     x, y = separable()
     hit = UpdatesToTarget(x, y, target=0.9, per_decade=10, batch_size=16)
@@ -208,9 +208,9 @@ def test_updates_to_target_is_the_first_evaluation_at_the_target_and_stops_there
 def test_updates_to_target_counts_updates_not_micro_batches():
     """4 accumulated micro-batches of 16 are one update at batch 64 (no batch
     norm: the same training), so the target falls on the same update."""
-    from callbacks import UpdatesToTarget
-    from callbacks import EpochAlignedAccumulation
-    from optimizers import GradientAccumulator
+    from batchsize.callbacks import UpdatesToTarget
+    from batchsize.callbacks import EpochAlignedAccumulation
+    from batchsize.optimizers import GradientAccumulator
 
     x, y = separable()
     hits = []
@@ -231,7 +231,7 @@ def test_updates_to_target_counts_updates_not_micro_batches():
 
 
 def test_updates_to_target_says_what_it_needs():
-    from callbacks import UpdatesToTarget
+    from batchsize.callbacks import UpdatesToTarget
 
     x, y = separable(n=32)
     with pytest.raises(ValueError, match="mode='up': expected 'min' or 'max'"):

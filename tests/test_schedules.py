@@ -5,7 +5,7 @@ import math
 import keras
 import pytest
 
-from callbacks import (BatchSizeSchedule, LinearWarmup, TrainingSchedule, base_learning_rate,
+from batchsize.callbacks import (BatchSizeSchedule, LinearWarmup, TrainingSchedule, base_learning_rate,
                        current_learning_rate, milestones_at, regime_adaptation, split_batch,
                        sqrt_scaling)
 
@@ -184,8 +184,8 @@ def noisy_regression(examples, d=4, sigma=1.5, seed=0):
 def test_noise_scale_batch_size_grows_until_the_batch_passes_b_simple(factor, cap, final):
     """Micro-batch 4, starting at 2 x 4 = 8: grow (x2) while 21 > factor x B,
     so B ends at the first power of two past 21 / factor, or at the cap."""
-    from callbacks import EpochAlignedAccumulation, NoiseScaleBatchSize
-    from optimizers import GradientAccumulator
+    from batchsize.callbacks import EpochAlignedAccumulation, NoiseScaleBatchSize
+    from batchsize.optimizers import GradientAccumulator
 
     model, x, y = noisy_regression(300 * 8 + 200 * 64)
     optimizer = GradientAccumulator(keras.optimizers.SGD(0.0), 2, noise_scale_decay=0.99)
@@ -200,7 +200,7 @@ def test_noise_scale_batch_size_grows_until_the_batch_passes_b_simple(factor, ca
 
 
 def test_noise_scale_batch_size_needs_a_measuring_accumulator():
-    from callbacks import NoiseScaleBatchSize
+    from batchsize.callbacks import NoiseScaleBatchSize
 
     with pytest.raises(ValueError, match="growth=1"):
         NoiseScaleBatchSize(growth=1)

@@ -1,0 +1,58 @@
+"""The library as a user installs it: `pip install .` puts one package,
+`batchsize`, in site-packages (its callbacks, models and optimizers as
+subpackages, no generic top-level name), and it imports from any directory."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_pip_install_puts_one_package_in_site_packages(tmp_path):
+    target = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index",
+                            "--no-build-isolation", "--target", str(target), str(ROOT)],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    top = {p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".egg-info"))}
+    assert top == {"batchsize"}, top
+    for module in ("callbacks/schedules.py", "models/batch_statistics.py",
+                   "optimizers/accumulation.py"):
+        assert (target / "batchsize" / module).is_file(), module
+    # From another directory, with only the installed copy on the path.
+    code = ("import batchsize, keras; "
+            "from batchsize import GradientAccumulator, BatchSizeSchedule, TrainingSchedule; "
+            "print(batchsize.__file__); "
+            "acc = GradientAccumulator(keras.optimizers.SGD(0.1), 4); print(type(acc).__module__)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300,
+                         env={"PYTHONPATH": str(target), "KERAS_BACKEND": "jax",
+                              "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.split()
+    assert lines[0].startswith(str(target))
+    assert lines[-1] == "batchsize.optimizers.accumulation"
+
+
+def test_old_names_still_work_for_one_release_with_a_warning():
+    """`from optimizers import GradientAccumulator` (the pre-package path, from
+    a checkout) and `BatchSizeSchedule.phases` still work, warn, and give the
+    package's own objects and values."""
+    import importlib
+
+    import batchsize
+    from batchsize import BatchSizeSchedule, TrainingSchedule
+
+    for name in ("optimizers", "callbacks", "models"):
+        sys.modules.pop(name, None)
+        with pytest.warns(DeprecationWarning, match=f"use `import batchsize.{name}`"):
+            old = importlib.import_module(name)
+        sys.modules.pop(name, None)
+    assert old.GhostBatchNormalization is batchsize.GhostBatchNormalization
+    schedule = TrainingSchedule(32, 0.1, 1000, epochs=4, batch_milestones=(2,), batch_factor=4,
+                                max_device_batch=64)
+    callback = BatchSizeSchedule.from_schedule(schedule)
+    with pytest.warns(DeprecationWarning, match="schedule.phases"):
+        assert callback.phases(4) == schedule.phases(4) == [(0, 2, 32, 0.0), (2, 4, 64, 0.0)]
