@@ -86,7 +86,8 @@ endif
 # tests also run with oneDNN off, where fit and the fast engine use the same
 # kernels and agree to round-off for every optimizer (tests/test_engine.py).
 LIBRARY_TESTS = tests/test_accumulation.py tests/test_engine.py tests/test_layers.py \
-	tests/test_measures.py tests/test_schedules.py tests/test_devices.py
+	tests/test_measures.py tests/test_schedules.py tests/test_devices.py \
+	tests/test_batch_statistics.py
 # pytest-xdist workers: a TensorFlow test process keeps ~0.8 of a core busy, so 3
 # workers fill the 2 cores here (README "Tests" has the timings).
 TEST_WORKERS ?= 3
