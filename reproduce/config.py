@@ -26,6 +26,30 @@ KEY_DEFAULTS = {"subset_seed": 12345, "devices": 1, "noise_scale_decay": None,
 EVAL_STATISTICS = ("recomputed", "moving")
 
 
+# Fields that make a run a different program (another graph to trace, another
+# callback), besides sizes: by their value, or by whether they are set at all.
+# The dry run trains one run of each kind (`plan.combination` reads these marks).
+VALUE, IS_SET = "value", "set"
+
+
+def field(default, program):
+    """A RunConfig field whose `program` kind (VALUE or IS_SET) the dry run reads."""
+    return dataclasses.field(default=default, metadata={"program": program})
+
+
+def program_shape(config):
+    """What, besides sizes, makes `config` a different program: each marked
+    field's value or whether it is set, and whether some epoch accumulates."""
+    shape = []
+    for f in dataclasses.fields(config):
+        kind, value = f.metadata.get("program"), getattr(config, f.name)
+        if kind == VALUE:
+            shape.append((f.name, value))
+        elif kind == IS_SET:
+            shape.append((f.name, value not in (None, 0, 0.0, (), False)))
+    return tuple(shape) + (("accumulates", config.accumulates),)
+
+
 class ConfigError(UserError, ValueError):
     """A RunConfig field with a bad value; the message names the field and value."""
 
@@ -63,35 +87,35 @@ class RunConfig:
     runs the other engine stored).
     """
 
-    dataset: str = "cifar10"
-    model: str = "resnet8"
-    norm: str = "batch"
-    optimizer: str = "sgd"
+    dataset: str = field("cifar10", VALUE)
+    model: str = field("resnet8", VALUE)
+    norm: str = field("batch", VALUE)
+    optimizer: str = field("sgd", VALUE)
     lr: float = 0.1
-    momentum: float = 0.0
+    momentum: float = field(0.0, IS_SET)
     batch_size: int = 128
     epochs: int = 10
-    lr_milestones: tuple = ()
+    lr_milestones: tuple = field((), IS_SET)
     lr_decay: float = 0.1
-    warmup: float = 0.0
-    batch_milestones: tuple = ()
+    warmup: float = field(0.0, IS_SET)
+    batch_milestones: tuple = field((), IS_SET)
     batch_factor: int = 5
     max_batch_size: int = None
     max_device_batch: int = None
     accumulation: int = 1
-    noise_scale_decay: float = None  # measure B_simple from the windows (needs accumulation)
-    adaptive_batch: float = None  # grow the batch while B_simple > this x batch
-    weight_decay: float = 0.0
-    clipnorm: float = None
+    noise_scale_decay: float = field(None, IS_SET)  # measure B_simple from the windows (needs accumulation)
+    adaptive_batch: float = field(None, IS_SET)  # grow the batch while B_simple > this x batch
+    weight_decay: float = field(0.0, IS_SET)
+    clipnorm: float = field(None, IS_SET)
     he_init: bool = True
-    augment: object = False  # False, True (CIFAR pad-crop-flip) or "shift" (digits)
+    augment: object = field(False, VALUE)  # False, True (CIFAR pad-crop-flip) or "shift" (digits)
     train_size: int = None
     test_size: int = None
-    validation_size: int = None  # training examples held out to choose on (datasets.validation_of)
+    validation_size: int = field(None, IS_SET)  # training examples held out to choose on (datasets.validation_of)
     subset_seed: int = 12345  # which train_size / test_size examples (every run of a sweep alike)
     seed: int = 0
-    devices: int = 1  # data parallel over n devices (reproduce.devices); batch norm sees batch / n
-    eval_statistics: str = "recomputed"  # or "moving" (batch norm's moving averages)
+    devices: int = field(1, VALUE)  # data parallel over n devices (reproduce.devices); batch norm sees batch / n
+    eval_statistics: str = field("recomputed", VALUE)  # or "moving" (batch norm's moving averages)
     engine: str = "fast"
 
     def __post_init__(self):

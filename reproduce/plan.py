@@ -38,7 +38,7 @@ import pandas as pd
 
 from batchsize.models.flops import forward_flops, training_flops
 from reproduce import datasets
-from reproduce.config import RunConfig
+from reproduce.config import RunConfig, program_shape
 from reproduce.train import build_model, train_record
 
 # Assumptions for one GPU, stated, not measured here: sustained fp32
@@ -57,12 +57,9 @@ TIMED_MAX_BATCH = 512
 
 
 def combination(config):
-    """What, besides sizes, makes runs of a sweep different programs."""
-    return (config.dataset, config.model, config.norm, config.optimizer, config.augment,
-            config.accumulates,
-            bool(config.batch_milestones), bool(config.lr_milestones), config.warmup > 0,
-            config.clipnorm is not None, config.weight_decay > 0, config.devices,
-            config.batch_statistics and config.eval_statistics, bool(config.validation_size))
+    """What, besides sizes, makes runs of a sweep different programs: the
+    fields `RunConfig` marks as program-shaping (`config.program_shape`)."""
+    return program_shape(config)
 
 
 def shrunk(config):

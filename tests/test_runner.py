@@ -235,3 +235,20 @@ def test_held_out_examples_are_scored_and_not_trained_on():
     assert np.isnan(train(TINY)["rows"][-1]["validation_accuracy"])
     with pytest.raises(ConfigError, match="validation_size=512"):
         TINY.replace(validation_size=512)
+
+
+def test_the_dry_runs_kinds_come_from_the_fields_marked_program_shaping():
+    """A noise-scale run, an adaptive one, a run with held-out data or
+    recomputed statistics is another program than a plain one (the dry run
+    starts one of each); a size or a seed is not."""
+    from reproduce.plan import combination
+
+    base = TINY.replace(batch_size=64, accumulation=2)
+    kinds = {combination(c) for c in (
+        base, base.replace(noise_scale_decay=0.9),
+        base.replace(noise_scale_decay=0.9, adaptive_batch=1.0),
+        base.replace(validation_size=64), base.replace(eval_statistics="moving"),
+        base.replace(momentum=0.9))}
+    assert len(kinds) == 6
+    assert combination(base) == combination(base.replace(seed=3, train_size=256, lr=0.2,
+                                                         batch_size=128, accumulation=2))
