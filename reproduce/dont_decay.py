@@ -1,5 +1,5 @@
 """Smith, Kindermans, Ying & Le 2018, "Don't Decay the Learning Rate,
-Increase the Batch Size" (../shared/papers.md section 2).
+Increase the Batch Size" (arXiv:1711.00489).
 
 Method: a wide ResNet on CIFAR-10 with ghost batch norm (ghost batch = the
 initial batch, 128), SGD with momentum 0.9 (Fig 3b: Nesterov), weight decay

@@ -1,5 +1,5 @@
 """Hoffer, Hubara & Soudry 2017, "Train longer, generalize better: closing the
-generalization gap in large batch training" (../shared/papers.md section 3).
+generalization gap in large batch training" (arXiv:1705.08741).
 
 Method: the same network trained at a small batch (SB) and a large batch (LB),
 then the large batch with the paper's three fixes, cumulatively (their

@@ -1,7 +1,7 @@
 """Kaggle Digit Recognizer: a submission from the seed article's CNN trained
 with gradient accumulation (batch 128 x 8 accumulation steps = 1024).
 
-Method (../shared/papers.md section 5a): the Digit Recognizer CNN, Adam 1e-3,
+Method (the seed article; figures/README.md): the Digit Recognizer CNN, Adam 1e-3,
 an 80/20 split of the 42,000 training images, 20 epochs (`--preset paper`); the
 accumulation wrapper makes each update one of batch 128 x 8. Batch norm still
 sees 128 examples per micro-batch (`--norm group` avoids that).

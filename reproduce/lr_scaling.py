@@ -1,5 +1,5 @@
 """Batch size and learning-rate scaling on MNIST: the "effect of batch size on
-training dynamics" article (../shared/papers.md section 5b).
+training dynamics" article (the papers and their numbers: figures/README.md).
 
 Claim, as the article states it: the batch size has no significant effect on
 the test accuracy "as long as the learning rate is adjusted accordingly"; at

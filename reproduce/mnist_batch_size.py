@@ -1,5 +1,5 @@
 """The seed article's batch-size sweep on the Digit Recognizer CNN, and what
-gradient accumulation does (../shared/papers.md section 5a).
+gradient accumulation does (the seed article; the papers and their numbers: figures/README.md).
 
 Method: the Digit Recognizer CNN, Adam lr 1e-3 at every batch size (no lr
 scaling), batch 32 ... 1024, 20 epochs on 33,600 MNIST training images (the

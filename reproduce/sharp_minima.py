@@ -1,6 +1,6 @@
 """Keskar, Mudigere, Nocedal, Smelyanskiy & Tang 2017, "On Large-Batch
 Training for Deep Learning: Generalization Gap and Sharp Minima"
-(../shared/papers.md section 4).
+(arXiv:1609.04836).
 
 Method: Adam (lr 1e-3) at a small batch (SB, 256) and a large batch (LB, 10%
 of the training set), from the same initial weights (the same seed). Then:

@@ -1,6 +1,6 @@
 """Masters & Luschi 2018, "Revisiting Small Batch Training for Deep Neural Networks".
 
-Method (their section 3, ../shared/papers.md section 1): plain SGD without
+Method (their section 3; arXiv:1804.07612): plain SGD without
 momentum; the learning rate is written per example, eta_tilde = eta / m, so
 a run at batch m uses SGD(lr = m * eta_tilde). Batch sizes m and base rates
 eta_tilde are powers of two; every run trains the same number of epochs; the

@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 import pytest
-from conftest import needs_cifar10, needs_mnist
+from conftest import needs_cifar10, needs_mnist, without_thread_budget
 
 from reproduce import store as store_module
 from reproduce.runner import RunConfig, Sweep
@@ -637,3 +637,68 @@ def test_the_eta_weights_the_runs_left_by_their_cost():
     assert eta_seconds(spent, [(672000, 2625)] * 20, parallel=2) == pytest.approx(6720.0)
     assert eta_seconds([], [(1, 1)] * 2, parallel=1) == 0.0  # nothing finished: no estimate yet
     assert eta_seconds([(5.0, (1, 1))], [], parallel=2) == 0.0
+
+
+CLUSTER_CHECK = """
+import ray
+ray.init(address="{address}")
+print("ALIVE", sum(node["Alive"] for node in ray.nodes()))
+"""
+
+
+@pytest.mark.xdist_group("ray")
+@pytest.mark.slow
+@needs_cifar10
+def test_a_two_node_cluster_with_token_authentication(tmp_path):
+    """README's cluster recipe with the locked Ray (token authentication on
+    by default since 2.52): a head and a second node on this machine, both
+    with RAY_AUTH_MODE=token and the head's token, and a smoke figure trained
+    with RAY_ADDRESS set to the head. `ray start --block` keeps each node in
+    its own process, stopped at the end without touching other Rays here."""
+    import secrets
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**without_thread_budget(os.environ), "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token), "PYTHONPATH": str(ROOT),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    ray = str(Path(sys.executable).parent / "ray")
+    common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
+    nodes = [subprocess.Popen([ray, "start", "--head", f"--port={port}",
+                               "--include-dashboard=false", *common], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(8)
+        nodes.append(subprocess.Popen([ray, "start", f"--address={address}", *common], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline, alive = time.time() + 90, 0
+        while time.time() < deadline and alive < 2:
+            time.sleep(3)
+            out = subprocess.run([sys.executable, "-c", CLUSTER_CHECK.format(address=address)],
+                                 env=env, capture_output=True, text=True, timeout=60)
+            alive = int(out.stdout.split("ALIVE")[-1]) if "ALIVE" in out.stdout else 0
+        assert alive == 2, out.stderr[-2000:]
+        run = subprocess.run([sys.executable, "-m", "reproduce.small_batch", "--preset", "smoke",
+                              "--ray", address, "--results", str(tmp_path / "r"),
+                              "--out", str(tmp_path / "f")], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert (tmp_path / "f" / "small_batch_smoke_summary.csv").is_file()
+        # Without the mode on the joining side, the head refuses it (the recipe's warning).
+        bare = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+        out = subprocess.run([sys.executable, "-c", CLUSTER_CHECK.format(address=address)],
+                             env=bare, capture_output=True, text=True, timeout=60)
+        assert "ALIVE 2" not in out.stdout
+    finally:
+        for node in nodes:
+            node.terminate()
+        for node in nodes:
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                node.kill()
