@@ -178,6 +178,7 @@ class Difference:
     differences: tuple = ()  # the per-seed differences of a paired design
     test_dof: float = math.inf
     extra_seeds: int = 0  # seeds trained per cell beyond those judged (a choosing seed)
+    pooled: tuple = None  # (variance per seed, dof) over the figure's cells of the metric
 
     @property
     def value(self):
@@ -187,12 +188,25 @@ class Difference:
 
     def _terms(self, seeds=None):
         """[(variance of the mean, degrees of freedom)] of the seeds' term at
-        `seeds` per side (the measured ones by default)."""
+        `seeds` per side (the measured ones by default). A cell of 2 seeds
+        takes the variance pooled over the figure's cells of the same metric
+        (`pooled`) with its degrees of freedom: two seeds that tie would
+        otherwise make a spread of 0. Paired, 2 shared seeds take twice the
+        pooled variance (the pairing's gain given up)."""
         if self.design == "paired":
-            n = seeds or len(self.differences)
-            return [(float(np.var(self.differences, ddof=1)) / n, n - 1)]
-        return [(side.std ** 2 / (seeds or side.seeds), (seeds or side.seeds) - 1)
-                for side in (self.a, self.b)]
+            n = len(self.differences)
+            variance, dof = float(np.var(self.differences, ddof=1)), n - 1
+            if n == 2 and self.pooled:
+                variance, dof = 2 * self.pooled[0], self.pooled[1]
+            return [(variance / (seeds or n), dof if not seeds else seeds - 1)]
+        terms, pooled = [], 0.0
+        for side in (self.a, self.b):
+            if side.seeds == 2 and self.pooled:  # one estimate: one term, its own dof
+                pooled += self.pooled[0] / (seeds or side.seeds)
+            else:
+                terms.append((side.std ** 2 / (seeds or side.seeds),
+                              (seeds or side.seeds) - 1))
+        return terms + ([(pooled, self.pooled[1] if not seeds else seeds - 1)] if pooled else [])
 
     def se(self, seeds=None):
         return math.sqrt(sum(v for v, _ in self._terms(seeds)) + self.test_variance)
@@ -222,14 +236,14 @@ class Difference:
                 f"{scale * high:+.3g}] (t, {self.dof():.1f} dof; {design}{test})")
 
 
-def difference(a, b, paired_test_variance=None, test_dof=math.inf, extra_seeds=0):
+def difference(a, b, paired_test_variance=None, test_dof=math.inf, extra_seeds=0, pooled=None):
     """`Difference` of two sides, or None where a side has no measured spread.
     Paired by seed where both sides name their seeds and share two or more
     with a value on each side; Welch otherwise."""
     paired = paired_test_variance is not None and np.isfinite(paired_test_variance)
     test_variance = paired_test_variance if paired else a.test_variance + b.test_variance
     common = dict(test_variance=float(test_variance), paired=paired, test_dof=test_dof,
-                  extra_seeds=extra_seeds)
+                  extra_seeds=extra_seeds, pooled=pooled)
     shared = sorted(set(dict(a.values)) & set(dict(b.values)))
     if len(shared) >= 2:
         va, vb = dict(a.values), dict(b.values)
@@ -240,20 +254,35 @@ def difference(a, b, paired_test_variance=None, test_dof=math.inf, extra_seeds=0
     return Difference(a, b, **common)
 
 
+def pooled_variance(table, metric, seeds="seeds", scale=1.0):
+    """(variance per seed, dof) of `metric` pooled over the rows of `table`
+    with two or more seeds (sum (n - 1) s^2 / sum (n - 1)), or None."""
+    if table is None or f"{metric}_std" not in table or seeds not in table:
+        return None
+    rows = table[(table[seeds] >= 2) & table[f"{metric}_std"].notna()]
+    dof = float((rows[seeds] - 1).sum())
+    if dof <= 0:
+        return None
+    variance = float(((rows[seeds] - 1) * (rows[f"{metric}_std"] / scale) ** 2).sum()) / dof
+    return variance, dof
+
+
 def compare_rows(a_row, b_row, metric="test_accuracy", n_test=None, scale=1.0, paired=None,
-                 seeds="seeds", extra_seeds=0):
+                 seeds="seeds", extra_seeds=0, table=None):
     """(a, b, Difference a - b or None) of two table rows' `metric` (its
     `<metric>_by_seed` for a paired design, else mean, `<metric>_std` and the
     count column `seeds`); `n_test` adds each accuracy's test-set error,
     `paired` (a column of a's row) replaces it with the paired one.
     `extra_seeds`: seeds each cell trained beyond those judged (1 where the
-    first seed chose the cell), for the power line's seeds to train."""
+    first seed chose the cell), for the power line's seeds to train. `table`:
+    the rows' table, whose pooled spread a 2-seed cell takes (`pooled_variance`)."""
     a, b = (Side.of(row, metric, n_test, scale, seeds) for row in (a_row, b_row))
     paired_variance = a_row.get(paired) if paired and hasattr(a_row, "get") else None
     paired_variance = None if paired_variance is None or pd.isna(paired_variance) \
         else float(paired_variance) / scale ** 2
     return a, b, difference(a, b, paired_variance, test_dof=n_test - 1 if n_test else math.inf,
-                            extra_seeds=extra_seeds)
+                            extra_seeds=extra_seeds,
+                            pooled=pooled_variance(table, metric, seeds, scale))
 
 
 def verdict_or_too_few(a, b, diff, names, judge, percent=True):

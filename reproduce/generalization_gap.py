@@ -293,6 +293,7 @@ def _against_sb(tables, n_test, column, judge):
             verdicts.append((network, _missing(column)))
             continue
         a, b, diff = compare_rows(rows.loc[column], rows.loc["SB"], n_test=n_test(network),
+                                  table=rows,
                                   scale=100, paired="test_accuracy_paired_var_vs_SB")
         verdicts.append((network, verdict_or_too_few(a, b, diff, (column, "SB"), judge)))
     return combine(verdicts)

@@ -423,7 +423,8 @@ def a_tuned_rate_brings_the_large_batch_back(tables, n_test):
     open_edges = [f"batch {int(r.name)} (lr {r.lr:g})" for r in (small, large) if r.edge_open]
     a, b, diff = compare_rows(large, small, "judged_test_accuracy", n_test=n_test(),
                               paired="judged_test_accuracy_paired_var_vs_64",
-                              seeds="judged_seeds", extra_seeds=1)
+                              seeds="judged_seeds", extra_seeds=1,
+                              table=tables["measures"])
     verdict = verdict_or_too_few(a, b, diff, (f"tuned {large.name} (lr {large.lr:g})",
                                               f"tuned {small.name} (lr {small.lr:g})"),
                                  lambda d: same_within(d, margin=0.01))

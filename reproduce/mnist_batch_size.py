@@ -238,7 +238,7 @@ def every_batch_reaches_the_same_accuracy(tables, n_test):
     parts = []
     for _, row in others.iterrows():
         a, b, diff = compare_rows(row, best, n_test=n_test(),
-                                  paired="test_accuracy_paired_var_vs_best")
+                                  paired="test_accuracy_paired_var_vs_best", table=table)
         parts.append((f"batch {int(row.batch_size)}", verdict_or_too_few(
             a, b, diff, (str(int(row.batch_size)), f"best {int(best.batch_size)}"),
             lambda d: same_within(d, margin=SAME_MARGIN, parts=len(others)))))

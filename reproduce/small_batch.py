@@ -371,7 +371,7 @@ def best_batch_is_small(tables, n_test):
                     for rows in (sides[True], sides[False]))
     a, b, diff = compare_rows(small, large, "judged_test_accuracy", n_test=n_test(),
                               paired="judged_paired_var_vs_other_best", seeds="judged_seeds",
-                              extra_seeds=1)
+                              extra_seeds=1, table=summary)
     verdict = verdict_or_too_few(a, b, diff, (f"m = {int(small.m)}", f"m = {int(large.m)}"),
                                  differs)
     chosen = summary.chosen_on.iloc[0] if "chosen_on" in summary else "test_accuracy"

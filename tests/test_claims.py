@@ -671,3 +671,18 @@ def test_the_readme_blocks_are_written_from_the_csvs(tmp_path):
     assert report.fill_readme(filled, tmp_path) == filled  # idempotent
     with pytest.raises(cli.UserError, match="t.csv has no column nope"):
         report.fill_readme(text.replace("m best", "m nope"), tmp_path)
+
+
+def test_a_two_seed_tie_cannot_shrink_an_interval():
+    """Cells of 2 seeds take the spread pooled over the table's cells of the
+    metric (lr-scaling paper: tuned 1024 at 97.71 +- 0.00 from a tie)."""
+    table = pd.DataFrame(dict(cell=["a", "b", "c"], acc=[0.9771, 0.9838, 0.95],
+                              acc_std=[0.0, 0.004, 0.006], seeds=[2, 2, 4]))
+    a, b, tied = claims.compare_rows(table.iloc[0], table.iloc[1], "acc")
+    _, _, pooled = claims.compare_rows(table.iloc[0], table.iloc[1], "acc", table=table)
+    variance = (1 * 0.0 + 1 * 0.004 ** 2 + 3 * 0.006 ** 2) / 5
+    assert pooled.se() == pytest.approx(math.sqrt(variance / 2 + variance / 2))
+    assert pooled.dof() == pytest.approx(5)  # the pooled estimate's own, counted once
+    half = scipy.stats.t.ppf(0.95, 5) * math.sqrt(variance)
+    assert pooled.interval(0.9) == pytest.approx((a.mean - b.mean - half, a.mean - b.mean + half))
+    assert tied.se() == pytest.approx(0.004 / math.sqrt(2))  # the tie's own, without the table
