@@ -70,7 +70,7 @@ def connect(address, num_cpus=None):
     kwargs = dict(address=address, runtime_env={"env_vars": worker_environment()},
                   log_to_driver=False, include_dashboard=False, logging_level=logging.ERROR)
     if address == "local":
-        cpus = num_cpus or (int(os.environ["RAY_NUM_CPUS"]) if os.environ.get("RAY_NUM_CPUS")
+        cpus = num_cpus or (count_from_env("RAY_NUM_CPUS") if os.environ.get("RAY_NUM_CPUS")
                             else None)
         if cpus:
             kwargs["num_cpus"] = cpus
@@ -83,16 +83,10 @@ def connect(address, num_cpus=None):
 
 
 def count_from_env(name, default=None):
-    """An integer >= 1 from the environment, `default` if unset; else a one-line error."""
-    text = os.environ.get(name, "")
-    if not text:
-        return default
-    try:
-        value = float(text) if name == "RAY_CPUS_PER_RUN" else int(text)
-        assert value > 0
-    except (ValueError, AssertionError):
-        raise UserError(f"{name}={text!r}: expected a number > 0.") from None
-    return value
+    """A count > 0 from the environment (`settings.env_number`; RAY_CPUS_PER_RUN
+    may be a fraction)."""
+    kind = float if name == "RAY_CPUS_PER_RUN" else int
+    return settings.env_number(name, default, kind=kind, minimum=1e-9 if kind is float else 1)
 
 
 def resources_per_run(devices=1, cluster=None, cpus=None, runs_per_gpu=None):

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reproduce.cli import ROOT, UserError
+from reproduce import settings
+from reproduce.cli import UserError
 
 
 
@@ -104,11 +105,11 @@ NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
 def default_data_dir():
-    return Path(os.environ.get("DATA_DIR", ROOT / "data"))
+    return settings.data_dir()
 
 
 def default_mirror():
-    return Path(os.environ.get("DATA_MIRROR", ROOT.parent / "shared" / "data"))
+    return settings.data_mirror()
 
 
 def sha256_of(path, decompress=False):
@@ -275,7 +276,7 @@ def load(name, data_dir=None, mirror=None, download=None):
     """
     data_dir = Path(data_dir or default_data_dir())
     if download is None:
-        download = os.environ.get("DATA_DOWNLOAD", "1") != "0"
+        download = settings.env_text("DATA_DOWNLOAD", "1", choices=("0", "1")) == "1"
     if name in ("mnist", "fashion_mnist"):
         return _load_idx(name, data_dir, mirror, download)
     if name == "cifar10":

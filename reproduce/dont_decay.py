@@ -297,7 +297,7 @@ def _seeds_note(frame):
 
 def options(parser):
     parser.add_argument("--max-device-batch", type=int,
-                        default=int_from_env("MAX_DEVICE_BATCH", 0) or None,
+                        default=int_from_env("MAX_DEVICE_BATCH", None, 1),
                         help="largest batch one forward pass may take; larger ones are "
                              "accumulated (default: $MAX_DEVICE_BATCH, else the preset's)")
 

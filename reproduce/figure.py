@@ -23,7 +23,6 @@ each kind of run for 2 updates and prints the sweep's cost (`reproduce.plan`).
 
 import ast
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -151,20 +150,20 @@ def parser(figure):
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
                    help="override a RunConfig field in every run of the preset (repeatable), "
                         "e.g. --set seed=1 --set epochs=20")
-    p.add_argument("--ray", metavar="ADDRESS", default=os.environ.get("RAY_ADDRESS") or None,
+    p.add_argument("--ray", metavar="ADDRESS", default=settings.env_text("RAY_ADDRESS"),
                    help="train the runs as Ray tasks: 'local' (a Ray on this machine), 'auto' "
                         "(the cluster of `ray start`) or ray://host:10001; default $RAY_ADDRESS")
-    p.add_argument("--jobs", type=int, metavar="N", default=int_from_env("JOBS", 0) or None,
+    p.add_argument("--jobs", type=int, metavar="N", default=int_from_env("JOBS", None, 1),
                    help="runs at once on this machine: 1 one by one, N; default $JOBS, else "
                         "side by side on a machine of several cores (reproduce.sweep)")
-    p.add_argument("--devices", type=int, metavar="N", default=int_from_env("DEVICES", 1),
+    p.add_argument("--devices", type=int, metavar="N", default=int_from_env("DEVICES", 1, 1),
                    help="spread each run over N devices, data parallel (reproduce.devices); "
                         "default $DEVICES or 1")
     p.add_argument("--dry-run", action="store_true", default=int_from_env("DRY_RUN", 0) > 0,
                    help="train each distinct kind of run for 2 updates on a slice, print the "
                         "sweep's size and estimated cost, write nothing")
     if figure.networks:
-        p.add_argument("--network", default=os.environ.get("NETWORK") or None,
+        p.add_argument("--network", default=settings.env_text("NETWORK"),
                        help="only this network's part of the preset, e.g. F1 (its name before "
                             "' / '); default $NETWORK, else every network")
     if figure.options:
@@ -188,14 +187,13 @@ def only_network(spec, network):
     return chosen
 
 
-def int_from_env(name, default):
-    """An integer from the environment ($name), `default` if unset or empty; a
-    value that is not an integer is a one-line error."""
-    text = os.environ.get(name) or str(default)
+def int_from_env(name, default, minimum=0):
+    """An integer from the environment (`settings.env_number`); a bad value is
+    a one-line error and exit status 2 (the command line's own errors)."""
     try:
-        return int(text)
-    except ValueError:
-        cli.fail(f"{name}={text!r}: expected an integer.")
+        return settings.env_number(name, default, minimum=minimum)
+    except cli.UserError as error:
+        cli.fail(str(error))
 
 
 def run_figure(figure, argv=None, log=None):
@@ -208,7 +206,7 @@ def run_figure(figure, argv=None, log=None):
             figure.check(args)
         if args.jobs is not None and args.jobs < 1:
             raise ConfigError(f"--jobs {args.jobs}: expected an integer >= 1 (1: one at a time)")
-        int_from_env("THREADS", 0)  # a bad thread budget: one line, before anything trains
+        int_from_env("THREADS", None, 1)  # a bad thread budget: one line, before anything trains
         changes = parse_overrides(args.set)
         if args.devices != 1:
             changes.setdefault("devices", args.devices)

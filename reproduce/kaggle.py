@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reproduce import cli
+from reproduce import cli, settings
 
 COMPETITION = "digit-recognizer"
 STANDIN = "digit-recognizer-mnist-standin"
@@ -279,10 +279,12 @@ def submit(args):
               f"{score(out, folder / 'test_labels.csv'):.4f}")
 
 
-def main(argv=None):
+def parser():
+    """The command line: `data-from-mnist` and `submit`."""
     p = cli.OneLineParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "data")),
-                   help="folder holding digit-recognizer/ (default $DATA_DIR or data/)")
+    p.add_argument("--data-dir", type=Path, default=settings.data_dir(),
+                   help="folder holding digit-recognizer/ (default $DATA_DIR or data/ in the "
+                        "checkout)")
     commands = p.add_subparsers(dest="command", required=True, parser_class=cli.OneLineParser)
     commands.add_parser("data-from-mnist", help="build the MNIST stand-in files")
     s = commands.add_parser("submit", help="train and write submission.csv")
@@ -305,7 +307,11 @@ def main(argv=None):
     s.add_argument("--verbose", action="store_true", help="Keras progress bars")
     s.add_argument("--engine", choices=("fast", "fit"), default="fast",
                    help="fast: data on the device (reproduce.engine); fit: model.fit")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     with cli.one_line_errors():
         if args.command == "data-from-mnist":
             folder = make_standin(args.data_dir)

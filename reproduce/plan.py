@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from batchsize.models.flops import forward_flops, training_flops
-from reproduce import datasets
+from reproduce import datasets, settings
 from reproduce.config import RunConfig, program_shape
 from reproduce.train import build_model, train_record
 
@@ -253,7 +253,7 @@ def dry_run(runs, hooks=None, log=None, gpu_tflops=GPU_TFLOPS,
                   file=log, flush=True)
     plan = estimate(runs, gpu_tflops, step_seconds)
     hours = plan["gpu_hours"].sum()
-    share = int(os.environ.get("RUNS_PER_GPU") or 1)
+    share = settings.env_number("RUNS_PER_GPU", 1)
     print(f"plan: {len(plan)} runs, {plan['updates'].sum():,} updates, "
           f"{plan['examples'].sum():,} training examples, {plan['flops'].sum() / 1e15:,.1f} "
           f"PFLOP; about {hours:,.1f} GPU-hours on one GPU ({hours / 8:,.1f} h on 8), "

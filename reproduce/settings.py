@@ -24,6 +24,7 @@ in place before the backend starts, so `apply()` sets it on importing
 
 import os
 import platform
+from pathlib import Path
 
 ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
 HOST_DEVICES = "--xla_force_host_platform_device_count"
@@ -97,3 +98,66 @@ def in_force():
     from tensorflow.python.util import _pywrap_util_port  # TF's own runtime check
 
     return backend, bool(_pywrap_util_port.IsMklEnabled())
+
+
+# -- the environment, read in one place ---------------------------------------------
+# Every variable the suite reads, with its meaning; the Makefile exports the
+# same names. A bad value is a one-line error naming it (`reproduce.cli`).
+ENVIRONMENT = {
+    "THREADS": "a run's thread budget (default: every core)",
+    "JOBS": "runs at once on this machine (1: one by one; default: side by side)",
+    "DEVICES": "devices one run is spread over, data parallel (default 1)",
+    "DRY_RUN": "1: train 2 updates of each kind of run and print the plan",
+    "MAX_DEVICE_BATCH": "fig-dont-decay: batches above it are accumulated",
+    "RUNS_PER_GPU": "runs sharing one GPU (Ray fractional GPUs; default 1)",
+    "RAY_CPUS_PER_RUN": "CPUs a run's Ray task asks for (default 1)",
+    "RAY_NUM_CPUS": "CPUs of a local Ray (default: every core)",
+    "RAY_ADDRESS": "local, auto or ray://host:port: a sweep's runs as Ray tasks",
+    "NETWORK": "fig-generalization-gap, fig-sharp-minima: one network's part",
+    "TENSORBOARD": "1 (default): every run writes its curves; 0: none",
+    "DATA_DIR": "datasets and the Kaggle files (default data/ in the checkout)",
+    "DATA_MIRROR": "a read-only dataset mirror (default ../shared/data)",
+    "DATA_DOWNLOAD": "0 forbids downloads",
+}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_number(name, default=None, kind=int, minimum=1):
+    """`name` from the environment as a number >= `minimum` (`kind`: int or
+    float), `default` if unset or empty (make exports unset variables
+    empty); any other value is a one-line error naming it."""
+    from reproduce.cli import UserError
+
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        what = "an integer" if kind is int else "a number"
+        raise UserError(f"{name}={text!r}: expected {what} >= {minimum}.")
+    return value
+
+
+def env_text(name, default=None, choices=None):
+    """`name` from the environment, `default` if unset or empty; with
+    `choices`, any other value is a one-line error naming them."""
+    from reproduce.cli import UserError
+
+    text = os.environ.get(name, "").strip() or default
+    if choices is not None and text not in choices:
+        meaning = f" ({ENVIRONMENT[name]})" if name in ENVIRONMENT else ""
+        raise UserError(f"{name}={text!r}: expected one of {', '.join(choices)}{meaning}.")
+    return text
+
+
+def data_dir():
+    """DATA_DIR, else data/ in the checkout: one default for every reader."""
+    return Path(env_text("DATA_DIR") or ROOT / "data")
+
+
+def data_mirror():
+    """DATA_MIRROR, else ../shared/data beside the checkout."""
+    return Path(env_text("DATA_MIRROR") or ROOT.parent / "shared" / "data")

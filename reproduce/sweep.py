@@ -18,7 +18,6 @@ had (`threads`).
 """
 
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -212,7 +211,7 @@ class Sweep:
             return True
         gpus = gpus_here()
         if gpus:
-            return gpus > 1 or int(os.environ.get("RUNS_PER_GPU") or 1) > 1
+            return gpus > 1 or settings.env_number("RUNS_PER_GPU", 1) > 1
         return settings.cores() > 1
 
     def _train(self, todo, runs):
@@ -300,12 +299,7 @@ class Sweep:
 
 def jobs_from_env():
     """JOBS from the environment: runs at once here, None if unset (side by side)."""
-    text = os.environ.get("JOBS", "")
-    if not text:
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise UserError(f"JOBS={text!r}: expected an integer >= 1 (1: one run at a time).")
-    return int(text)
+    return settings.env_number("JOBS", None, minimum=1)
 
 
 class LocalRuns:

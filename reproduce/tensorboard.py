@@ -57,7 +57,7 @@ from pathlib import Path
 import keras
 
 from batchsize.callbacks.schedules import current_learning_rate
-from reproduce import cli, registry
+from reproduce import cli, registry, settings
 from reproduce.cli import UserError
 from reproduce.engine import BATCHES_PER_CALL
 
@@ -71,11 +71,7 @@ RESULT_METRICS = ("by_epochs/test_accuracy", "by_epochs/test_loss", "by_epochs/t
 
 def enabled():
     """Whether runs write TensorBoard logs: TENSORBOARD=1 (default) or 0."""
-    value = os.environ.get("TENSORBOARD", "").strip() or "1"
-    if value not in ("0", "1"):
-        raise UserError(f"TENSORBOARD={value!r}: expected 1 (write each run's curves, the "
-                        "default) or 0 (write none)")
-    return value == "1"
+    return settings.env_text("TENSORBOARD", "1", choices=("1", "0")) == "1"
 
 
 def run_label(config, describe=None):
@@ -336,7 +332,7 @@ def log_root(figure=None, results=cli.RESULTS):
 def main(argv=None):
     """`make tensorboard`: TensorBoard over the runs' curves, live while they train."""
     p = cli.OneLineParser(description=main.__doc__)
-    p.add_argument("--figure", default=os.environ.get("FIGURE") or None,
+    p.add_argument("--figure", default=settings.env_text("FIGURE"),
                    help="one figure's runs (default $FIGURE, else every figure's)")
     p.add_argument("--results", type=Path, default=cli.RESULTS, help="the results store")
     p.add_argument("--host", default="localhost",

@@ -56,3 +56,25 @@ def test_old_names_still_work_for_one_release_with_a_warning():
     callback = BatchSizeSchedule.from_schedule(schedule)
     with pytest.warns(DeprecationWarning, match="schedule.phases"):
         assert callback.phases(4) == schedule.phases(4) == [(0, 2, 32, 0.0), (2, 4, 64, 0.0)]
+
+
+def test_the_environment_is_read_by_one_parser_with_one_line_errors(monkeypatch):
+    from reproduce import cli, settings
+
+    monkeypatch.setenv("JOBS", "")
+    assert settings.env_number("JOBS", None) is None  # make exports unset names empty
+    monkeypatch.setenv("JOBS", "3")
+    assert settings.env_number("JOBS") == 3
+    for value in ("x", "0", "1.5"):
+        monkeypatch.setenv("JOBS", value)
+        with pytest.raises(cli.UserError, match=f"JOBS='{value}': expected an integer >= 1"):
+            settings.env_number("JOBS")
+    monkeypatch.setenv("TENSORBOARD", "2")
+    with pytest.raises(cli.UserError, match="TENSORBOARD='2': expected one of 1, 0 .1 .default"):
+        settings.env_text("TENSORBOARD", "1", choices=("1", "0"))
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    from reproduce import datasets, kaggle
+
+    assert settings.data_dir() == datasets.default_data_dir() == settings.ROOT / "data"
+    # The Kaggle command's --data-dir default is the same folder.
+    assert kaggle.parser().get_default("data_dir") == settings.ROOT / "data"

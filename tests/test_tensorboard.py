@@ -146,8 +146,8 @@ def test_a_bad_tensorboard_value_is_a_one_line_error():
                          cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert our_lines(out.stderr) == [
-        "error: TENSORBOARD='yes': expected 1 (write each run's curves, the default) or 0 "
-        "(write none)"], out.stderr
+        "error: TENSORBOARD='yes': expected one of 1, 0 (1 (default): every run writes its "
+        "curves; 0: none)."], out.stderr
 
 
 def test_every_updates_must_be_a_positive_count():
