@@ -311,7 +311,8 @@ def parser():
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     with cli.one_line_errors():
         if args.command == "data-from-mnist":
             folder = make_standin(args.data_dir)
