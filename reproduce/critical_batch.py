@@ -207,7 +207,7 @@ def callbacks_factory(spec, folder):
         limit = w["max_updates"]
         if config.noise_scale_decay is None:
             done = [records.load(config.replace(lr=lr)) for lr in rates_of(w) if lr != config.lr]
-            needed = [r["measures"]["updates_to_target"] for r in done if r and r.get("measures")]
+            needed = [r.measures["updates_to_target"] for r in done if r and r.measures]
             limit = min([limit] + [u for u in needed if u is not None])
         return [UpdatesToTarget(x_test, y_test, w["target"], per_decade=w["per_decade"],
                                 batch_size=batch, max_updates=limit)]
@@ -225,8 +225,8 @@ def measure(spec, store):
 
 # -- tables ----------------------------------------------------------------------
 def _status(record, budget):
-    m = record["measures"]
-    if record["status"] == "diverged":
+    m = record.measures
+    if record.status == "diverged":
         return "diverged"
     if m["updates_to_target"] is not None:
         return "reached"
@@ -240,15 +240,15 @@ def run_rows(sweep, configs, spec):
     rows = []
     for (name, kind, b, lr, i), config in configs.items():
         record = sweep.load(config)
-        m = record["measures"]
+        m = record.measures
         rows.append(dict(workload=name, kind=kind, batch_size=b, lr=lr, seed=config.seed,
                          seed_index=i,
                          status=_status(record, spec["workloads"][name]["max_updates"]),
                          updates_to_target=m["updates_to_target"],
                          examples_to_target=m["examples_to_target"],
                          evaluations=len(m["evaluations"]),
-                         final_batch_size=record["rows"][-1]["batch_size"] if record["rows"]
-                         else None, wall_time=record["wall_time"]))
+                         final_batch_size=record.rows[-1]["batch_size"] if record.rows
+                         else None, wall_time=record.wall_time))
     return pd.DataFrame(rows)
 
 
@@ -269,7 +269,7 @@ def tables(sweep, configs, spec=None):
     runs = run_rows(sweep, configs, spec)
     trace = [dict(workload=name, kind=kind, **e)
              for (name, kind, *_), config in configs.items() if kind != "sweep"
-             for e in sweep.load(config)["measures"]["evaluations"]]
+             for e in sweep.load(config).measures["evaluations"]]
     summary, fits = [], []
     for name, w in spec["workloads"].items():
         sweep_runs = runs[(runs.workload == name) & (runs.kind == "sweep")]

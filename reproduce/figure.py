@@ -304,7 +304,7 @@ def training_minutes(sweep, runs):
     """Minutes of training the store records for `runs` ({label: config}),
     each distinct run once: a run that serves two cells trained once."""
     distinct = {config.key: config for config in runs.values()}.values()
-    return sum(r["wall_time"] for r in map(sweep.load, distinct) if r) / 60
+    return sum(r.wall_time for r in map(sweep.load, distinct) if r) / 60
 
 
 # A best value on the edge of its grid is not a best: the sweeps that tune a
@@ -364,16 +364,14 @@ def paired_test_variance(sweep, a, b):
     both were scored on the same examples (paired, as McNemar's test pairs
     them). None where a run lacks its per-example results (stored before they
     were kept) or the test sets differ. See `test_set_variance`."""
-    from reproduce.train import decode_correct
-
     correct = []
     for configs in (a, b):
         records = [sweep.load(config) for config in configs]
-        if not records or any(r is None or not r.get("test_correct") for r in records):
+        if not records or any(r is None or not r.test_correct for r in records):
             return None
-        correct.append({config.seed: decode_correct(r["test_correct"]).astype(float)
+        correct.append({config.seed: r.correct.astype(float)
                         for config, r in zip(configs, records)})
-    if {c.shape for side in correct for c in side.values()}.__len__() != 1:
+    if len({c.shape for side in correct for c in side.values()}) != 1:
         return None
     return test_set_variance(*correct)
 

@@ -161,7 +161,7 @@ def tables(sweep, runs, spec=None):
     for (network, label), config in runs.items():
         record = sweep.load(config)
         frames.append(sweep.table([config]).assign(network=network, run=label))
-        m = record.get("measures") or {}
+        m = record.measures or {}
         if m:
             distances.append(pd.DataFrame(dict(
                 network=network, run=label, iteration=m["iteration"], distance=m["total"],

@@ -116,9 +116,9 @@ def final_accuracies(sweep, runs):
         record = sweep.load(config)
         if record is None:
             continue
-        last = record["rows"][-1] if record["rows"] else {}
-        finished = record["status"] == "finished"
-        rows.append(dict(kind=kind, batch_size=b, lr=lr, seed_index=i, status=record["status"],
+        last = record.rows[-1] if record.rows else {}
+        finished = record.status == "finished"
+        rows.append(dict(kind=kind, batch_size=b, lr=lr, seed_index=i, status=record.status,
                          test_accuracy=last.get("test_accuracy") if finished else np.nan))
     return pd.DataFrame(rows)
 
@@ -238,9 +238,9 @@ def tables(sweep, runs, spec):
 
 def finals_over_seeds(configs, records):
     """The final test accuracy over the runs' seeds, a diverged seed at chance."""
-    return seed_summary([r["rows"][-1]["test_accuracy"] if r["rows"] else None for r in records],
+    return seed_summary([r.rows[-1]["test_accuracy"] if r.rows else None for r in records],
                         seeds=[c.seed for c in configs],
-                        diverged=[r["status"] == "diverged" for r in records],
+                        diverged=[r.status == "diverged" for r in records],
                         diverged_value=CHANCE)
 
 
@@ -248,18 +248,18 @@ def rule_row(sweep, rule, b, configs, cells, tuned):
     """One rule at one batch: its seeds' test accuracy and distance, the tuned
     rate's judged seeds, the paired test-set variance against batch 64."""
     records = [sweep.load(config) for config in configs]
-    m = records[0].get("measures") or {}
+    m = records[0].measures or {}
     seeds = finals_over_seeds(configs, records)
     judged = configs[1:] if rule == "tuned" else configs
     judged_seeds = finals_over_seeds(judged, [sweep.load(config) for config in judged])
-    distance = seed_summary((r.get("measures") or {}).get("distance") for r in records)
+    distance = seed_summary((r.measures or {}).get("distance") for r in records)
     reference = cells.get((rule, BASE_BATCH), [])
     paired = paired_test_variance(sweep, configs, reference) if b != BASE_BATCH else None
     paired_judged = (paired_test_variance(sweep, judged, reference[1:] if rule == "tuned"
                                           else reference) if b != BASE_BATCH else None)
     return dict(
         rule=rule, batch_size=b, lr=configs[0].lr, warmup=configs[0].warmup,
-        status="finished" if seeds["seeds"] > seeds["diverged"] else records[0]["status"],
+        status="finished" if seeds["seeds"] > seeds["diverged"] else records[0].status,
         diverged=seeds["diverged"], test_accuracy_by_seed=seeds["by_seed"],
         judged_test_accuracy_by_seed=judged_seeds["by_seed"],
         test_accuracy=seeds["mean"], test_accuracy_std=seeds["std"], seeds=seeds["seeds"],
@@ -270,7 +270,7 @@ def rule_row(sweep, rule, b, configs, cells, tuned):
         test_accuracy_paired_var_vs_64=paired,
         judged_test_accuracy_paired_var_vs_64=paired_judged,
         article_test_accuracy=ARTICLE.get((rule, b)),
-        updates=records[0]["rows"][-1]["updates"] if records[0]["rows"] else None,
+        updates=records[0].rows[-1]["updates"] if records[0].rows else None,
         distance=distance["mean"], distance_std=distance["std"],
         gradient_norm_median=float(np.median(m["gradient_norms"])) if m.get("gradient_norms")
         else None,
@@ -286,7 +286,7 @@ def distributions(sweep, cells):
     minibatch gradient norms, in long form."""
     parts = []
     for (rule, b), configs in cells.items():
-        m = sweep.load(configs[0]).get("measures") or {}
+        m = sweep.load(configs[0]).measures or {}
         if not m:
             continue
         parts.append(pd.DataFrame(dict(

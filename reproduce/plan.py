@@ -242,11 +242,11 @@ def dry_run(runs, hooks=None, log=None, gpu_tflops=GPU_TFLOPS,
             started = time.perf_counter()
             record = train_record(small, callbacks=callbacks, log=log)
             seconds = time.perf_counter() - started
-            loss = record["rows"][-1]["loss"] if record["rows"] else math.nan
+            loss = record.rows[-1]["loss"] if record.rows else math.nan
             tried.append(dict(run=str(label), model=config.model, norm=config.norm,
                               optimizer=config.optimizer, batch=small.batch_size,
-                              updates=record["rows"][-1]["updates"] if record["rows"] else 0,
-                              status=record["status"], loss=loss, seconds=round(seconds, 1)))
+                              updates=record.rows[-1]["updates"] if record.rows else 0,
+                              status=record.status, loss=loss, seconds=round(seconds, 1)))
             print(f"  ok  {label}: {config.model}, norm {config.norm}, {config.optimizer}, "
                   f"batch {config.batch_size} -> {small.batch_size}, "
                   f"{tried[-1]['updates']} updates, loss {loss:.3f}, {seconds:.1f}s",

@@ -143,12 +143,12 @@ def tables(sweep, runs, preset):
     rows = []
     for (network, b, i), config in runs.items():
         record = sweep.load(config)
-        last = record["rows"][-1]
+        last = record.rows[-1]
         m = record.get("measures", {})
         rows.append(dict(network=network, batch_size=b, seed=config.seed, epochs=last["epoch"],
                          train_accuracy=last["accuracy"], test_accuracy=last["test_accuracy"],
                          sharpness_full=m.get("sharpness_full"),
-                         sharpness_subspace=m.get("sharpness_subspace"), status=record["status"]))
+                         sharpness_subspace=m.get("sharpness_subspace"), status=record.status))
     per_run = pd.DataFrame(rows)
     table = []
     for network, group in per_run.groupby("network", sort=False):

@@ -187,8 +187,8 @@ def results_frame(configs, sweep, last_epochs):
     records = []
     for config in configs:
         record = sweep.load(config)
-        rows = pd.DataFrame(record["rows"])
-        diverged = record["status"] == "diverged"
+        rows = pd.DataFrame(record.rows)
+        diverged = record.status == "diverged"
         def metric(column):
             if diverged or rows.empty or column not in rows:
                 return np.nan
@@ -197,9 +197,9 @@ def results_frame(configs, sweep, last_epochs):
         records.append(dict(
             m=config.batch_size, log2_eta_tilde=int(round(math.log2(config.lr / config.batch_size))),
             eta_tilde=config.lr / config.batch_size, lr=config.lr, seed=config.seed,
-            status=record["status"], train_loss=np.nan if rows.empty else float(rows.loss.iloc[-1]),
+            status=record.status, train_loss=np.nan if rows.empty else float(rows.loss.iloc[-1]),
             test_accuracy=accuracy, validation_accuracy=metric("validation_accuracy"),
-            epochs_run=len(rows), run_time_s=round(record["wall_time"], 1),
+            epochs_run=len(rows), run_time_s=round(record.wall_time, 1),
             key=config.key))
     return pd.DataFrame(records)
 

@@ -30,6 +30,8 @@ Example:
 
 import contextlib
 import fcntl
+import base64
+import dataclasses
 import json
 import os
 import tempfile
@@ -39,9 +41,91 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from reproduce.cli import save_atomic
 
 HOST = socket.gethostname()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One finished run as the store keeps it (`<key>.json`).
+
+    Attributes:
+        status: "finished" or "diverged" (a run whose loss became NaN).
+        rows: one dict per epoch (updates, batch size, rate, loss, accuracies...).
+        wall_time: seconds of training.
+        config: the run's `RunConfig` fields, and `key` its content hash.
+        threads: the thread budget it trained with.
+        test_correct: which test examples the final model classifies right,
+            encoded (`encode_correct`; `correct` decodes it, `test_size` counts).
+        measures: the figure's measurements after training, if any.
+
+    Example:
+
+    >>> record = Sweep("results/small_batch").load(config)
+    >>> record.status, record.rows[-1]["test_accuracy"], record.test_size
+    """
+
+    status: str
+    rows: list = dataclasses.field(default_factory=list)
+    wall_time: float = 0.0
+    config: dict = None
+    key: str = None
+    threads: int = None
+    test_correct: str = None
+    measures: dict = None
+
+    @classmethod
+    def of(cls, data):
+        """From the dict `train_record` makes or a JSON file holds (unknown keys
+        are kept out; a record from before a field existed reads it as None)."""
+        if isinstance(data, cls):
+            return data
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def as_dict(self):
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @property
+    def correct(self):
+        """The per-example correctness on the test set (bool array), or None."""
+        return decode_correct(self.test_correct) if self.test_correct else None
+
+    @property
+    def test_size(self):
+        """How many test examples the final accuracy is over, or None."""
+        return int(self.test_correct.split(":", 1)[0]) if self.test_correct else None
+
+    @property
+    def final(self):
+        """The last epoch's row ({} for a run that recorded none)."""
+        return self.rows[-1] if self.rows else {}
+
+    def __getitem__(self, name):
+        """Read as the dict it was before it had a type: record["rows"]."""
+        return getattr(self, name)
+
+    def get(self, name, default=None):
+        value = getattr(self, name, None)
+        return default if value is None else value
+
+
+def encode_correct(correct):
+    """A boolean vector as a compact string for the JSON record: its length,
+    then its bits packed and in base64 ("10000:..."; 1.7 kB for 10,000)."""
+    correct = np.asarray(correct, bool)
+    packed = base64.b64encode(np.packbits(correct).tobytes()).decode("ascii")
+    return f"{len(correct)}:{packed}"
+
+
+def decode_correct(text):
+    """The boolean vector that `encode_correct` wrote."""
+    n, packed = text.split(":", 1)
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(packed), np.uint8))
+    return bits[:int(n)].astype(bool)
 
 
 class RunStore:
@@ -69,17 +153,19 @@ class RunStore:
         return self.folder / f"{config.key}.claim"
 
     def load(self, config):
-        """The stored record of `config`, or None."""
+        """The stored `RunRecord` of `config`, or None."""
         try:
-            return json.loads(self.path(config).read_text())
+            return RunRecord.of(json.loads(self.path(config).read_text()))
         except FileNotFoundError:
             return None
         except json.JSONDecodeError:  # cannot happen with atomic writes; be safe
             return None
 
     def save(self, config, record):
+        """Writes `record` (a `RunRecord` or its dict) whole, atomically."""
+        data = record.as_dict() if isinstance(record, RunRecord) else record
         save_atomic(self.path(config), lambda tmp: Path(tmp).write_text(
-            json.dumps(record, indent=1, default=float)))
+            json.dumps(data, indent=1, default=float)))
 
     def claim(self, config):
         """A live `Claim` on `config` (call its `release()` when done), or None

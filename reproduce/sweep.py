@@ -233,11 +233,11 @@ class Sweep:
                         outcome = f"FAILED: {record.error}"
                     else:
                         self.store.save(config, record)
-                        spent.append((record["wall_time"], work[config]))
-                        last = record["rows"][-1] if record["rows"] else {}
-                        outcome = (f"{record['status']}, test acc "
+                        spent.append((record.wall_time, work[config]))
+                        last = record.final
+                        outcome = (f"{record.status}, test acc "
                                    f"{last.get('test_accuracy', float('nan')):.4f}, "
-                                   f"{record['wall_time']:.1f}s")
+                                   f"{record.wall_time:.1f}s")
                 finally:
                     claim.release()
                 left.pop(config, None)
@@ -283,13 +283,13 @@ class Sweep:
             record = self.load(config)
             if record is None:
                 continue
-            rows = pd.DataFrame(record["rows"] or [{}])
-            for field, value in record["config"].items():
+            rows = pd.DataFrame(record.rows or [{}])
+            for field, value in record.config.items():
                 column = f"config_{field}" if field in rows else field
                 rows[column] = [tuple(value) if isinstance(value, list) else value] * len(rows)
-            rows["status"] = record["status"]
-            rows["key"] = record["key"]
-            rows["run_time"] = record["wall_time"]
+            rows["status"] = record.status
+            rows["key"] = record.key
+            rows["run_time"] = record.wall_time
             frames.append(rows)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

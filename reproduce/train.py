@@ -14,7 +14,6 @@ numbers. A run whose loss becomes NaN or infinite stops early and is
 recorded as diverged; a run that raises is a `RunFailure` to its sweep.
 """
 
-import base64
 import dataclasses
 import math
 import sys
@@ -33,6 +32,7 @@ from reproduce.datasets import data_of, validation_of
 from reproduce.devices import data_parallel, use_cpu_devices
 from reproduce.engine import FastEngine, fast_engine_available
 from reproduce.pipeline import epoch_arrays
+from reproduce.store import RunRecord, decode_correct, encode_correct  # noqa: F401 (old home)
 from batchsize.models.batch_statistics import (RECOMPUTE_BATCHES, RECOMPUTE_EXAMPLES,
                                      RecomputeBatchNormStatistics, fixed_sample)
 
@@ -212,25 +212,11 @@ def correct_on(model, x, y, batch_size=1000):
         return np.argmax(logits, axis=-1) == np.asarray(y).reshape(-1)
 
 
-def encode_correct(correct):
-    """A boolean vector as a compact string for the JSON record: its length,
-    then its bits packed and in base64 ("10000:..."; 1.7 kB for 10,000)."""
-    correct = np.asarray(correct, bool)
-    packed = base64.b64encode(np.packbits(correct).tobytes()).decode("ascii")
-    return f"{len(correct)}:{packed}"
-
-
-def decode_correct(text):
-    """The boolean vector that `encode_correct` wrote."""
-    n, packed = text.split(":", 1)
-    bits = np.unpackbits(np.frombuffer(base64.b64decode(packed), np.uint8))
-    return bits[:int(n)].astype(bool)
-
-
 def train_record(config, engine=None, verbose=0, callbacks=None, measure=None, log=sys.stdout,
                  curves=None):
-    """Trains `config` and returns its store record: the `train` result, the
-    config and its key, and `measure`'s measurements (see `sweep.Sweep`). A
+    """Trains `config` and returns its store record (`store.RunRecord`): the
+    `train` result, the config and its key, and `measure`'s measurements
+    (see `sweep.Sweep`). A
     Ray worker runs this for a sweep on a cluster (`reproduce.cluster`)."""
     extra = callbacks(config) if callbacks else []
     chosen = config.replace(engine=engine) if engine else config
@@ -241,7 +227,8 @@ def train_record(config, engine=None, verbose=0, callbacks=None, measure=None, l
     # The thread budget it ran with (not part of the key: it changes no result
     # beyond round-off).
     threads = settings.requested_threads() or settings.cores()
-    return dict(config=dataclasses.asdict(config), key=config.key, threads=threads, **result)
+    return RunRecord.of(dict(config=dataclasses.asdict(config), key=config.key, threads=threads,
+                             **result))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -497,7 +497,10 @@ class StoredRuns:
         self.records = records
 
     def load(self, config):
-        return self.records.get(config)
+        from reproduce.store import RunRecord
+
+        record = self.records.get(config)
+        return None if record is None else RunRecord.of(record)
 
 
 def finished(accuracy):

@@ -58,10 +58,11 @@ def test_training_minutes_count_a_run_serving_two_cells_once():
     # The seed article's batch-norm natives are the sweep's own runs: one config
     # under two labels, trained once, so counted once.
     from reproduce.runner import RunConfig
+    from reproduce.store import RunRecord
 
     class Store:  # a stored run of 60 s per config; None for one never trained
         def load(self, config):
-            return None if config.seed == 9 else {"wall_time": 60.0}
+            return None if config.seed == 9 else RunRecord("finished", [], 60.0)
 
     shared, other = RunConfig(batch_size=128), RunConfig(batch_size=1024)
     runs = {("sweep", "batch 128"): shared, ("accumulation", "native 128"): shared,

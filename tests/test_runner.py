@@ -15,6 +15,7 @@ from conftest import needs_cifar10, needs_mnist, our_lines
 
 from reproduce.config import ConfigError
 from reproduce.runner import RunConfig, Sweep, train
+from reproduce.train import train_record
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = RunConfig(dataset="mnist", model="f1", norm="none", train_size=512, test_size=256,
@@ -252,3 +253,27 @@ def test_the_dry_runs_kinds_come_from_the_fields_marked_program_shaping():
     assert len(kinds) == 6
     assert combination(base) == combination(base.replace(seed=3, train_size=256, lr=0.2,
                                                          batch_size=128, accumulation=2))
+
+
+def test_one_record_type_from_training_to_the_store_and_back(tmp_path):
+    """`train_record` makes a RunRecord; the store writes it whole and reads
+    the same back; its test-set size and per-example results come with it;
+    a record from before a field existed reads that field as None; dict-style
+    access still works for old scripts."""
+    from reproduce.store import RunRecord, RunStore
+
+    record = train_record(TINY)
+    assert isinstance(record, RunRecord) and record.status == "finished"
+    assert record.test_size == 256 and record.correct.mean() == pytest.approx(
+        record.final["test_accuracy"], abs=1e-6)
+    store = RunStore(tmp_path)
+    store.save(TINY, record)
+    def text(r):
+        return json.dumps(r.as_dict(), default=float, sort_keys=True)
+
+    assert text(store.load(TINY)) == text(record)
+    old = {k: v for k, v in record.as_dict().items() if k not in ("test_correct", "threads")}
+    (tmp_path / f"{TINY.key}.json").write_text(json.dumps(old))
+    again = store.load(TINY)
+    assert again.test_correct is None and again.test_size is None and again.correct is None
+    assert again["rows"] == again.rows and again.get("measures", {}) == {}
