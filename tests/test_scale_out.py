@@ -545,7 +545,7 @@ def test_runs_share_one_logical_gpu_on_ray(tmp_path, monkeypatch):
     from reproduce.cluster import RayRuns
 
     monkeypatch.setenv("RUNS_PER_GPU", "2")
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         sweep = Sweep(tmp_path, log=open(os.devnull, "w"), ray="local")
         runs = RayRuns(sweep, "local")
