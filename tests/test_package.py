@@ -78,3 +78,32 @@ def test_the_environment_is_read_by_one_parser_with_one_line_errors(monkeypatch)
     assert settings.data_dir() == datasets.default_data_dir() == settings.ROOT / "data"
     # The Kaggle command's --data-dir default is the same folder.
     assert kaggle.parser().get_default("data_dir") == settings.ROOT / "data"
+
+
+README_EXAMPLE_DATA = """
+import numpy as np
+rng = np.random.default_rng(0)
+x_train, y_train = rng.normal(size=(3000, 784)).astype("float32"), rng.integers(0, 10, 3000)
+x_test, y_test = rng.normal(size=(500, 784)).astype("float32"), rng.integers(0, 10, 500)
+model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(256),
+                          keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                          keras.layers.Dense(10)])
+"""
+
+
+def test_the_readmes_library_example_runs():
+    """The README's example, as printed there, on random data: 3 epochs of
+    3,000 examples at 1024 per update make 9 updates, and val_accuracy is
+    the recomputed model's."""
+    import keras
+
+    text = (ROOT / "README.md").read_text()
+    code = text.split("## The library")[1].split("```python\n")[1].split("```")[0]
+    setup, rest = code.split("model.compile", 1)
+    namespace = {}
+    exec(setup + README_EXAMPLE_DATA + "model.compile" + rest, namespace)
+    model = namespace["model"]
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 9
+    val = model.history.history["val_accuracy"][-1]
+    assert val == pytest.approx(model.evaluate(namespace["x_test"], namespace["y_test"],
+                                               verbose=0, return_dict=True)["accuracy"])
