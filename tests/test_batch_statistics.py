@@ -67,7 +67,7 @@ def test_recomputed_statistics_are_the_average_of_the_training_batches(batch_siz
     expected_batches = num_batches or len(x) // batch_size
     assert used == expected_batches
     exact = numpy_statistics(model, x, batch_size, used, np.float64)
-    # This host's float32 round-off of the same computation: numpy in float32
+    # The float32 round-off of the same computation, measured in the test: numpy in float32
     # with the batches summed in the other order, against float64.
     rounded = numpy_statistics(model, x, batch_size, used, np.float32, reverse=True)
     for name in ("bn", "gbn"):
