@@ -185,8 +185,8 @@ def tables(sweep, runs, spec=None):
         planned = plan[(plan.figure == figure) & (plan.run == name)]
         seeds = seed_summary(last.test_accuracy, digits=4, seeds=last.seed,
                              diverged=last.status == "diverged", diverged_value=CHANCE)
-        before = group[group.epoch == config_of(cells[(figure, name)]).batch_milestones[0]] \
-            if config_of(cells[(figure, name)]).batch_milestones else group.iloc[:0]
+        milestones = cells[(figure, name)][0].batch_milestones
+        before = group[group.epoch == milestones[0]] if milestones else group.iloc[:0]
         rows.append(dict(
             figure=figure, run=name, updates=int(first.updates),
             scheduled_updates=int(planned.updates_in_epoch.sum()),
@@ -211,10 +211,6 @@ def phase_updates(planned):
     phases = ((planned.batch_size != planned.batch_size.shift()) |
               (planned.lr != planned.lr.shift())).cumsum()
     return [int(u) for u in planned.groupby(phases).updates_in_epoch.sum()]
-
-
-def config_of(configs):
-    return configs[0]
 
 
 def title(runs, spec):

@@ -334,18 +334,19 @@ def by_seed_text(values, seeds, diverged=None, digits=None):
     return " ".join(items)
 
 
-def seed_summary(values, digits=None, seeds=None, diverged=None, diverged_value=None):
+def seed_summary(values, digits=None, seeds=None, diverged=None, diverged_value=None, scale=1):
     """Values of one cell over its seeds (test accuracies) -> {mean, std,
     seeds, diverged, by_seed}: the mean and sample standard deviation (std
     None for fewer than two), how many seeds they are over, how many
     diverged, and with `seeds` (each value's seed) the `<metric>_by_seed`
-    text a paired comparison reads (`reproduce.claims`); rounded to `digits`
-    where given.
+    text a paired comparison reads (`reproduce.claims`); in units of `scale`
+    (100: percent), rounded to `digits` where given.
 
     A diverged seed (`diverged` true, or a value that is not finite) counts
     against its cell: at `diverged_value` (an accuracy: `claims.CHANCE`) in
     the mean and spread where given, else left out of them but counted."""
-    values = [None if v is None else float(v) for v in values]
+    values = [None if v is None else float(v) * scale for v in values]
+    diverged_value = None if diverged_value is None else diverged_value * scale
     lost = [bool(d) for d in diverged] if diverged is not None else [False] * len(values)
     lost = [d or v is None or not np.isfinite(v) for v, d in zip(values, lost)]
     kept = [diverged_value if d else v for v, d in zip(values, lost)

@@ -33,7 +33,7 @@ import pandas as pd
 from batchsize.callbacks import WeightDistance, milestones_at, regime_adaptation, sqrt_scaling
 from reproduce.claims import (CHANCE, Claim, Side, combine, compare_rows, difference, differs,
                               inconclusive, not_worse, value_text, verdict_or_too_few)
-from reproduce.figure import (DIVERGED, Figure, evaluation_note, finish, panel, paired_test_variance, seed_summary,
+from reproduce.figure import (Figure, evaluation_note, finish, panel, paired_test_variance, seed_summary,
                               subplots)
 from reproduce.config import RunConfig
 
@@ -195,17 +195,16 @@ def table1_rows(sweep, frame, runs, network):
         lasts = [ours[ours.run == label].iloc[-1] for label in labels]
         seeds = seed_summary([last.test_accuracy for last in lasts], seeds=[
             runs[(network, label)].seed for label in labels], diverged=[
-            last.status == "diverged" for last in lasts], diverged_value=CHANCE)
-        by_seed = " ".join(f"{item.split(':')[0]}:{100 * float(item.split(':')[1]):.4f}"
-                           if not item.endswith(DIVERGED) else item
-                           for item in seeds["by_seed"].split())
+            last.status == "diverged" for last in lasts], diverged_value=CHANCE, scale=100,
+            digits=4)
         percent = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
+        two = lambda v: None if v is None else round(v, 2)  # noqa: E731
         rows.append(dict(network=network, column=column, batch_size=config.batch_size,
                          initial_lr=config.lr, lr_milestones=config.lr_milestones,
                          norm=config.norm, epochs=int(row.epoch), updates=int(row.updates),
-                         test_accuracy=percent(seeds["mean"]),
-                         test_accuracy_std=percent(seeds["std"]), seeds=seeds["seeds"],
-                         diverged=seeds["diverged"], test_accuracy_by_seed=by_seed,
+                         test_accuracy=two(seeds["mean"]),
+                         test_accuracy_std=two(seeds["std"]), seeds=seeds["seeds"],
+                         diverged=seeds["diverged"], test_accuracy_by_seed=seeds["by_seed"],
                          train_accuracy=percent(float(np.mean([last.accuracy for last in lasts]))),
                          test_accuracy_paired_var_vs_SB=None if paired is None or column == "SB"
                          else paired * 100 ** 2,

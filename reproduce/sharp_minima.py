@@ -36,7 +36,7 @@ import pandas as pd
 from batchsize.callbacks import interpolate, sharpness
 from reproduce.cli import save_atomic
 from reproduce.claims import CHANCE, Claim, combine, compare_rows, differs, verdict_or_too_few
-from reproduce.figure import (DIVERGED, Figure, finish, panel, paired_test_variance, seed_summary,
+from reproduce.figure import (Figure, finish, panel, paired_test_variance, seed_summary,
                               shared_legend, subplots)
 from reproduce.config import RunConfig
 from reproduce.datasets import data_of
@@ -176,15 +176,11 @@ def regime_rows(group, network, sizes):
         for column, scale, published in (("test_accuracy", 100, paper[0][i]),
                                          ("sharpness_full", 1, paper[1][i]),
                                          ("sharpness_subspace", 1, paper[2][i])):
-            summary = seed_summary(seeds[column], seeds=seeds.seed,
+            summary = seed_summary(seeds[column], seeds=seeds.seed, scale=scale,
                                    diverged=seeds.status == "diverged",
                                    diverged_value=CHANCE if column == "test_accuracy" else None)
-            row[f"{column}_by_seed"] = " ".join(
-                item if item.endswith(DIVERGED) else
-                f"{item.split(':')[0]}:{float(item.split(':')[1]) * scale}"
-                for item in summary["by_seed"].split())
-            row[column] = None if summary["mean"] is None else summary["mean"] * scale
-            row[f"{column}_std"] = None if summary["std"] is None else summary["std"] * scale
+            row[f"{column}_by_seed"] = summary["by_seed"]
+            row[column], row[f"{column}_std"] = summary["mean"], summary["std"]
             row[f"paper_{column}"] = published
         row["seeds"] = len(seeds)
         rows.append(row)
