@@ -116,7 +116,7 @@ $(FIGURES):
 figures:
 	for target in $(FIGURES); do $(MAKE) --no-print-directory $$target PRESET=quick || exit 1; done
 	$(PYTHON) -m reproduce.report
-	$(PYTHON) -m reproduce.claims --preset quick
+	$(PYTHON) -m reproduce.check_claims --preset quick
 	$(PYTHON) -m reproduce.report --readme figures/README.md
 
 # The paper presets that run to the end on a 2-core CPU (reproduce/registry.py CPU_PAPER):
@@ -128,7 +128,7 @@ figures-cpu-paper:
 		--preset paper | grep -E "paper|plan:|this machine" || exit 1; done
 	for f in $(CPU_PAPER); do NETWORK=$${f#*:} $(PYTHON) -m reproduce.$${f%:*} --preset paper \
 		|| exit 1; done
-	$(PYTHON) -m reproduce.claims --preset paper
+	$(PYTHON) -m reproduce.check_claims --preset paper
 
 # The cpu presets (reproduce/registry.py CPU): each dry run's estimate for this machine
 # first, then the runs (hours; resumable: a rerun trains only what the store lacks).
@@ -137,13 +137,13 @@ figures-cpu:
 	for f in $(CPU_FIGURES); do DRY_RUN=1 $(PYTHON) -m reproduce.$$f --preset cpu \
 		| grep -E "cpu|plan:|this machine" || exit 1; done
 	for f in $(CPU_FIGURES); do $(PYTHON) -m reproduce.$$f --preset cpu || exit 1; done
-	$(PYTHON) -m reproduce.claims --preset cpu
+	$(PYTHON) -m reproduce.check_claims --preset cpu
 
-# Each paper's headline claims as PASS/FAIL over the figures' CSVs (reproduce/claims.py):
+# Each paper's headline claims as PASS/FAIL over the figures' CSVs (reproduce/check_claims.py, the statistics in reproduce/claims.py):
 # every preset whose CSVs are in figures/, or only $(PRESET) if you name it on the command
 # line; the exit status is 1 if a claim expected to hold at that preset fails.
 check-claims:
-	$(PYTHON) -m reproduce.claims $(if $(filter command line,$(origin PRESET)),--preset $(PRESET))
+	$(PYTHON) -m reproduce.check_claims $(if $(filter command line,$(origin PRESET)),--preset $(PRESET))
 
 # figures/README.md's tables and claims, written from the CSVs (no hand-copied number).
 readme-tables:

@@ -63,7 +63,7 @@ def fill_readme(text, folder, outcomes=None):
 
     text = TABLE.sub(table, text)
     if outcomes is not None:
-        from reproduce.claims import markdown, tally
+        from reproduce.check_claims import markdown, tally
 
         presets = dict.fromkeys(preset for _, preset, _, _ in outcomes)
         summary = "\n".join(f"- {preset}: {tally([o for o in outcomes if o[1] == preset])}"
@@ -79,7 +79,7 @@ def main(argv=None):
                    help="fill this README's table and claims blocks from the CSVs beside it")
     args = p.parse_args(argv)
     if args.readme:
-        from reproduce.claims import check, claims_of
+        from reproduce.check_claims import check, claims_of
 
         with cli.one_line_errors():
             if not args.readme.exists():

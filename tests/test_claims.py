@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from reproduce import (claims, critical_batch, dont_decay, figure, generalization_gap,
-                       lr_scaling, mnist_batch_size, sharp_minima, small_batch)
+from reproduce import (check_claims, claims, critical_batch, dont_decay, figure,
+                       generalization_gap, lr_scaling, mnist_batch_size, sharp_minima,
+                       small_batch)
 from reproduce.claims import FAILS, HOLDS, INCONCLUSIVE, Claim, Side, difference
 
 
@@ -186,7 +187,7 @@ def test_claims_that_hold_by_construction_are_not_tallied():
     built = Claim("p", "arithmetic", ("",), None, by_construction=True)
     measured = Claim("p", "measured", ("",), None)
     verdict = claims.Verdict(HOLDS, "")
-    text = claims.tally([(built, "quick", verdict, True), (measured, "quick", verdict, True)])
+    text = check_claims.tally([(built, "quick", verdict, True), (measured, "quick", verdict, True)])
     assert text.startswith("1 claims: 1 hold") and "1 by construction, not counted" in text
 
 
@@ -607,7 +608,7 @@ def test_command_prints_verdicts_and_fails_only_on_expected_claims(tmp_path, cap
     tables = small_batch_summary({4: 0.40, 16: 0.42, 64: 0.33, 256: 0.16}, runs=[3, 5, 4, 0])
     tables["summary"].to_csv(tmp_path / "small_batch_summary.csv", index=False)
     sizes = lambda figure, preset: n_test(10_000)  # noqa: E731
-    outcomes = claims.check([holds, expected, allowed, lucky, missing], tmp_path,
+    outcomes = check_claims.check([holds, expected, allowed, lucky, missing], tmp_path,
                             ["smoke", "quick"], test_size=sizes)
     printed = capsys.readouterr().out
     assert "preset smoke" not in printed  # no smoke CSVs
@@ -615,20 +616,20 @@ def test_command_prints_verdicts_and_fails_only_on_expected_claims(tmp_path, cap
     assert "unexpected HOLD" in printed and "not expected to hold at quick scale" in printed
     assert "not run: no lr_scaling_measures.csv (make fig-lr-scaling PRESET=quick)" in printed
     assert "5 claims: 2 hold, 2 fail, 0 inconclusive, 1 not run" in printed
-    assert claims.unexpected_failures(outcomes) == [(expected, "quick")]
+    assert check_claims.unexpected_failures(outcomes) == [(expected, "quick")]
 
 
 def test_a_table_missing_a_column_is_inconclusive_not_a_crash(tmp_path, capsys):
     pd.DataFrame(dict(m=[4, 64])).to_csv(tmp_path / "small_batch_summary.csv", index=False)
     claim = Claim("A", "holds", ("summary",), small_batch.best_batch_is_small,
                   figure="small_batch")
-    [(_, _, verdict, _)] = claims.check([claim], tmp_path, ["quick"],
+    [(_, _, verdict, _)] = check_claims.check([claim], tmp_path, ["quick"],
                                         test_size=lambda f, p: n_test(10))
     assert verdict.outcome == INCONCLUSIVE and verdict.power == "regenerate the figure"
 
 
 def test_every_figures_claims_are_checked_in_the_registrys_order():
-    found = claims.claims_of()
+    found = check_claims.claims_of()
     assert {c.figure for c in found} >= {"small_batch", "dont_decay", "generalization_gap",
                                          "sharp_minima", "mnist_batch_size", "lr_scaling",
                                          "critical_batch"}
@@ -637,25 +638,25 @@ def test_every_figures_claims_are_checked_in_the_registrys_order():
 
 def test_check_claims_on_the_committed_figures_exits_zero(capsys):
     # The committed CSVs: no claim expected to hold fails.
-    assert claims.main([]) == 0
+    assert check_claims.main([]) == 0
     printed = capsys.readouterr().out
     assert "== preset quick" in printed and "claims expected to hold failed" in printed
-    evidence = [c for c in claims.claims_of() if not c.by_construction]
+    evidence = [c for c in check_claims.claims_of() if not c.by_construction]
     assert f"{len(evidence)} claims:" in printed
 
 
 def test_the_markdown_table_has_a_row_per_claim_and_preset(tmp_path):
     out = tmp_path / "claims.md"
-    assert claims.main(["--preset", "quick", "--markdown", str(out)]) == 0
+    assert check_claims.main(["--preset", "quick", "--markdown", str(out)]) == 0
     rows = out.read_text().splitlines()[2:]
-    assert len(rows) == len(claims.claims_of())
+    assert len(rows) == len(check_claims.claims_of())
     assert all(any(f"**{mark}" in row for mark in (HOLDS, FAILS, INCONCLUSIVE, "not run"))
                for row in rows)
 
 
 def test_no_csvs_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit:
-        claims.main(["--out", str(tmp_path)])
+        check_claims.main(["--out", str(tmp_path)])
     assert exit.value.code == 2
     assert f"no figure CSVs in {tmp_path}" in capsys.readouterr().err
 
