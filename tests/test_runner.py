@@ -218,6 +218,7 @@ def test_fields_added_later_leave_the_keys_of_stored_runs_alone():
                 measured.replace(adaptive_batch=1.0).key}) == 3
 
 
+@needs_mnist
 def test_held_out_examples_are_scored_and_not_trained_on():
     """validation_size=64 of 512: 448 trained on (7 updates an epoch at batch
     64), the 64 scored every epoch as validation_accuracy; a bad size is a
@@ -255,6 +256,7 @@ def test_the_dry_runs_kinds_come_from_the_fields_marked_program_shaping():
                                                          batch_size=128, accumulation=2))
 
 
+@needs_mnist
 def test_one_record_type_from_training_to_the_store_and_back(tmp_path):
     """`train_record` makes a RunRecord; the store writes it whole and reads
     the same back; its test-set size and per-example results come with it;
