@@ -6,8 +6,10 @@ import io
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -669,7 +671,10 @@ def test_a_two_node_cluster_with_token_authentication(tmp_path):
            "RAY_USAGE_STATS_ENABLED": "0"}
     ray = str(Path(sys.executable).parent / "ray")
     common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
-    nodes = [subprocess.Popen([ray, "start", "--head", f"--port={port}",
+    # Its own temp folder (short: Ray's socket paths must fit 107 characters), so
+    # the cluster's address file does not outlive it where `ray.init("auto")` looks.
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    nodes = [subprocess.Popen([ray, "start", "--head", f"--port={port}", f"--temp-dir={temp}",
                                "--include-dashboard=false", *common], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
@@ -702,3 +707,7 @@ def test_a_two_node_cluster_with_token_authentication(tmp_path):
                 node.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 node.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+        default = Path("/tmp/ray/ray_current_cluster")  # in case Ray wrote it there too
+        if default.exists() and default.read_text().strip().endswith(f":{port}"):
+            default.unlink()
