@@ -149,7 +149,8 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
         validation_data = None if evaluation else (x_test, y_test)
         held_out = validation_of(config) if data is None else None
         evaluation += [HeldOutEvaluation(*held_out)] if held_out else []
-        all_callbacks = [batches, *callbacks, *grow, *evaluation, recorder, *board]
+        # The test set is scored first, so the run's own callbacks see val_* in the logs.
+        all_callbacks = [batches, *grow, *evaluation, *callbacks, recorder, *board]
         started = time.perf_counter()
         with np.errstate(all="ignore"):
             if engine == "fast":

@@ -453,8 +453,9 @@ def test_every_paper_preset_has_a_plan_and_two_update_dry_runs():
         assert (table.updates >= table.epochs).all(), figure.name
         for config in {plan.combination(c): c for c in runs.values()}.values():
             small = plan.shrunk(config)
-            assert small.training_schedule(small.train_size).total_updates() == 2, config
-            first = small.training_schedule(small.train_size)[0]
+            trained = small.train_size - (small.validation_size or 0)  # less those held out
+            assert small.training_schedule(trained).total_updates() == 2, config
+            first = small.training_schedule(trained)[0]
             assert first.physical_batch <= max(32, config.devices), config
 
 
