@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 # TensorFlow's oneDNN kernels, off by default on x86 CPUs without AVX-512, are
 # ~1.6x faster here (make bench-throughput); a value you set wins.
-# reproduce/settings.py sets the same default for `python -m reproduce.*`.
+# reproduce/runs/settings.py sets the same default for `python -m reproduce.*`.
 ifeq ($(shell uname -m),x86_64)
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 endif
@@ -105,75 +105,75 @@ test:
 test-fast:
 	$(PYTEST) -m "not slow" tests
 
-# The settings in force in a process a target starts (reproduce/settings.py).
+# The settings in force in a process a target starts (reproduce/runs/settings.py).
 settings:
 	$(PYTHON) -m reproduce
 
-# fig-small-batch -> python -m reproduce.small_batch, and so on for every figure.
+# fig-small-batch -> python -m reproduce.papers.small_batch, and so on for every figure.
 $(FIGURES):
-	$(PYTHON) -m reproduce.$(subst -,_,$(patsubst fig-%,%,$@)) $(FIGURE_ARGS)
+	$(PYTHON) -m reproduce.papers.$(subst -,_,$(patsubst fig-%,%,$@)) $(FIGURE_ARGS)
 
 figures:
 	for target in $(FIGURES); do $(MAKE) --no-print-directory $$target PRESET=quick || exit 1; done
-	$(PYTHON) -m reproduce.report
-	$(PYTHON) -m reproduce.check_claims --preset quick
-	$(PYTHON) -m reproduce.report --readme figures/README.md
+	$(PYTHON) -m reproduce.tools.report
+	$(PYTHON) -m reproduce.tools.check_claims --preset quick
+	$(PYTHON) -m reproduce.tools.report --readme figures/README.md
 
 # The paper presets that run to the end on a 2-core CPU (reproduce/registry.py CPU_PAPER):
 # every dry run first, each with this machine's time estimate, then the runs (hours; resumable).
 # Each word is figure:network (figure: for the whole preset).
 CPU_PAPER := $(shell $(PYTHON_SYS) -m reproduce.registry cpu-paper)
 figures-cpu-paper:
-	for f in $(CPU_PAPER); do DRY_RUN=1 NETWORK=$${f#*:} $(PYTHON) -m reproduce.$${f%:*} \
+	for f in $(CPU_PAPER); do DRY_RUN=1 NETWORK=$${f#*:} $(PYTHON) -m reproduce.papers.$${f%:*} \
 		--preset paper | grep -E "paper|plan:|this machine" || exit 1; done
-	for f in $(CPU_PAPER); do NETWORK=$${f#*:} $(PYTHON) -m reproduce.$${f%:*} --preset paper \
+	for f in $(CPU_PAPER); do NETWORK=$${f#*:} $(PYTHON) -m reproduce.papers.$${f%:*} --preset paper \
 		|| exit 1; done
-	$(PYTHON) -m reproduce.check_claims --preset paper
+	$(PYTHON) -m reproduce.tools.check_claims --preset paper
 
 # The cpu presets (reproduce/registry.py CPU): each dry run's estimate for this machine
 # first, then the runs (hours; resumable: a rerun trains only what the store lacks).
 CPU_FIGURES := $(shell $(PYTHON_SYS) -m reproduce.registry cpu)
 figures-cpu:
-	for f in $(CPU_FIGURES); do DRY_RUN=1 $(PYTHON) -m reproduce.$$f --preset cpu \
+	for f in $(CPU_FIGURES); do DRY_RUN=1 $(PYTHON) -m reproduce.papers.$$f --preset cpu \
 		| grep -E "cpu|plan:|this machine" || exit 1; done
-	for f in $(CPU_FIGURES); do $(PYTHON) -m reproduce.$$f --preset cpu || exit 1; done
-	$(PYTHON) -m reproduce.check_claims --preset cpu
+	for f in $(CPU_FIGURES); do $(PYTHON) -m reproduce.papers.$$f --preset cpu || exit 1; done
+	$(PYTHON) -m reproduce.tools.check_claims --preset cpu
 
-# Each paper's headline claims as PASS/FAIL over the figures' CSVs (reproduce/check_claims.py, the statistics in reproduce/claims.py):
+# Each paper's headline claims as PASS/FAIL over the figures' CSVs (reproduce/tools/check_claims.py, the statistics in reproduce/claims.py):
 # every preset whose CSVs are in figures/, or only $(PRESET) if you name it on the command
 # line; the exit status is 1 if a claim expected to hold at that preset fails.
 check-claims:
-	$(PYTHON) -m reproduce.check_claims $(if $(filter command line,$(origin PRESET)),--preset $(PRESET))
+	$(PYTHON) -m reproduce.tools.check_claims $(if $(filter command line,$(origin PRESET)),--preset $(PRESET))
 
 # figures/README.md's tables and claims, written from the CSVs (no hand-copied number).
 readme-tables:
-	$(PYTHON) -m reproduce.report --readme figures/README.md
+	$(PYTHON) -m reproduce.tools.report --readme figures/README.md
 
 tensorboard:
-	$(PYTHON) -m reproduce.tensorboard $(if $(FIGURE),--figure $(FIGURE))
+	$(PYTHON) -m reproduce.runs.tensorboard $(if $(FIGURE),--figure $(FIGURE))
 
 kaggle-data-from-mnist:
-	$(PYTHON) -m reproduce.kaggle data-from-mnist
+	$(PYTHON) -m reproduce.tools.kaggle data-from-mnist
 
 kaggle-submission:
-	$(PYTHON) -m reproduce.kaggle submit $(if $(ENGINE),--engine $(ENGINE)) $(KAGGLE_ARGS)
+	$(PYTHON) -m reproduce.tools.kaggle submit $(if $(ENGINE),--engine $(ENGINE)) $(KAGGLE_ARGS)
 
 bench-pipeline:
-	$(PYTHON) -m reproduce.bench pipeline
+	$(PYTHON) -m reproduce.tools.bench pipeline
 
 bench-accumulation:
-	$(PYTHON) -m reproduce.bench accumulation
+	$(PYTHON) -m reproduce.tools.bench accumulation
 
 bench-throughput:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -r requirements-bench.txt
-	$(PYTHON) -m reproduce.bench throughput
+	$(PYTHON) -m reproduce.tools.bench throughput
 
 # BENCH_SWEEP_ARGS='--models f1 --batches 4,32 --no-figure' for a shorter run.
 bench-sweep:
-	$(PYTHON) -m reproduce.bench sweep $(BENCH_SWEEP_ARGS)
+	$(PYTHON) -m reproduce.tools.bench sweep $(BENCH_SWEEP_ARGS)
 
 bench-tensorboard:
-	$(PYTHON) -m reproduce.bench tensorboard
+	$(PYTHON) -m reproduce.tools.bench tensorboard
 
 clean:
 	rm -rf results .pytest_cache

@@ -261,7 +261,7 @@ class BatchSizeSchedule(keras.callbacks.Callback):
 
     A Keras `fit` cannot change its batch size mid-way: train one `fit` per
     phase of constant physical batch (`TrainingSchedule.phases()`, or
-    `reproduce.train`, which does it). Within a phase the callback checks the
+    `reproduce.runs.train`, which does it). Within a phase the callback checks the
     step count.
 
     Args:
@@ -386,7 +386,7 @@ class BatchSizeSchedule(keras.callbacks.Callback):
             raise ValueError(
                 f"BatchSizeSchedule: epoch {epoch} needs physical batch {planned.physical_batch} "
                 f"({expected} steps) but this fit runs {self.params['steps']} steps; "
-                "train one fit per phase (TrainingSchedule.phases or reproduce.train).")
+                "train one fit per phase (TrainingSchedule.phases or reproduce.runs.train).")
         accumulator = built_accumulator(self.model)
         if self.accumulation_steps > 1 and accumulator is None:
             raise ValueError(

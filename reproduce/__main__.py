@@ -2,7 +2,7 @@
 
 import os
 
-from reproduce import settings
+from reproduce.runs import settings
 
 backend, onednn = settings.in_force()
 print(f"backend={backend} {settings.ONEDNN}={os.environ.get(settings.ONEDNN, '(unset)')} "

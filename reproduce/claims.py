@@ -3,9 +3,9 @@ INCONCLUSIVE, with the interval, the margin and its source.
 
 Every figure declares its claims next to the tables they read
 (`Figure(claims=...)`); this module holds the statistics they use, and
-`reproduce.check_claims` the command that checks them all:
+`reproduce.tools.check_claims` the command that checks them all:
 
-    python -m reproduce.check_claims [--out figures] [--preset quick]   # make check-claims
+    python -m reproduce.tools.check_claims [--out figures] [--preset quick]   # make check-claims
 
 Verdicts.
 - A claim of sameness ("the same", "within", "reaches", a slope of -1) HOLDS
@@ -38,7 +38,8 @@ sits on an open edge of its grid the claim is INCONCLUSIVE.
 
 import dataclasses
 import math
-import sys
+import runpy
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -462,7 +463,7 @@ class Claim:
         return expected.get(preset, "smoke runs are too short to show anything")
 
 
-if __name__ == "__main__":  # the command's old name
-    from reproduce.check_claims import main
-
-    sys.exit(main())
+if __name__ == "__main__":  # the command's old name, for one release
+    warnings.warn("`python -m reproduce.claims` is deprecated; use `python -m "
+                  "reproduce.tools.check_claims` (make check-claims)", FutureWarning, stacklevel=1)
+    runpy.run_module("reproduce.tools.check_claims", run_name="__main__", alter_sys=True)

@@ -7,7 +7,7 @@ figure: the command line, the sweep into the resumable store, the
 preset-suffixed file names, the atomic writes, the printout, and one-line
 errors.
 
-    python -m reproduce.small_batch --preset smoke --set epochs=1 --set seed=3
+    python -m reproduce.papers.small_batch --preset smoke --set epochs=1 --set seed=3
 
 `--set field=value` overrides a `RunConfig` field in every run of the preset
 (repeatable). Values are Python literals (`--set lr_milestones=(2,4)`), or
@@ -16,9 +16,9 @@ the batch size of each cell), and fields derived from the epochs (milestones
 at fractions of training) follow the new `epochs`.
 
 Scaling out (README "Scaling out"): `--ray ADDRESS` ($RAY_ADDRESS) trains the
-runs as Ray tasks (`reproduce.cluster`), `--devices N` ($DEVICES) spreads each
-run over N devices (`reproduce.devices`), and `--dry-run` ($DRY_RUN=1) trains
-each kind of run for 2 updates and prints the sweep's cost (`reproduce.plan`).
+runs as Ray tasks (`reproduce.runs.cluster`), `--devices N` ($DEVICES) spreads each
+run over N devices (`reproduce.runs.devices`), and `--dry-run` ($DRY_RUN=1) trains
+each kind of run for 2 updates and prints the sweep's cost (`reproduce.runs.plan`).
 """
 
 import ast
@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from reproduce import cli, plan, registry, settings
-from reproduce.devices import use_cpu_devices
-from reproduce.config import ConfigError, RunConfig
-from reproduce.sweep import Sweep
+from reproduce import registry
+from reproduce.runs import cli, plan, settings
+from reproduce.runs.devices import use_cpu_devices
+from reproduce.runs.config import ConfigError, RunConfig
+from reproduce.runs.sweep import Sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Figure:
         title: `(runs, spec) -> str`, the plots' common title.
         describe: `RunConfig -> str`, the run's label in progress lines.
         report: [(heading, table suffix)]: the tables `make figures` prints
-            beside the papers' numbers (`reproduce.report`).
+            beside the papers' numbers (`reproduce.tools.report`).
         printed: table suffixes printed at the end of a run.
         follow_up: `(sweep, runs, spec) -> {label: RunConfig}`, runs chosen
             from the results so far (the next rate past a grid's edge, the
@@ -155,9 +156,9 @@ def parser(figure):
                         "(the cluster of `ray start`) or ray://host:10001; default $RAY_ADDRESS")
     p.add_argument("--jobs", type=int, metavar="N", default=int_from_env("JOBS", None, 1),
                    help="runs at once on this machine: 1 one by one, N; default $JOBS, else "
-                        "side by side on a machine of several cores (reproduce.sweep)")
+                        "side by side on a machine of several cores (reproduce.runs.sweep)")
     p.add_argument("--devices", type=int, metavar="N", default=int_from_env("DEVICES", 1, 1),
-                   help="spread each run over N devices, data parallel (reproduce.devices); "
+                   help="spread each run over N devices, data parallel (reproduce.runs.devices); "
                         "default $DEVICES or 1")
     p.add_argument("--dry-run", action="store_true", default=int_from_env("DRY_RUN", 0) > 0,
                    help="train each distinct kind of run for 2 updates on a slice, print the "

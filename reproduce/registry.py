@@ -3,13 +3,16 @@
 The Makefile makes a `fig-<name>` target of each (`python -m
 reproduce.registry` prints them), and the report, `make check-claims`, the
 dry-run tests and the command-line tests all iterate this list. Adding a
-figure is one module `reproduce/<name>.py` that defines `FIGURE = Figure(...)`
+figure is one module `reproduce/papers/<name>.py` that defines `FIGURE = Figure(...)`
 and one line here. Standard library only, so `make` can read it before
 `make setup`.
 """
 
 import importlib
 import sys
+
+# The package of the figures' modules: `python -m reproduce.papers.<name>`.
+PACKAGE = "reproduce.papers"
 
 # In the order of figures/README.md.
 NAMES = (
@@ -43,10 +46,10 @@ def target(name):
 
 
 def figure(name):
-    """The `Figure` that `reproduce/<name>.py` declares."""
+    """The `Figure` that `reproduce/papers/<name>.py` declares."""
     if name not in NAMES:
         raise KeyError(f"unknown figure {name!r}: expected one of {', '.join(NAMES)}")
-    return importlib.import_module(f"reproduce.{name}").FIGURE
+    return importlib.import_module(f"{PACKAGE}.{name}").FIGURE
 
 
 def figures():

@@ -94,3 +94,22 @@ def b_noise_interval(steps, batches, per_decade, level):
     covariance = bread @ jacobian.T @ np.diag([variances[x] for x in batches]) @ jacobian @ bread
     low, high = t_interval(math.log(fit["b_noise"]), float(covariance[1, 1]), dof, level)
     return fit, (math.exp(low), math.exp(high)), float(covariance[1, 1]), dof
+
+
+def b_simple_late(trace, name, target):
+    """log B_simple over the last third of the noise run's evaluations up to
+    its first at the target (all of them where it never got there): (mean,
+    variance of the mean, dof, count), or None with fewer than 2. B_simple
+    drifts as training goes, and the windows overlap in time, so this spread
+    is its error at this stage of training, not a sampling error."""
+    rows = trace[(trace.workload == name) & (trace.kind == "noise")].dropna(
+        subset=["noise_scale_simple"])
+    rows = rows[rows.noise_scale_simple > 0].sort_values("updates")
+    hit = rows[rows.accuracy >= target]
+    if len(hit):
+        rows = rows[rows.updates <= hit.updates.min()]
+    late = rows.tail(max(len(rows) // 3, 2))
+    if len(late) < 2:
+        return None
+    logs = np.log(late.noise_scale_simple.to_numpy(float))
+    return float(logs.mean()), float(logs.var(ddof=1) / len(logs)), len(logs) - 1, len(logs)

@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Each pytest-xdist worker keeps to one thread (reproduce.settings), so the
+# Each pytest-xdist worker keeps to one thread (reproduce.runs.settings), so the
 # workers share the cores instead of fighting over them, and a sweep's runs
 # train one by one unless a test asks for them side by side.
 # (`make` exports them empty when unset: empty counts as unset.)
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 import pytest  # noqa: E402
 
-from reproduce import datasets  # noqa: E402
+from reproduce.runs import datasets  # noqa: E402
 
 
 def mirror_has(path):
@@ -36,7 +36,7 @@ TF_NOTE = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl|"
 def without_thread_budget(env):
     """`env` without the thread settings this test process runs with, for a
     subprocess that sets its own budget."""
-    from reproduce import settings
+    from reproduce.runs import settings
 
     drop = {*settings.thread_settings(1), "XLA_FLAGS"}
     return {k: v for k, v in env.items() if k not in drop}

@@ -95,7 +95,7 @@ def examples_reordered(block, seed=1):
     each block of `block` positions (with their crops and flips) in another
     order. With `block` dividing every physical batch (and every ghost batch
     or device shard) each batch holds the same examples as before."""
-    from reproduce.pipeline import EpochPlan
+    from reproduce.runs.pipeline import EpochPlan
 
     original = EpochPlan.__init__
 

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from reproduce import (check_claims, claims, critical_batch, dont_decay, figure,
-                       generalization_gap, lr_scaling, mnist_batch_size, sharp_minima,
-                       small_batch)
+from reproduce import claims, figure
+from reproduce.papers import (critical_batch, dont_decay, generalization_gap, lr_scaling,
+                              mnist_batch_size, sharp_minima, small_batch)
+from reproduce.tools import check_claims
 from reproduce.claims import FAILS, HOLDS, INCONCLUSIVE, Claim, Side, difference
 
 
@@ -498,7 +499,7 @@ class StoredRuns:
         self.records = records
 
     def load(self, config):
-        from reproduce.store import RunRecord
+        from reproduce.runs.store import RunRecord
 
         record = self.records.get(config)
         return None if record is None else RunRecord.of(record)
@@ -664,7 +665,8 @@ def test_no_csvs_is_a_one_line_error(tmp_path, capsys):
 def test_the_readme_blocks_are_written_from_the_csvs(tmp_path):
     """figures/README's numbers come from the CSVs: a table block gets the
     named columns, a missing column is a one-line error naming it."""
-    from reproduce import cli, report
+    from reproduce.runs import cli
+    from reproduce.tools import report
 
     pd.DataFrame(dict(m=[4, 16], best=[0.41234, 0.3], other=["a", "b"])).to_csv(
         tmp_path / "t.csv", index=False)

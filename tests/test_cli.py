@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import needs_cifar10, our_lines
 
-from reproduce import figure, registry, small_batch
-from reproduce.runner import ConfigError
+from reproduce import figure, registry
+from reproduce.papers import small_batch
+from reproduce.runs.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 X86 = platform.machine().lower() in ("x86_64", "amd64")
@@ -57,8 +58,8 @@ def test_set_parses_literals_and_text_and_names_bad_fields():
 def test_training_minutes_count_a_run_serving_two_cells_once():
     # The seed article's batch-norm natives are the sweep's own runs: one config
     # under two labels, trained once, so counted once.
-    from reproduce.runner import RunConfig
-    from reproduce.store import RunRecord
+    from reproduce.runs.config import RunConfig
+    from reproduce.runs.store import RunRecord
 
     class Store:  # a stored run of 60 s per config; None for one never trained
         def load(self, config):
@@ -107,8 +108,8 @@ def test_set_trains_every_run_of_the_preset_with_the_overrides(tmp_path):
         assert record["config"]["lr_milestones"] == [1, 1]
 
 
-CLIS = [["-m", "reproduce.small_batch", "--preset", "smoke"],
-        ["-m", "reproduce.kaggle", "data-from-mnist"]]
+CLIS = [["-m", "reproduce.papers.small_batch", "--preset", "smoke"],
+        ["-m", "reproduce.tools.kaggle", "data-from-mnist"]]
 
 
 def _without_data(tmp_path):
@@ -170,7 +171,7 @@ def test_the_registry_is_the_one_list_of_figures():
     Makefile's targets and `make help`, and nowhere else is a list kept."""
     import re
 
-    declared = sorted(p.stem for p in (ROOT / "reproduce").glob("*.py")
+    declared = sorted(p.stem for p in (ROOT / "reproduce").rglob("*.py")
                       if re.search(r"^FIGURE = Figure\(", p.read_text(), re.M))
     assert sorted(registry.NAMES) == declared
     assert [f.name for f in registry.figures()] == list(registry.NAMES)
@@ -179,12 +180,12 @@ def test_the_registry_is_the_one_list_of_figures():
     assert all(registry.target(name) in targets for name in registry.NAMES), targets
     dry = subprocess.run(["make", "-s", "-n", "fig-lr-scaling", "PRESET=smoke",
                           f"PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True)
-    assert "-m reproduce.lr_scaling --preset smoke" in dry.stdout, dry.stdout + dry.stderr
+    assert "-m reproduce.papers.lr_scaling --preset smoke" in dry.stdout, dry.stdout + dry.stderr
 
 
 # What the refactor must not change: a run's key names its stored record, so
 # a key that moved would make every store retrain. Written down from the store
-# before the runner was split (reproduce/config.py).
+# before the runner was split (reproduce/runs/config.py).
 STORED_KEYS = {
     "RunConfig()": "d4c5ea897faa6412",
 }
@@ -199,7 +200,7 @@ LAST_QUICK_KEYS = {
 
 
 def test_stored_runs_keep_their_keys():
-    from reproduce.config import RunConfig
+    from reproduce.runs.config import RunConfig
 
     # Stored runs were evaluated with batch norm's moving averages: with that
     # named they keep their keys (recomputed statistics make new runs).

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import needs_cifar10, needs_mnist
 
-from reproduce import datasets
+from reproduce.runs import datasets
 
 
 @needs_mnist

@@ -1,4 +1,4 @@
-"""One run on two devices (reproduce.devices), on two logical CPU devices:
+"""One run on two devices (reproduce.runs.devices), on two logical CPU devices:
 the weights of one device without batch norm, and what batch norm's
 statistics are computed over on each engine."""
 
@@ -21,7 +21,8 @@ SCRIPT = """
 import json, sys
 import numpy as np
 import reproduce
-from reproduce.runner import RunConfig, train
+from reproduce.runs.config import RunConfig
+from reproduce.runs.train import train
 from tests.roundoff import RoundOff, examples_reordered, smooth_model_registered
 
 # A smooth network, so round-off stays round-off (tests/roundoff.py).
@@ -55,7 +56,7 @@ print(json.dumps(dict(
 
 def gaps(backend):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": backend, "DEVICES": "2"}
-    env.pop("XLA_FLAGS", None)  # reproduce.settings derives it from DEVICES
+    env.pop("XLA_FLAGS", None)  # reproduce.runs.settings derives it from DEVICES
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                             text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -83,8 +84,8 @@ def test_two_devices_train_one_devices_weights_and_batch_norm_as_the_engine_says
 
 
 def test_more_devices_than_there_are_is_a_one_line_error():
-    from reproduce.cli import UserError
-    from reproduce.devices import data_parallel
+    from reproduce.runs.cli import UserError
+    from reproduce.runs.devices import data_parallel
 
     with pytest.raises(UserError, match=r"devices=64: only \d+ device\(s\) here; "):
         with data_parallel(64):
@@ -92,7 +93,7 @@ def test_more_devices_than_there_are_is_a_one_line_error():
 
 
 def test_devices_must_divide_the_physical_batch():
-    from reproduce.runner import ConfigError, RunConfig
+    from reproduce.runs.config import ConfigError, RunConfig
 
     with pytest.raises(ConfigError, match="devices=3: expected an integer >= 1 that divides "
                                           "the physical batch 64"):

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from batchsize.callbacks import BatchSizeSchedule, WeightDistance
-from reproduce.engine import FastEngine
-from reproduce.pipeline import EpochPlan, crop, crop_on_device, epoch_arrays
-from reproduce.runner import RunConfig, train
+from reproduce.runs.engine import FastEngine
+from reproduce.runs.pipeline import EpochPlan, crop, crop_on_device, epoch_arrays
+from reproduce.runs.config import RunConfig
+from reproduce.runs.train import train
 from roundoff import RoundOff, examples_reordered, smooth_convnet, smooth_model_registered
 
 ROOT = Path(__file__).resolve().parent.parent

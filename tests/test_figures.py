@@ -18,7 +18,7 @@ def _run(module, tmp_path, *extra):
 
 @needs_cifar10
 def test_dont_decay_records_the_configured_schedules_and_their_update_counts(tmp_path):
-    from reproduce import dont_decay
+    from reproduce.papers import dont_decay
 
     fig = _run(dont_decay, tmp_path)
     frame = pd.read_csv(fig / "dont_decay_smoke.csv")
@@ -68,7 +68,7 @@ def _check_schedule(run, figure, name, batches, lrs):
 
 @needs_mnist
 def test_mnist_batch_size_accumulated_run_makes_the_large_batch_updates(tmp_path):
-    from reproduce import mnist_batch_size
+    from reproduce.papers import mnist_batch_size
 
     fig = _run(mnist_batch_size, tmp_path)
     table = pd.read_csv(fig / "mnist_batch_size_smoke_table.csv")
@@ -108,7 +108,8 @@ def test_lr_scaling_rules_and_measures(tmp_path, monkeypatch, capsys):
     import json
 
     from batchsize import models
-    from reproduce import lr_scaling, sweep
+    from reproduce.runs import sweep
+    from reproduce.papers import lr_scaling
 
     spec = lr_scaling.PRESETS["smoke"]
     # First with one run crashing: the figure is drawn from the others, says
@@ -189,7 +190,7 @@ def test_lr_scaling_rules_and_measures(tmp_path, monkeypatch, capsys):
 
 @needs_mnist
 def test_generalization_gap_regime_adaptation_matches_the_small_batch_updates(tmp_path):
-    from reproduce import generalization_gap
+    from reproduce.papers import generalization_gap
 
     fig = _run(generalization_gap, tmp_path)
     table = pd.read_csv(fig / "generalization_gap_smoke_table.csv").set_index("column")
@@ -223,7 +224,7 @@ def test_generalization_gap_regime_adaptation_matches_the_small_batch_updates(tm
 
 @needs_mnist
 def test_sharp_minima_line_ends_are_the_two_trained_models(tmp_path):
-    from reproduce import sharp_minima
+    from reproduce.papers import sharp_minima
 
     fig = _run(sharp_minima, tmp_path)
     line = pd.read_csv(fig / "sharp_minima_smoke_line.csv")
@@ -236,7 +237,8 @@ def test_sharp_minima_line_ends_are_the_two_trained_models(tmp_path):
     # in batches of 1,000 with batch statistics (the line's batch-norm mode).
     import keras
 
-    from reproduce.runner import build_model, prepared_data
+    from reproduce.runs.datasets import prepared_data
+    from reproduce.runs.train import build_model
 
     configs = {b: c for (_, b, i), c in sharp_minima.grid(sharp_minima.PRESETS["smoke"]).items()
                if i == 0}
@@ -271,7 +273,7 @@ def test_sharp_minima_line_ends_are_the_two_trained_models(tmp_path):
 
 @needs_mnist
 def test_critical_batch_updates_to_target_fit_and_noise_scale(tmp_path):
-    from reproduce import critical_batch
+    from reproduce.papers import critical_batch
 
     fig = _run(critical_batch, tmp_path)
     spec = critical_batch.PRESETS["smoke"]["workloads"]["MNIST F1"]

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from conftest import needs_mnist
 
-from reproduce import datasets, kaggle
+from reproduce.runs import datasets
+from reproduce.tools import kaggle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,7 +102,7 @@ def test_missing_data_says_what_to_do(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_bad_arguments_exit_with_one_line():
-    run = subprocess.run([sys.executable, "-m", "reproduce.kaggle", "submit", "--batch", "0"],
+    run = subprocess.run([sys.executable, "-m", "reproduce.tools.kaggle", "submit", "--batch", "0"],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "--batch" in run.stderr and "0" in run.stderr

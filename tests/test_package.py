@@ -58,8 +58,32 @@ def test_old_names_still_work_for_one_release_with_a_warning():
         assert callback.phases(4) == schedule.phases(4) == [(0, 2, 32, 0.0), (2, 4, 64, 0.0)]
 
 
+def test_the_suites_old_module_paths_give_the_moved_modules_with_a_warning():
+    """reproduce/ in rooms: `reproduce.train` is `reproduce.runs.train` (the same
+    object, not a second copy), every module of every room has its old name, and
+    `python -m reproduce.<old>` runs the moved module's command."""
+    import importlib
+
+    from reproduce import moved, registry
+    from reproduce.runs import train
+
+    names = moved.new_names()
+    assert names["reproduce.train"] == "reproduce.runs.train"
+    assert {f"reproduce.{name}" for name in registry.NAMES} <= set(names)
+    assert names["reproduce.check_claims"] == "reproduce.tools.check_claims"
+    sys.modules.pop("reproduce.train", None)
+    with pytest.warns(DeprecationWarning, match="import `reproduce.runs.train`"):
+        assert importlib.import_module("reproduce.train") is train
+    for old, new in names.items():
+        assert importlib.util.find_spec(new) is not None, new
+    run = subprocess.run([sys.executable, "-m", "reproduce.report",
+                          "--preset", "nonsense"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "use `python -m reproduce.tools.report`" in run.stderr
+    assert run.returncode == 2 and "invalid choice: 'nonsense'" in run.stderr
+
+
 def test_the_environment_is_read_by_one_parser_with_one_line_errors(monkeypatch):
-    from reproduce import cli, settings
+    from reproduce.runs import cli, settings
 
     monkeypatch.setenv("JOBS", "")
     assert settings.env_number("JOBS", None) is None  # make exports unset names empty
@@ -73,7 +97,8 @@ def test_the_environment_is_read_by_one_parser_with_one_line_errors(monkeypatch)
     with pytest.raises(cli.UserError, match="TENSORBOARD='2': expected one of 1, 0 .1 .default"):
         settings.env_text("TENSORBOARD", "1", choices=("1", "0"))
     monkeypatch.delenv("DATA_DIR", raising=False)
-    from reproduce import datasets, kaggle
+    from reproduce.runs import datasets
+    from reproduce.tools import kaggle
 
     assert settings.data_dir() == datasets.default_data_dir() == settings.ROOT / "data"
     # The Kaggle command's --data-dir default is the same folder.

@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 from conftest import needs_cifar10, needs_mnist, our_lines
 
-from reproduce.config import ConfigError
-from reproduce.runner import RunConfig, Sweep, train
-from reproduce.train import train_record
+from reproduce.runs.config import ConfigError
+from reproduce.runs.config import RunConfig
+from reproduce.runs.sweep import Sweep
+from reproduce.runs.train import train
+from reproduce.runs.train import train_record
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = RunConfig(dataset="mnist", model="f1", norm="none", train_size=512, test_size=256,
@@ -23,7 +25,8 @@ TINY = RunConfig(dataset="mnist", model="f1", norm="none", train_size=512, test_
 
 SWEEP_SCRIPT = """
 import sys
-from reproduce.runner import RunConfig, Sweep
+from reproduce.runs.config import RunConfig
+from reproduce.runs.sweep import Sweep
 base = RunConfig(dataset="mnist", model="f1", norm="none", train_size=512, test_size=256,
                  epochs=2, batch_size=64, lr=0.05)
 Sweep(sys.argv[1]).run([base.replace(seed=s) for s in range(6)])
@@ -105,7 +108,7 @@ def test_bad_config_values_are_named(field, value, message):
 
 @pytest.mark.slow
 def test_cli_bad_argument_is_one_line_and_non_zero_exit(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "reproduce.small_batch", "--preset", "fast",
+    result = subprocess.run([sys.executable, "-m", "reproduce.papers.small_batch", "--preset", "fast",
                              "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     lines = our_lines(result.stderr)
@@ -117,12 +120,12 @@ def test_cli_bad_argument_is_one_line_and_non_zero_exit(tmp_path):
 @needs_cifar10
 def test_small_batch_smoke_writes_every_cell_and_three_figures(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "reproduce.small_batch", "--preset", "smoke", "--out",
+        [sys.executable, "-m", "reproduce.papers.small_batch", "--preset", "smoke", "--out",
          str(tmp_path / "fig"), "--results", str(tmp_path / "res")],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     frame = pd.read_csv(tmp_path / "fig" / "small_batch_smoke.csv")
-    from reproduce.small_batch import PRESETS
+    from reproduce.papers.small_batch import PRESETS
     spec = PRESETS["smoke"]
     cells = {(m, e) for m in spec["batch_sizes"] for e in spec["eta_exponents"]}
     grid = frame[frame.seed == frame.seed.min()]
@@ -158,7 +161,7 @@ def test_small_batch_smoke_writes_every_cell_and_three_figures(tmp_path):
         assert (tmp_path / "fig" / f"small_batch_smoke_{suffix}.png").stat().st_size > 1000
     # Run again: every run is reused, only the figures are redrawn.
     again = subprocess.run(
-        [sys.executable, "-m", "reproduce.small_batch", "--preset", "smoke", "--out",
+        [sys.executable, "-m", "reproduce.papers.small_batch", "--preset", "smoke", "--out",
          str(tmp_path / "fig"), "--results", str(tmp_path / "res")],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert f"{len(cells)} already in" in again.stdout and "0 to train" in again.stdout
@@ -177,7 +180,8 @@ sys.modules["tensorflow"] = None  # as if TensorFlow were not installed
 sys.modules["tensorflow_datasets"] = None
 import keras
 assert keras.backend.backend() == "jax"
-from reproduce.runner import RunConfig, train
+from reproduce.runs.config import RunConfig
+from reproduce.runs.train import train
 r = train(RunConfig(dataset="mnist", model="f1", norm="ghost:16", train_size=512, test_size=256,
                     epochs=2, batch_size=32, lr=0.05, batch_milestones=(1,), batch_factor=4,
                     max_device_batch=64))
@@ -223,7 +227,7 @@ def test_held_out_examples_are_scored_and_not_trained_on():
     """validation_size=64 of 512: 448 trained on (7 updates an epoch at batch
     64), the 64 scored every epoch as validation_accuracy; a bad size is a
     one-line error naming it."""
-    from reproduce.datasets import data_of, validation_of
+    from reproduce.runs.datasets import data_of, validation_of
 
     config = TINY.replace(validation_size=64)
     x, y, _, _ = data_of(config)
@@ -243,7 +247,7 @@ def test_the_dry_runs_kinds_come_from_the_fields_marked_program_shaping():
     """A noise-scale run, an adaptive one, a run with held-out data or
     recomputed statistics is another program than a plain one (the dry run
     starts one of each); a size or a seed is not."""
-    from reproduce.plan import combination
+    from reproduce.runs.plan import combination
 
     base = TINY.replace(batch_size=64, accumulation=2)
     kinds = {combination(c) for c in (
@@ -262,7 +266,7 @@ def test_one_record_type_from_training_to_the_store_and_back(tmp_path):
     the same back; its test-set size and per-example results come with it;
     a record from before a field existed reads that field as None; dict-style
     access still works for old scripts."""
-    from reproduce.store import RunRecord, RunStore
+    from reproduce.runs.store import RunRecord, RunStore
 
     record = train_record(TINY)
     assert isinstance(record, RunRecord) and record.status == "finished"

@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 from conftest import needs_cifar10, needs_mnist, without_thread_budget
 
-from reproduce import store as store_module
-from reproduce.runner import RunConfig, Sweep
-from reproduce.store import HOST, LOCK_NAME, RunStore
+from reproduce.runs import store as store_module
+from reproduce.runs.config import RunConfig
+from reproduce.runs.sweep import Sweep
+from reproduce.runs.store import HOST, LOCK_NAME, RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = RunConfig(dataset="mnist", model="f1", norm="none", train_size=256, test_size=128,
@@ -120,7 +121,7 @@ def owner(store):
 
 RACE = """
 import os, sys, time
-from reproduce.store import RunStore
+from reproduce.runs.store import RunStore
 
 import random
 
@@ -181,7 +182,8 @@ def test_a_sweep_waits_for_a_run_another_sweep_holds_and_takes_it_over_when_stal
 
 TWO_SWEEPS = """
 import sys
-from reproduce.runner import RunConfig, Sweep
+from reproduce.runs.config import RunConfig
+from reproduce.runs.sweep import Sweep
 base = RunConfig(dataset="mnist", model="f1", norm="none", train_size=256, test_size=128,
                  epochs=2, batch_size=64, lr=0.05)
 Sweep(sys.argv[1], describe=lambda c: "TRAINED " + c.key, poll=0.2).run(
@@ -261,7 +263,7 @@ def test_an_interrupted_sweep_releases_its_claim_and_stops(tmp_path):
 
 def test_a_run_on_n_devices_asks_ray_for_n_gpus():
     pytest.importorskip("ray")
-    from reproduce.cluster import resources_per_run
+    from reproduce.runs.cluster import resources_per_run
 
     gpus = {"GPU": 8.0, "CPU": 32.0}
     assert resources_per_run(1, gpus) == dict(num_gpus=1, num_cpus=1)
@@ -298,8 +300,8 @@ def worker_settings(config, model, data, callbacks):
 @pytest.mark.xdist_group("ray")
 def test_joining_a_ray_cluster_that_is_not_there_is_a_one_line_error(monkeypatch):
     pytest.importorskip("ray")
-    from reproduce.cli import UserError
-    from reproduce.cluster import connect
+    from reproduce.runs.cli import UserError
+    from reproduce.runs.cluster import connect
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     if subprocess.run(["pgrep", "-f", "gcs_server"], capture_output=True).returncode == 0:
@@ -363,7 +365,7 @@ def test_the_workers_get_the_drivers_devices_and_backend_settings(monkeypatch):
     """A local Ray's workers inherit the driver's environment; a cluster's
     (`ray start` elsewhere) get what the driver's runtime_env passes on."""
     ray = pytest.importorskip("ray")
-    from reproduce.cluster import connect
+    from reproduce.runs.cluster import connect
 
     seen = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -413,8 +415,8 @@ def test_paper_presets_dry_runs_train_each_kind_of_run_and_state_the_cost(tmp_pa
 
 
 def test_the_cpu_estimate_is_measured_step_times_times_the_micro_batches():
-    from reproduce import plan
-    from reproduce.config import RunConfig
+    from reproduce.runs import plan
+    from reproduce.runs.config import RunConfig
 
     # 1,000 examples: batch 100 for 2 epochs, then 200 as 2 x 100 accumulated (epoch 3).
     grows = RunConfig(dataset="mnist", model="f1", train_size=1000, test_size=300, epochs=3,
@@ -443,7 +445,8 @@ def test_the_cpu_estimate_is_measured_step_times_times_the_micro_batches():
 @needs_mnist
 @needs_cifar10
 def test_every_paper_preset_has_a_plan_and_two_update_dry_runs():
-    from reproduce import plan, registry
+    from reproduce import registry
+    from reproduce.runs import plan
 
     for figure in registry.figures():
         runs = figure.grid(figure.presets["paper"])
@@ -464,9 +467,9 @@ BUDGET_SCRIPT = """
 import sys
 import numpy as np
 import reproduce
-from reproduce import settings
-from reproduce.config import RunConfig
-from reproduce.train import train
+from reproduce.runs import settings
+from reproduce.runs.config import RunConfig
+from reproduce.runs.train import train
 from tests.roundoff import examples_reordered, smooth_model_registered
 
 with smooth_model_registered() as model:
@@ -509,8 +512,8 @@ def test_a_run_keeps_its_weights_at_one_and_two_threads(tmp_path):
 
 
 def test_a_runs_budget_follows_its_physical_batch_and_jobs_is_checked(monkeypatch):
-    from reproduce import sweep as sweeps
-    from reproduce.cli import UserError
+    from reproduce.runs import sweep as sweeps
+    from reproduce.runs.cli import UserError
 
     small = TINY.replace(batch_size=sweeps.SIDE_BY_SIDE_BATCH)
     assert sweeps.threads_for(small, cores=8) == 1
@@ -531,7 +534,7 @@ def test_a_runs_budget_follows_its_physical_batch_and_jobs_is_checked(monkeypatc
 
 def test_runs_share_a_gpu_with_runs_per_gpu():
     pytest.importorskip("ray")
-    from reproduce.cluster import resources_per_run
+    from reproduce.runs.cluster import resources_per_run
 
     one_gpu = {"GPU": 1.0, "CPU": 16.0}
     assert resources_per_run(1, one_gpu, runs_per_gpu=4) == dict(num_gpus=0.25, num_cpus=1)
@@ -545,7 +548,7 @@ def test_runs_share_one_logical_gpu_on_ray(tmp_path, monkeypatch):
     """RUNS_PER_GPU=2 on a Ray with one (logical) GPU: two runs at once, each
     asking for half of it. Not measured on a real GPU."""
     ray = pytest.importorskip("ray")
-    from reproduce.cluster import RayRuns
+    from reproduce.runs.cluster import RayRuns
 
     monkeypatch.setenv("RUNS_PER_GPU", "2")
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
@@ -561,7 +564,7 @@ def test_runs_share_one_logical_gpu_on_ray(tmp_path, monkeypatch):
 
 
 def test_the_plan_counts_runs_sharing_a_gpu():
-    from reproduce.plan import shared_gpu_hours
+    from reproduce.runs.plan import shared_gpu_hours
 
     # Two runs of 1,000 updates each and 1 TFLOP: bound by the per-update floor
     # (2,000 x 5 ms = 10 s) alone, by 5 s when two share a GPU, never below the
@@ -601,7 +604,7 @@ def test_a_figures_rounds_share_one_local_ray_and_its_warm_workers(tmp_path, mon
 
 def test_a_sweep_starts_its_longest_runs_first():
     """The order runs go to Ray: micro-batches x (physical batch + 64), by hand."""
-    from reproduce.plan import relative_cost, training_work
+    from reproduce.runs.plan import relative_cost, training_work
 
     # 256 examples: batch 64 is 4 micro-batches an epoch, 2 epochs.
     plain = TINY.replace(train_size=256, batch_size=64, epochs=2)
@@ -619,7 +622,7 @@ def test_a_sweep_starts_its_longest_runs_first():
 def test_the_eta_weights_the_runs_left_by_their_cost():
     """A long run first must not make every short run after it look as long.
     Runs are (seconds, (examples, micro-batches)); all values by hand."""
-    from reproduce.sweep import eta_seconds
+    from reproduce.runs.sweep import eta_seconds
 
     # One physical batch finished so far: seconds per unit of relative cost
     # (examples + 64 per micro-batch). 600 s for 1,000 + 640 units, then 4
@@ -705,7 +708,7 @@ def test_a_two_node_cluster_with_token_authentication(tmp_path):
         nodes.append(subprocess.Popen([ray, "start", f"--address={address}", *common], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for(2)
-        run = subprocess.run([sys.executable, "-m", "reproduce.small_batch", "--preset", "smoke",
+        run = subprocess.run([sys.executable, "-m", "reproduce.papers.small_batch", "--preset", "smoke",
                               "--ray", address, "--results", str(tmp_path / "r"),
                               "--out", str(tmp_path / "f")], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=600)

@@ -87,7 +87,8 @@ def test_the_issues_example_places_decay_and_warmup_at_update_counts():
     """Batch 1024 = 128 x 8 accumulated on 50,000 examples: 49 updates an
     epoch, so "decay after epoch 1" is update 49 and 5% warm-up of the 490
     updates is 24 (not 391 and 39, which a count of micro-batches gives)."""
-    from reproduce.runner import RunConfig, build_optimizer
+    from reproduce.runs.config import RunConfig
+    from reproduce.runs.train import build_optimizer
 
     config = RunConfig(batch_size=1024, accumulation=8, lr_milestones=(1,), warmup=0.05,
                        lr=0.1, epochs=10)
@@ -116,7 +117,7 @@ MIXED_TABLE = ([0.2 * (1 / 32 + 31 / 32 * u / 7) for u in range(7)]  # updates 0
 
 
 def test_warmup_accumulation_and_batch_milestones_give_the_hand_computed_rate_per_update():
-    from reproduce.runner import RunConfig
+    from reproduce.runs.config import RunConfig
 
     schedule = RunConfig(**MIXED).training_schedule(1000)
     assert [(s.batch_size, s.physical_batch, s.accumulation_steps, s.updates, s.first_update)
@@ -140,7 +141,8 @@ class RateAtEveryUpdate(keras.callbacks.Callback):
 def test_a_trained_run_uses_the_hand_computed_rate_at_every_update():
     import numpy as np
 
-    from reproduce.runner import RunConfig, train
+    from reproduce.runs.config import RunConfig
+    from reproduce.runs.train import train
 
     rng = np.random.default_rng(0)
     data = (rng.normal(size=(1000, 6, 6, 1)).astype("float32"), rng.integers(0, 10, 1000),

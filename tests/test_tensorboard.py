@@ -1,4 +1,4 @@
-"""Every run's TensorBoard curves (reproduce/tensorboard.py), read back with
+"""Every run's TensorBoard curves (reproduce/runs/tensorboard.py), read back with
 TensorBoard's own event reader and compared against the run's stored record."""
 
 import dataclasses
@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from conftest import ROOT, needs_mnist, our_lines
-from reproduce import tensorboard as board
-from reproduce.runner import RunConfig, Sweep
+from reproduce.runs import tensorboard as board
+from reproduce.runs.config import RunConfig
+from reproduce.runs.sweep import Sweep
 
 pytest.importorskip("tensorboard")
 
@@ -142,7 +143,7 @@ def test_a_bad_tensorboard_value_is_a_one_line_error():
     import os
 
     env = without_thread_budget({**os.environ, "TENSORBOARD": "yes"})
-    out = subprocess.run([sys.executable, "-m", "reproduce.lr_scaling", "--preset", "smoke"],
+    out = subprocess.run([sys.executable, "-m", "reproduce.papers.lr_scaling", "--preset", "smoke"],
                          cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert our_lines(out.stderr) == [
@@ -168,7 +169,7 @@ def test_by_default_a_run_writes_about_once_per_compiled_call():
 
 
 def test_make_tensorboard_serves_one_figure_or_all_and_names_a_bad_one(tmp_path):
-    from reproduce.cli import UserError
+    from reproduce.runs.cli import UserError
 
     assert board.log_root("fig-dont-decay", tmp_path) == tmp_path / "dont_decay" / "tensorboard"
     assert board.log_root("small_batch", tmp_path) == tmp_path / "small_batch" / "tensorboard"

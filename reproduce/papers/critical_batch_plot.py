@@ -1,4 +1,4 @@
-"""The critical-batch figure's drawing (`reproduce.critical_batch`): updates and
+"""The critical-batch figure's drawing (`reproduce.papers.critical_batch`): updates and
 examples to the target against the batch, with McCandlish et al.'s fit, and
 the updates / examples trade-off with the adaptive run."""
 

@@ -3,11 +3,11 @@
 `Sweep(folder).run(configs)` trains the configs the store lacks and returns
 every stored run's rows as one DataFrame. A finished run is never trained
 twice, so a sweep that was interrupted (Ctrl-C, kill -9) resumes with the
-runs it lacks; several sweeps may share a store (`reproduce.store`'s claims).
+runs it lacks; several sweeps may share a store (`reproduce.runs.store`'s claims).
 
 Side by side. A small-batch step cannot keep two cores busy, so on a CPU
 machine of several cores a sweep with more than one run to train trains them
-side by side on a local Ray (`reproduce.cluster`), each run kept to its
+side by side on a local Ray (`reproduce.runs.cluster`), each run kept to its
 thread budget (`threads_for`: one thread while its physical batch is at most
 `SIDE_BY_SIDE_BATCH`, every core above it; measured with `make bench-sweep`).
 `JOBS=1` trains one run at a time here, `JOBS=n` n at once with the cores
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from reproduce import settings
-from reproduce import tensorboard as board
-from reproduce.cli import UserError
-from reproduce.plan import relative_cost, training_work
-from reproduce.store import RunStore
-from reproduce.train import RunFailure, train_record
+from reproduce.runs import settings
+from reproduce.runs import tensorboard as board
+from reproduce.runs.cli import UserError
+from reproduce.runs.plan import relative_cost, training_work
+from reproduce.runs.store import RunStore
+from reproduce.runs.train import RunFailure, train_record
 
 # The largest physical batch trained on one thread when runs go side by side
 # (larger ones get every core). `make bench-sweep` on this suite's 2-core host
@@ -63,10 +63,10 @@ class Sweep:
     """Runs configs into a results folder, skipping those already there.
 
     Several sweeps may share a store (two terminals, machines sharing the
-    folder): each run is claimed before it is trained (`reproduce.store`), a
+    folder): each run is claimed before it is trained (`reproduce.runs.store`), a
     run another live sweep holds is waited for, and a stale claim (a dead
     owner) is taken over. With `ray`, every run is a Ray task
-    (`reproduce.cluster`); the records come back to this store as the serial
+    (`reproduce.runs.cluster`); the records come back to this store as the serial
     sweep writes them.
 
     Faults: a run that raises (here, or in a Ray task after Ray's own
@@ -77,7 +77,7 @@ class Sweep:
 
     Args:
         folder: the results, one `<key>.json` per finished run (`store`, a
-            `reproduce.store.RunStore`, reads and writes them).
+            `reproduce.runs.store.RunStore`, reads and writes them).
         describe: config -> short label for the progress line.
         verbose: 1 shows Keras's progress bar.
         engine: "fast" or "fit" for every run (`RunConfig.engine`); None:
@@ -95,8 +95,8 @@ class Sweep:
             by side where the machine has several cores).
         tensorboard: whether each run writes TensorBoard curves under
             `<folder>/tensorboard/<run label>/` as it trains
-            (`reproduce.tensorboard`); None: $TENSORBOARD (default 1).
-        heartbeat, stale_after: seconds; see `reproduce.store.RunStore`.
+            (`reproduce.runs.tensorboard`); None: $TENSORBOARD (default 1).
+        heartbeat, stale_after: seconds; see `reproduce.runs.store.RunStore`.
         poll: seconds between looks at runs other sweeps are training.
 
     Attributes:
@@ -186,7 +186,7 @@ class Sweep:
         Ray, or one by one in this process."""
         if not self.ray and (self.jobs == 1 or len(todo) < 2 or not self._side_by_side_pays()):
             return LocalRuns(self)
-        from reproduce.cluster import RayRuns  # Ray only where it is used
+        from reproduce.runs.cluster import RayRuns  # Ray only where it is used
 
         if self._kept:
             self._kept.prepare(self)

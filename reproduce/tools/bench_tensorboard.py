@@ -1,11 +1,11 @@
 """What the TensorBoard curves cost a run (`make bench-tensorboard`): time and disk.
 
-    python -m reproduce.bench tensorboard [--figures small_batch,dont_decay,lr_scaling]
+    python -m reproduce.tools.bench tensorboard [--figures small_batch,dont_decay,lr_scaling]
                                           [--rounds 3]
 
 Time. For each figure, the quick preset's run with the most updates (the most
 writes) trains in this process with and without its curves
-(`reproduce.tensorboard`), the two taking turns `rounds` times (the order
+(`reproduce.runs.tensorboard`), the two taking turns `rounds` times (the order
 swapped each round, so drift in the machine's speed hits both alike); the
 table gives the median training time of each (the record's `wall_time`:
 training and the per-epoch evaluation, not the data loading) and the
@@ -23,9 +23,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from reproduce import plan, registry
-from reproduce import tensorboard as board
-from reproduce.engine import BATCHES_PER_CALL
+from reproduce import registry
+from reproduce.runs import plan
+from reproduce.runs import tensorboard as board
+from reproduce.runs.engine import BATCHES_PER_CALL
 from reproduce.figure import parser
 
 
@@ -58,7 +59,7 @@ def readable(name, config, fallback):
 
 def trained_seconds(config, logs):
     """Training time of `config`, with its curves under `logs` (None: none)."""
-    from reproduce.train import train
+    from reproduce.runs.train import train
 
     curves = board.SweepLogs(logs) if logs else None
     result = train(config, curves=curves)

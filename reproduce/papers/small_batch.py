@@ -15,8 +15,8 @@ with the standard deviation and the count. The first seed was picked as the
 row's best, so the mean leans high by up to a third of its lead over the other
 seeds, alike for every m; the summary also gives the first seed's value.
 
-    python -m reproduce.small_batch --preset quick            # the default
-    python -m reproduce.small_batch --preset paper --variant no-bn
+    python -m reproduce.papers.small_batch --preset quick            # the default
+    python -m reproduce.papers.small_batch --preset paper --variant no-bn
 
 Writes figures/small_batch{,_<preset>}_{accuracy,summary,heatmap}.png and the
 CSVs behind them.
@@ -32,7 +32,7 @@ from reproduce.claims import (CHANCE, FAILS, HOLDS, Claim, Verdict, compare_rows
                               inconclusive, verdict_or_too_few)
 from reproduce.figure import (Figure, evaluation_note, finish, max_extensions, panel, paired_test_variance,
                               seed_summary, subplots)
-from reproduce.config import ConfigError, RunConfig
+from reproduce.runs.config import ConfigError, RunConfig
 
 # One declarative config per preset: model, data, epochs, the grid.
 PRESETS = {

@@ -2,7 +2,7 @@
 
 An `EpochPlan` draws an epoch's order and augmentation (crop offsets, flips)
 from `(seed, epoch)`, so a run is reproducible and a resumed run sees the same
-batches. The fast engine (`reproduce.engine`) applies the plan on the device
+batches. The fast engine (`reproduce.runs.engine`) applies the plan on the device
 (`crop_on_device`); with engine="fit" the runner applies it with numpy
 (`epoch_arrays`) and hands each epoch's arrays to `model.fit(...,
 shuffle=False)` with that epoch's batch size (one `fit` per epoch), so the
@@ -80,7 +80,7 @@ class EpochPlan:
     of the examples and, when augmenting, each position's crop offset and flip.
 
     Applying a plan is the pipeline's real work; `epoch_arrays` does it with
-    numpy, the fast engine (`reproduce.engine`) on the device, batch by
+    numpy, the fast engine (`reproduce.runs.engine`) on the device, batch by
     batch, so both see exactly the same batches.
 
     Attributes:

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ROOT / "figures"
 RESULTS = ROOT / "results"
 PRESETS = ("smoke", "quick", "cpu", "paper")
@@ -32,7 +32,7 @@ def parser(description):
                    help="results store (finished runs are reused)")
     p.add_argument("--verbose", action="store_true", help="Keras progress bars")
     p.add_argument("--engine", choices=("fast", "fit"), default="fast",
-                   help="fast: data on the device, many steps per call (reproduce.engine); "
+                   help="fast: data on the device, many steps per call (reproduce.runs.engine); "
                         "fit: model.fit. Same results; runs stored by either are reused")
     return p
 

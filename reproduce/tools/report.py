@@ -1,8 +1,8 @@
 """Prints every figure's results table beside the papers' numbers (the last
 step of `make figures`), and writes figures/README.md's numbers from the CSVs.
 
-    python -m reproduce.report [--preset quick]
-    python -m reproduce.report --readme figures/README.md    # make readme-tables
+    python -m reproduce.tools.report [--preset quick]
+    python -m reproduce.tools.report --readme figures/README.md    # make readme-tables
 
 In the README, a block
 
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from reproduce import cli, registry
+from reproduce import registry
+from reproduce.runs import cli
 from reproduce.figure import figure_files
 
 TABLE = re.compile(r"(<!-- table: (\S+)((?: \S+)*) -->\n)(.*?)(<!-- end table -->)", re.S)
@@ -63,7 +64,7 @@ def fill_readme(text, folder, outcomes=None):
 
     text = TABLE.sub(table, text)
     if outcomes is not None:
-        from reproduce.check_claims import markdown, tally
+        from reproduce.tools.check_claims import markdown, tally
 
         presets = dict.fromkeys(preset for _, preset, _, _ in outcomes)
         summary = "\n".join(f"- {preset}: {tally([o for o in outcomes if o[1] == preset])}"
@@ -79,7 +80,7 @@ def main(argv=None):
                    help="fill this README's table and claims blocks from the CSVs beside it")
     args = p.parse_args(argv)
     if args.readme:
-        from reproduce.check_claims import check, claims_of
+        from reproduce.tools.check_claims import check, claims_of
 
         with cli.one_line_errors():
             if not args.readme.exists():

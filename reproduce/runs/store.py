@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reproduce.cli import save_atomic
+from reproduce.runs.cli import save_atomic
 
 HOST = socket.gethostname()
 

@@ -14,8 +14,8 @@ Data, in this order:
    $DATA_DIR/digit-recognizer-mnist-standin/ (same format; its test labels
    are kept aside in test_labels.csv, so the submission can be scored).
 
-    python -m reproduce.kaggle data-from-mnist
-    python -m reproduce.kaggle submit [--preset smoke|quick|paper] [--batch 128 --accumulation-steps 8]
+    python -m reproduce.tools.kaggle data-from-mnist
+    python -m reproduce.tools.kaggle submit [--preset smoke|quick|paper] [--batch 128 --accumulation-steps 8]
                                       [--norm group] [--set seed=1]
 
 The submission goes to results/<data folder name>/submission.csv (atomically).
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reproduce import cli, settings
+from reproduce.runs import cli, settings
 
 COMPETITION = "digit-recognizer"
 STANDIN = "digit-recognizer-mnist-standin"
@@ -144,7 +144,7 @@ def make_standin(data_dir, train_rows=42000, test_rows=28000, seed=0):
     """Builds the MNIST stand-in: train.csv from MNIST's train split, test.csv
     from the rest of it and MNIST's test split (no image in both), and
     test_labels.csv (ImageId,Label) kept aside for scoring."""
-    from reproduce import datasets
+    from reproduce.runs import datasets
 
     (x, y), (x_test, y_test) = datasets.load("mnist")
     order = np.random.default_rng(seed).permutation(len(x))
@@ -161,7 +161,7 @@ def make_standin(data_dir, train_rows=42000, test_rows=28000, seed=0):
     write_submission(folder / "test_labels.csv", pool_y[pool])
     (folder / "README.txt").write_text(
         "A STAND-IN for the Kaggle Digit Recognizer files, built from MNIST by\n"
-        "`make kaggle-data-from-mnist` (reproduce/kaggle.py). Not the competition data.\n"
+        "`make kaggle-data-from-mnist` (reproduce/tools/kaggle.py). Not the competition data.\n"
         f"train.csv: {train_rows} rows of MNIST's train split. test.csv: {test_rows} other\n"
         "MNIST images. test_labels.csv: their labels, for scoring a submission.\n")
     return folder
@@ -214,7 +214,7 @@ PRESETS = {
 
 
 def run_config(batch, accumulation_steps, epochs, norm, augment, seed):
-    from reproduce.config import RunConfig
+    from reproduce.runs.config import RunConfig
 
     return RunConfig(dataset=COMPETITION, model="digit_cnn", norm=norm, optimizer="adam",
                      lr=1e-3, batch_size=batch * accumulation_steps,
@@ -225,7 +225,7 @@ def run_config(batch, accumulation_steps, epochs, norm, augment, seed):
 def split_and_standardize(x, y, x_test, val_fraction, seed):
     """80/20 split (shuffled with `seed`), standardized with the training part's
     statistics."""
-    from reproduce.pipeline import channel_stats, standardize
+    from reproduce.runs.pipeline import channel_stats, standardize
 
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = int(round(val_fraction * len(x)))
@@ -238,7 +238,7 @@ def split_and_standardize(x, y, x_test, val_fraction, seed):
 def submit(args):
     import keras
 
-    from reproduce.train import train
+    from reproduce.runs.train import train
 
     folder, is_standin = find_data(args.data_dir)
     started = time.perf_counter()
@@ -306,7 +306,7 @@ def parser():
     s.add_argument("--out", type=Path, help="submission path (default results/<data>/submission.csv)")
     s.add_argument("--verbose", action="store_true", help="Keras progress bars")
     s.add_argument("--engine", choices=("fast", "fit"), default="fast",
-                   help="fast: data on the device (reproduce.engine); fit: model.fit")
+                   help="fast: data on the device (reproduce.runs.engine); fit: model.fit")
     return p
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reproduce import settings
-from reproduce.cli import UserError
+from reproduce.runs import settings
+from reproduce.runs.cli import UserError
 
 
 
@@ -299,7 +299,7 @@ def prepared_data(dataset, train_size=None, test_size=None, subset_seed=12345):
     if test_size and test_size < len(x_test):
         keep = np.sort(rng.permutation(len(x_test))[:test_size])
         x_test, y_test = x_test[keep], y_test[keep]
-    from reproduce.pipeline import channel_stats, standardize  # keras: only when needed
+    from reproduce.runs.pipeline import channel_stats, standardize  # keras: only when needed
 
     mean, std = channel_stats(x)
     return (standardize(x, mean, std), y.astype(np.int32),

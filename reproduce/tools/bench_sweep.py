@@ -1,8 +1,8 @@
 """Runs side by side: does a sweep gain by training n runs at once, each on its
 own thread budget, over one run at a time on every core? (`make bench-sweep`)
 
-    python -m reproduce.bench sweep [--models resnet20,f1] [--batches 4,32,128] [--no-figure]
-    python -m reproduce.bench sweep --no-cells --figure all --keep   # every quick figure
+    python -m reproduce.tools.bench sweep [--models resnet20,f1] [--batches 4,32,128] [--no-figure]
+    python -m reproduce.tools.bench sweep --no-cells --figure all --keep   # every quick figure
 
 Each cell trains the project's own fast engine on synthetic data in worker
 processes: one worker with every core (`THREADS` = the cores), then as many
@@ -11,7 +11,7 @@ wall time after their warm-up, so the runs at once really overlap. Their
 samples/s are summed. A whole quick figure is then timed as a target, serially
 (`JOBS=1`) and side by side (the default), each into a fresh results folder
 (`--keep`: the side-by-side run into results/ and figures/, as `make fig-...`).
-The crossover this prints is what `reproduce.sweep.threads_for` is set from.
+The crossover this prints is what `reproduce.runs.sweep.threads_for` is set from.
 """
 
 import argparse
@@ -23,7 +23,8 @@ import sys
 import tempfile
 import time
 
-from reproduce import settings
+from reproduce import registry
+from reproduce.runs import settings
 
 SHAPES = {"resnet20": (32, 32, 3), "resnet8": (32, 32, 3), "f1": (28, 28, 1),
           "digit_cnn": (28, 28, 1)}
@@ -37,8 +38,8 @@ def worker(model, batch, start_at, seconds):
     import numpy as np
 
     from batchsize import models
-    from reproduce.engine import FastEngine
-    from reproduce.train import compile_model
+    from reproduce.runs.engine import FastEngine
+    from reproduce.runs.train import compile_model
 
     shape = SHAPES[model]
     rng = np.random.default_rng(0)
@@ -65,7 +66,7 @@ def at_once(model, batch, jobs, threads, warmup=45.0, seconds=WINDOW_SECONDS):
     """Samples/s of `jobs` workers of `threads` threads each, timed over the
     same window; returns ([rate per worker], any late)."""
     start_at = time.time() + warmup
-    code = (f"from reproduce.bench_sweep import worker; "
+    code = (f"from reproduce.tools.bench_sweep import worker; "
             f"worker({model!r}, {batch}, {start_at}, {seconds})")
     env = {**os.environ, **settings.thread_settings(threads), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("XLA_FLAGS", None)
@@ -93,7 +94,7 @@ def figure_time(name, jobs, keep=False):
             env["JOBS"] = str(jobs)
         where = [] if keep else ["--results", f"{folder}/results", "--out", f"{folder}/figures"]
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", f"reproduce.{name}", "--preset", "quick",
+        out = subprocess.run([sys.executable, "-m", f"{registry.PACKAGE}.{name}", "--preset", "quick",
                               *where], env=env, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"fig {name} (JOBS={jobs}) failed:\n{out.stderr[-2000:]}")
@@ -151,8 +152,6 @@ def main(argv=None):
                   + " + ".join(f"{r:,.0f}" for r in each)
                   + f" | {sum(each):,.0f} | {sum(each) / alone:.2f}x{note} |", flush=True)
     if not args.no_figure:
-        from reproduce import registry
-
         names = registry.NAMES if args.figure == "all" else args.figure.split(",")
         for name in names:
             registry.figure(name)  # an unknown name fails here, before any training

@@ -44,7 +44,7 @@ import sys
 import keras
 import numpy as np
 
-from reproduce.pipeline import EpochPlan, crop_on_device
+from reproduce.runs.pipeline import EpochPlan, crop_on_device
 
 ENGINES = ("fast", "fit")  # RunConfig.engine: this one, or model.fit
 

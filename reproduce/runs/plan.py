@@ -37,9 +37,9 @@ from pathlib import Path
 import pandas as pd
 
 from batchsize.models.flops import forward_flops, training_flops
-from reproduce import datasets, settings
-from reproduce.config import RunConfig, program_shape
-from reproduce.train import build_model, train_record
+from reproduce.runs import datasets, settings
+from reproduce.runs.config import RunConfig, program_shape
+from reproduce.runs.train import build_model, train_record
 
 # Assumptions for one GPU, stated, not measured here: sustained fp32
 # training throughput for these small convnets, about a third of an A100's
@@ -173,8 +173,8 @@ def step_seconds_here(config, physical_batch, steps=TIMED_STEPS):
     import keras
     import numpy as np
 
-    from reproduce.engine import FastEngine
-    from reproduce.train import compile_model
+    from reproduce.runs.engine import FastEngine
+    from reproduce.runs.train import compile_model
 
     _, _, shape, classes = _sizes(config.dataset)
     rng = np.random.default_rng(0)

@@ -29,7 +29,7 @@ presets); the table gives their mean final test accuracy, its standard
 deviation and the number of seeds, and the loss and accuracy figures the mean
 per epoch with the seeds' range shaded. Fig 5's runs are one seed each.
 
-    python -m reproduce.dont_decay --preset quick     # the default
+    python -m reproduce.papers.dont_decay --preset quick     # the default
 
 Writes figures/dont_decay{,_<preset>}{.csv,_table.csv,_schedules.csv,
 _schedules.png,_loss.png,_accuracy.png,_updates.png}.
@@ -47,8 +47,8 @@ from reproduce.claims import (CHANCE, FAILS, HOLDS, INCONCLUSIVE, Claim, Side, V
                               verdict_or_too_few)
 from reproduce.figure import (Figure, evaluation_note, finish, int_from_env, panel,
                               paired_test_variance, plot_over_seeds, seed_summary, subplots)
-from reproduce.config import ConfigError, RunConfig
-from reproduce.datasets import data_of
+from reproduce.runs.config import ConfigError, RunConfig
+from reproduce.runs.datasets import data_of
 
 STEPS = (0.3, 0.6, 0.8)  # fractions of training: 60/120/160 of 200 epochs
 PAPER_FIG5 = {  # run: (updates, test accuracy) as published

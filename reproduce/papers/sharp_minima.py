@@ -24,7 +24,7 @@ Seeds: SB and LB are also trained from `seeds` - 1 further initial weights
 (each pair from the same weights); Tables 2-4 give the mean, the standard
 deviation and the number of seeds; the line is the first seed's pair.
 
-    python -m reproduce.sharp_minima --preset quick     # the default
+    python -m reproduce.papers.sharp_minima --preset quick     # the default
 
 Writes figures/sharp_minima{,_<preset>}{.csv,_table.csv,_line.csv,_line.png,
 _batch_size.png}.
@@ -34,13 +34,13 @@ import numpy as np
 import pandas as pd
 
 from batchsize.callbacks import interpolate, sharpness
-from reproduce.cli import save_atomic
+from reproduce.runs.cli import save_atomic
 from reproduce.claims import CHANCE, Claim, combine, compare_rows, differs, verdict_or_too_few
 from reproduce.figure import (Figure, finish, panel, paired_test_variance, seed_summary,
                               shared_legend, subplots)
-from reproduce.config import RunConfig
-from reproduce.datasets import data_of
-from reproduce.train import build_model, compile_model
+from reproduce.runs.config import RunConfig
+from reproduce.runs.datasets import data_of
+from reproduce.runs.train import build_model, compile_model
 
 PAPER = {  # network: (Table 2 test acc % SB, LB; Table 3 sharpness SB, LB; Table 4 SB, LB)
     "F1 / MNIST": ((98.03, 97.81), (1.23, 205.14), (0.11, 9.22)),

@@ -11,9 +11,9 @@ import math
 
 from batchsize import models
 from batchsize.callbacks.schedules import TrainingSchedule
-from reproduce.cli import UserError
-from reproduce.engine import ENGINES
-from reproduce.pipeline import AUGMENTATIONS
+from reproduce.runs.cli import UserError
+from reproduce.runs.engine import ENGINES
+from reproduce.runs.pipeline import AUGMENTATIONS
 
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 # Fields added after runs were stored, left out of the key at these values so
@@ -73,7 +73,7 @@ class RunConfig:
     the batch grows by accumulation while B_simple > k x batch, up to
     `max_batch_size` (`callbacks.NoiseScaleBatchSize`).
     Devices: `devices` > 1 splits every physical batch across n devices
-    (`reproduce.devices`: MirroredStrategy or DataParallel, with `fit`).
+    (`reproduce.runs.devices`: MirroredStrategy or DataParallel, with `fit`).
     Evaluation: `eval_statistics` "recomputed" (the default) scores every
     epoch with batch norm statistics recomputed over training batches of the
     physical batch (`models.recompute_batch_norm_statistics`); "moving" with
@@ -82,7 +82,7 @@ class RunConfig:
     Validation: `validation_size` examples of the training subset are held out
     (not trained on) and scored every epoch as `validation_accuracy`: what a
     sweep chooses its best cell on, so the test set only judges.
-    Engine: "fast" (`reproduce.engine.FastEngine`) or "fit" (`model.fit`);
+    Engine: "fast" (`reproduce.runs.engine.FastEngine`) or "fit" (`model.fit`);
     not part of the key, since both train the same run (a sweep resumes with
     runs the other engine stored).
     """
@@ -114,7 +114,7 @@ class RunConfig:
     validation_size: int = field(None, IS_SET)  # training examples held out to choose on (datasets.validation_of)
     subset_seed: int = 12345  # which train_size / test_size examples (every run of a sweep alike)
     seed: int = 0
-    devices: int = field(1, VALUE)  # data parallel over n devices (reproduce.devices); batch norm sees batch / n
+    devices: int = field(1, VALUE)  # data parallel over n devices (reproduce.runs.devices); batch norm sees batch / n
     eval_statistics: str = field("recomputed", VALUE)  # or "moving" (batch norm's moving averages)
     engine: str = "fast"
 

@@ -4,14 +4,14 @@
 the run trains in a Ray worker (`train.train_record`) and its record comes
 back to the driver, which writes it into the store as a serial sweep does.
 Ray schedules the tasks and retries one whose worker dies (`max_retries`);
-the claims (`reproduce.store`) make a killed driver's rerun train only what
+the claims (`reproduce.runs.store`) make a killed driver's rerun train only what
 is missing.
 
 Addresses are Ray's own (`ray.init(address=...)`): "local" starts a Ray on
 this machine for the sweep (`RAY_NUM_CPUS` caps its CPUs), "auto" joins the
 cluster this machine belongs to (`ray start`), "ray://head:10001" connects a
 client. A sweep with several runs to train on a machine of several cores
-uses a local Ray by default, runs side by side (`reproduce.sweep`).
+uses a local Ray by default, runs side by side (`reproduce.runs.sweep`).
 
 What a task asks for (`resources_per_run`): where the cluster has GPUs, as
 many as its run has devices (`RunConfig.devices`), or 1/n of one with
@@ -33,9 +33,9 @@ import logging
 import os
 import sys
 
-from reproduce import settings
-from reproduce.cli import ROOT, UserError
-from reproduce.train import RunFailure, train_record
+from reproduce.runs import settings
+from reproduce.runs.cli import ROOT, UserError
+from reproduce.runs.train import RunFailure, train_record
 
 # The environment a worker needs to train as this driver does.
 PASSED_ON = ("DATA_DIR", "DATA_MIRROR", "DATA_DOWNLOAD", "KERAS_BACKEND", "TF_ENABLE_ONEDNN_OPTS",

@@ -1,10 +1,10 @@
 """Benchmarks that print tables (speed and memory claims live here, not in tests).
 
-    python -m reproduce.bench pipeline      # input-pipeline overhead, ResNet-20
-    python -m reproduce.bench accumulation  # accumulation time and peak memory
-    python -m reproduce.bench throughput    # fit vs the fast engine, samples/s
-    python -m reproduce.bench sweep         # runs side by side (reproduce.bench_sweep)
-    python -m reproduce.bench tensorboard   # the curves' cost (reproduce.bench_tensorboard)
+    python -m reproduce.tools.bench pipeline      # input-pipeline overhead, ResNet-20
+    python -m reproduce.tools.bench accumulation  # accumulation time and peak memory
+    python -m reproduce.tools.bench throughput    # fit vs the fast engine, samples/s
+    python -m reproduce.tools.bench sweep         # runs side by side (reproduce.tools.bench_sweep)
+    python -m reproduce.tools.bench tensorboard   # the curves' cost (reproduce.tools.bench_tensorboard)
 
 Each case runs in its own subprocess so peak memory (max RSS) is its own.
 Synthetic CIFAR-sized data: the numbers are about the loop, not the data.
@@ -53,7 +53,7 @@ def case_pipeline(batch, n, rounds=5):
     """
     import keras
 
-    from reproduce.pipeline import EpochBatches, epoch_arrays
+    from reproduce.runs.pipeline import EpochBatches, epoch_arrays
 
     x, y = _data(n)
     model = {kind: _model(keras.optimizers.SGD(0.01)) for kind in PIPELINE_KINDS}
@@ -171,7 +171,7 @@ class _KerasEpochs:
         import keras
 
         from batchsize import models
-        from reproduce.engine import FastEngine
+        from reproduce.runs.engine import FastEngine
 
         name, shape, self.augment = THROUGHPUT_MODELS[model]
         x, y = _data(n, shape=shape)
@@ -269,7 +269,7 @@ def throughput_worker(kind, model, batch, n):
 
 
 def _run_case(name, **kwargs):
-    code = (f"import json, resource; from reproduce.bench import case_{name} as f; "
+    code = (f"import json, resource; from reproduce.tools.bench import case_{name} as f; "
             f"r = f(**{kwargs!r}); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF)"
             f".ru_maxrss / 1024; print('RESULT', json.dumps(r))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -343,7 +343,7 @@ DEFAULT_KIND = "TF + oneDNN"
 
 def _start_worker(kind, model, batch, n):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **THROUGHPUT_KINDS[kind][0]}
-    code = ("from reproduce.bench import throughput_worker as w; "
+    code = ("from reproduce.tools.bench import throughput_worker as w; "
             f"w({kind!r}, {model!r}, {batch}, {n})")
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -447,11 +447,11 @@ def main(argv=None):
                                      "tensorboard"))
     args, rest = p.parse_known_args(argv)
     if args.which == "sweep":
-        from reproduce import bench_sweep
+        from reproduce.tools import bench_sweep
 
         return bench_sweep.main(rest)
     if args.which == "tensorboard":
-        from reproduce import bench_tensorboard
+        from reproduce.tools import bench_tensorboard
 
         return bench_tensorboard.main(rest)
     {"pipeline": bench_pipeline, "accumulation": bench_accumulation,

@@ -31,7 +31,7 @@ weights) and, for the first seed, the distribution of minibatch gradient
 norms at the final weights (`GRADIENT_SAMPLES` minibatches of the run's batch
 size; the smoke preset's `gradient_samples`, 8, only checks the plumbing).
 
-    python -m reproduce.lr_scaling --preset quick     # the default
+    python -m reproduce.papers.lr_scaling --preset quick     # the default
 
 Writes figures/lr_scaling{,_<preset>}{.csv,_rates.csv,_measures.csv,
 _distributions.csv,_accuracy.png,_distributions.png}.
@@ -47,10 +47,10 @@ from batchsize.callbacks import linear_scaling, sqrt_scaling
 from batchsize.callbacks.measures import default_loss, loss_and_gradient
 from reproduce.claims import (CHANCE, Claim, compare_rows, differs, inconclusive, same_within,
                               verdict_or_too_few)
-from reproduce.config import RunConfig
+from reproduce.runs.config import RunConfig
 from reproduce.figure import (Figure, finish, max_extensions, panel, paired_test_variance,
                               seed_summary, subplots)
-from reproduce.train import build_model
+from reproduce.runs.train import build_model
 
 BASE_BATCH = 64
 RATES = tuple(0.0125 * 2 ** k for k in range(7))  # 0.0125 .. 0.8

@@ -17,15 +17,15 @@ What batch norm's statistics are computed over differs by engine:
 On a machine without n GPUs, n logical CPU devices stand in (how the tests
 run this on a CPU): `use_cpu_devices(n)` before TensorFlow starts, or
 XLA_FLAGS=--xla_force_host_platform_device_count=n for JAX (set by
-`reproduce.settings` from DEVICES).
+`reproduce.runs.settings` from DEVICES).
 """
 
 import contextlib
 
 import keras
 
-from reproduce import settings
-from reproduce.cli import UserError
+from reproduce.runs import settings
+from reproduce.runs.cli import UserError
 
 
 def use_cpu_devices(n):

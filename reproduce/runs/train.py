@@ -8,7 +8,7 @@ the schedule for each epoch's physical batch, and adaptive growth (noise
 scale) asks the schedule for more steps. So the order of the callbacks does
 not matter. Both engines train each epoch on the batches of its
 `pipeline.EpochPlan` (order and augmentation drawn from (seed, epoch)): the
-fast engine (`reproduce.engine`: data on the device, many steps per compiled
+fast engine (`reproduce.runs.engine`: data on the device, many steps per compiled
 call) or one `model.fit` per epoch (`engine="fit"`), which give the same
 numbers. A run whose loss becomes NaN or infinite stops early and is
 recorded as diverged; a run that raises is a `RunFailure` to its sweep.
@@ -27,12 +27,12 @@ from batchsize.callbacks.accumulation import NoiseScaleBatchSize
 from batchsize.callbacks.measures import default_loss
 from batchsize.callbacks.schedules import BatchSizeSchedule
 from batchsize.optimizers import GradientAccumulator, accumulator_of
-from reproduce import settings
-from reproduce.datasets import data_of, validation_of
-from reproduce.devices import data_parallel, use_cpu_devices
-from reproduce.engine import FastEngine, fast_engine_available
-from reproduce.pipeline import epoch_arrays
-from reproduce.store import RunRecord, decode_correct, encode_correct  # noqa: F401 (old home)
+from reproduce.runs import settings
+from reproduce.runs.datasets import data_of, validation_of
+from reproduce.runs.devices import data_parallel, use_cpu_devices
+from reproduce.runs.engine import FastEngine, fast_engine_available
+from reproduce.runs.pipeline import epoch_arrays
+from reproduce.runs.store import RunRecord, decode_correct, encode_correct  # noqa: F401 (old home)
 from batchsize.models.batch_statistics import (RECOMPUTE_BATCHES, RECOMPUTE_EXAMPLES,
                                      RecomputeBatchNormStatistics, fixed_sample)
 
@@ -218,7 +218,7 @@ def train_record(config, engine=None, verbose=0, callbacks=None, measure=None, l
     """Trains `config` and returns its store record (`store.RunRecord`): the
     `train` result, the config and its key, and `measure`'s measurements
     (see `sweep.Sweep`). A
-    Ray worker runs this for a sweep on a cluster (`reproduce.cluster`)."""
+    Ray worker runs this for a sweep on a cluster (`reproduce.runs.cluster`)."""
     extra = callbacks(config) if callbacks else []
     chosen = config.replace(engine=engine) if engine else config
     result, model = train(chosen, verbose=verbose, callbacks=extra, return_model=True, log=log,

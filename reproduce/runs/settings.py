@@ -19,7 +19,7 @@ libraries, and XLA's CPU (JAX: one thread, or its default for n > 1, since
 XLA has no flag for n). `thread_settings(n)` is that environment; it must be
 in place before the backend starts, so `apply()` sets it on importing
 `reproduce`, and a sweep's Ray workers get it in their task's environment
-(`reproduce.cluster`). A value you set yourself wins.
+(`reproduce.runs.cluster`). A value you set yourself wins.
 """
 
 import os
@@ -52,7 +52,7 @@ def apply():
         os.environ["XLA_FLAGS"] = changed["XLA_FLAGS"] = f"{flags} {XLA_ONE_THREAD}".strip()
         flags = os.environ["XLA_FLAGS"]
     if requested_devices() > 1 and HOST_DEVICES not in flags:
-        # JAX's CPU as DEVICES devices (reproduce.devices); read when JAX starts.
+        # JAX's CPU as DEVICES devices (reproduce.runs.devices); read when JAX starts.
         os.environ["XLA_FLAGS"] = changed["XLA_FLAGS"] = \
             f"{flags} {HOST_DEVICES}={requested_devices()}".strip()
     return changed
@@ -102,7 +102,7 @@ def in_force():
 
 # -- the environment, read in one place ---------------------------------------------
 # Every variable the suite reads, with its meaning; the Makefile exports the
-# same names. A bad value is a one-line error naming it (`reproduce.cli`).
+# same names. A bad value is a one-line error naming it (`reproduce.runs.cli`).
 ENVIRONMENT = {
     "THREADS": "a run's thread budget (default: every core)",
     "JOBS": "runs at once on this machine (1: one by one; default: side by side)",
@@ -119,14 +119,14 @@ ENVIRONMENT = {
     "DATA_MIRROR": "a read-only dataset mirror (default ../shared/data)",
     "DATA_DOWNLOAD": "0 forbids downloads",
 }
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def env_number(name, default=None, kind=int, minimum=1):
     """`name` from the environment as a number >= `minimum` (`kind`: int or
     float), `default` if unset or empty (make exports unset variables
     empty); any other value is a one-line error naming it."""
-    from reproduce.cli import UserError
+    from reproduce.runs.cli import UserError
 
     text = os.environ.get(name, "").strip()
     if not text:
@@ -144,7 +144,7 @@ def env_number(name, default=None, kind=int, minimum=1):
 def env_text(name, default=None, choices=None):
     """`name` from the environment, `default` if unset or empty; with
     `choices`, any other value is a one-line error naming them."""
-    from reproduce.cli import UserError
+    from reproduce.runs.cli import UserError
 
     text = os.environ.get(name, "").strip() or default
     if choices is not None and text not in choices:

@@ -39,7 +39,7 @@ sweep killed mid-run) starts its folder afresh, so nothing is logged twice;
 a run served from the store writes nothing. Ray workers write into the same
 results folder (on a cluster the README already asks for it to be shared).
 `TENSORBOARD=0` turns the logging off. `make tensorboard [FIGURE=name]`
-(`python -m reproduce.tensorboard [--figure name]`) serves one figure's runs,
+(`python -m reproduce.runs.tensorboard [--figure name]`) serves one figure's runs,
 or every figure's. The writer is TensorBoard's own
 event-file writer, not `tf.summary`, so it runs on every Keras backend
 without starting TensorFlow.
@@ -57,9 +57,10 @@ from pathlib import Path
 import keras
 
 from batchsize.callbacks.schedules import current_learning_rate
-from reproduce import cli, registry, settings
-from reproduce.cli import UserError
-from reproduce.engine import BATCHES_PER_CALL
+from reproduce import registry
+from reproduce.runs import cli, settings
+from reproduce.runs.cli import UserError
+from reproduce.runs.engine import BATCHES_PER_CALL
 
 # A run writes its curves here inside its figure's results folder.
 FOLDER = "tensorboard"
@@ -164,7 +165,7 @@ def _scalars(values):
 class RunCurves(keras.callbacks.Callback):
     """Writes one run's curves to TensorBoard event files as it trains.
 
-    The runner's callback (`reproduce.train`): at epoch ends it writes the
+    The runner's callback (`reproduce.runs.train`): at epoch ends it writes the
     row the `EpochRecorder` just recorded, so TensorBoard shows what the store
     keeps. Place it after the recorder.
 

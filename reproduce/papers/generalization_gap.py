@@ -19,7 +19,7 @@ Fig 1: training and validation error vs epochs for several batch sizes.
 Fig 2: ||w_t - w_0|| vs iterations (log x), before and after +LR and GBN.
 Fig 3: validation error vs iterations, SB against the adapted large batch.
 
-    python -m reproduce.generalization_gap --preset quick     # the default
+    python -m reproduce.papers.generalization_gap --preset quick     # the default
 
 Writes figures/generalization_gap{,_<preset>}{.csv,_table.csv,_distance.csv,
 _error.png,_distance.png,_adapted.png}.
@@ -35,7 +35,7 @@ from reproduce.claims import (CHANCE, Claim, Side, combine, compare_rows, differ
                               inconclusive, not_worse, value_text, verdict_or_too_few)
 from reproduce.figure import (Figure, evaluation_note, finish, panel, paired_test_variance, seed_summary,
                               subplots)
-from reproduce.config import RunConfig
+from reproduce.runs.config import RunConfig
 
 COLUMNS = ("SB", "LB", "+LR", "+GBN", "+RA")
 # The columns trained at `seeds` seeds (a preset's `seeded`): the cells the

@@ -1,7 +1,7 @@
 """Each paper's headline claims, checked over the figures' CSVs: HOLDS, FAILS
 or INCONCLUSIVE, with the interval, the margin and its source.
 
-    python -m reproduce.check_claims [--out figures] [--preset quick]   # make check-claims
+    python -m reproduce.tools.check_claims [--out figures] [--preset quick]   # make check-claims
 
 The claims live beside their figures (`Figure(claims=...)`), their statistics
 in `reproduce.claims`; this module reads the CSVs, prints a verdict per claim
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from reproduce import cli, registry
+from reproduce import registry
+from reproduce.runs import cli
 from reproduce.claims import FAILS, FULL_TEST_SET, HOLDS, INCONCLUSIVE, inconclusive
 from reproduce.figure import file_name, network_short
 

@@ -20,7 +20,7 @@ the seeds' range shaded. The accumulation summary compares the mean curves
 and states the seed-to-seed gap (mean |difference| per epoch between two
 seeds of the same run) as the noise floor the other gaps are read against.
 
-    python -m reproduce.mnist_batch_size --preset quick     # the default
+    python -m reproduce.papers.mnist_batch_size --preset quick     # the default
 
 Writes figures/mnist_batch_size{,_<preset>}{.csv,_table.csv,_accumulation.csv,
 _curves.png,_accumulation.png}.
@@ -33,7 +33,7 @@ from reproduce.claims import (CHANCE, FAILS, Claim, Side, Verdict, combine, comp
                               same_within, too_few_seeds, verdict_or_too_few)
 from reproduce.figure import (Figure, evaluation_note, finish, panel, paired_test_variance, plot_over_seeds,
                               seed_summary, subplots)
-from reproduce.config import RunConfig
+from reproduce.runs.config import RunConfig
 
 # The article's validation accuracy at epoch 20 (dropout on during validation).
 ARTICLE = {32: 0.9818, 64: 0.9854, 128: 0.9863, 256: 0.9871, 512: 0.9861, 1024: 0.9873}

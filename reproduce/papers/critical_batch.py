@@ -36,7 +36,7 @@ exceeds k x the batch (`callbacks.NoiseScaleBatchSize`, the runner's
 `adaptive_batch`), compared on updates and examples to the target with the
 sweep's tuned fixed batches.
 
-    python -m reproduce.critical_batch --preset quick     # the default
+    python -m reproduce.papers.critical_batch --preset quick     # the default
 
 Writes figures/critical_batch{,_<preset>}{.csv,_summary.csv,_fit.csv,
 _trace.csv,.png}.
@@ -51,13 +51,14 @@ from batchsize.callbacks import UpdatesToTarget
 from batchsize.optimizers import accumulator_of
 from reproduce.claims import (INCONCLUSIVE, Claim, Verdict, combine, inconclusive,
                               interval_above, interval_within)
-from reproduce.critical_batch_plot import only_row, plot
-from reproduce.scaling_model import (b_noise_interval, fit_steps, log_mean_variances,
-                                     loglog_slope, slope_interval, t_interval)
+from reproduce.papers.critical_batch_plot import only_row, plot
+from reproduce.scaling_model import (b_noise_interval, b_simple_late, fit_steps,
+                                     log_mean_variances, loglog_slope, slope_interval,
+                                     t_interval)
 from reproduce.figure import Figure, max_extensions
-from reproduce.config import RunConfig
-from reproduce.datasets import data_of
-from reproduce.store import RunStore
+from reproduce.runs.config import RunConfig
+from reproduce.runs.datasets import data_of
+from reproduce.runs.store import RunStore
 
 
 def _powers(low, high):
@@ -434,25 +435,6 @@ def critical_batch_is_identified(tables, n_test):
                 f"{log_variance[1]} dof) within the batches swept, {min(batches)} .. "
                 f"{max(batches)}")
     return _fit_claim(tables, judge)
-
-
-def b_simple_late(trace, name, target):
-    """log B_simple over the last third of the noise run's evaluations up to
-    its first at the target (all of them where it never got there): (mean,
-    variance of the mean, dof, count), or None with fewer than 2. B_simple
-    drifts as training goes, and the windows overlap in time, so this spread
-    is its error at this stage of training, not a sampling error."""
-    rows = trace[(trace.workload == name) & (trace.kind == "noise")].dropna(
-        subset=["noise_scale_simple"])
-    rows = rows[rows.noise_scale_simple > 0].sort_values("updates")
-    hit = rows[rows.accuracy >= target]
-    if len(hit):
-        rows = rows[rows.updates <= hit.updates.min()]
-    late = rows.tail(max(len(rows) // 3, 2))
-    if len(late) < 2:
-        return None
-    logs = np.log(late.noise_scale_simple.to_numpy(float))
-    return float(logs.mean()), float(logs.var(ddof=1) / len(logs)), len(logs) - 1, len(logs)
 
 
 def noise_scale_predicts_the_critical_batch(tables, n_test):
