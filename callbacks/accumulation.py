@@ -8,7 +8,8 @@ import math
 import keras
 from keras import ops
 
-from batchsize.optimizers import built_accumulator, micro_batches_until
+from batchsize.optimizers.accumulation import (built_accumulator, micro_batch_argument,
+                                               micro_batches_until)
 
 
 def measuring_accumulator(callback):
@@ -31,7 +32,9 @@ class EpochAlignedAccumulation(keras.callbacks.Callback):
 
     Args:
         num_examples: training examples per epoch.
-        batch_size: the micro-batch size given to `fit`.
+        micro_batch_size: the batch given to `fit` (an update takes the
+            accumulator's `accumulation_steps` of them). `batch_size=` is its
+            deprecated name.
 
     Example:
 
@@ -39,18 +42,19 @@ class EpochAlignedAccumulation(keras.callbacks.Callback):
     ...           callbacks=[EpochAlignedAccumulation(len(x), 128)])
     """
 
-    def __init__(self, num_examples, batch_size):
+    def __init__(self, num_examples, micro_batch_size=None, *, batch_size=None):
         super().__init__()
         self.num_examples = int(num_examples)
-        self.batch_size = int(batch_size)
+        self.micro_batch_size = micro_batch_argument(micro_batch_size, batch_size,
+                                                     "EpochAlignedAccumulation")
 
     def get_config(self):
-        return {"num_examples": self.num_examples, "batch_size": self.batch_size}
+        return {"num_examples": self.num_examples, "micro_batch_size": self.micro_batch_size}
 
     def on_epoch_begin(self, epoch, logs=None):
         accumulator = built_accumulator(self.model)
         if accumulator is not None:
-            accumulator.set_epoch(self.num_examples, self.batch_size)
+            accumulator.set_epoch(self.num_examples, self.micro_batch_size)
 
 
 class AccumulatedNoiseScale(keras.callbacks.Callback):

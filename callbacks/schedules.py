@@ -292,20 +292,24 @@ class BatchSizeSchedule(keras.callbacks.Callback):
                  factor=5, max_batch_size=None, momentum=0.0, max_device_batch=None,
                  epochs=None, lr_milestones=(), lr_decay=0.1, warmup=0.0,
                  warmup_start_factor=1 / 32):
-        super().__init__()
         if isinstance(batch_size, TrainingSchedule):
             warnings.warn("BatchSizeSchedule(<a TrainingSchedule>) is deprecated and will be "
                           "removed; use BatchSizeSchedule.from_schedule(schedule).",
                           DeprecationWarning, stacklevel=2)
-            self.schedule = batch_size
+            schedule = batch_size
         else:
-            self.schedule = TrainingSchedule(
+            schedule = TrainingSchedule(
                 batch_size, learning_rate, num_examples, epochs=epochs,
                 batch_milestones=milestones, batch_factor=factor, max_batch_size=max_batch_size,
                 momentum=momentum, max_device_batch=max_device_batch,
                 lr_milestones=lr_milestones, lr_decay=lr_decay, warmup=warmup,
                 warmup_start_factor=warmup_start_factor)
-        self.num_examples = self.schedule.num_examples
+        self._apply(schedule)
+
+    def _apply(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+        self.num_examples = schedule.num_examples
         self.epoch = 0
         self.growth = 1  # accumulation steps x this, from `grow_accumulation`
         self.epoch_learning_rate = None  # the rate of the epoch's first update
@@ -318,8 +322,11 @@ class BatchSizeSchedule(keras.callbacks.Callback):
 
     @classmethod
     def from_schedule(cls, schedule):
-        """The callback that applies `schedule` (a `TrainingSchedule`)."""
-        return cls(**cls._arguments(schedule.get_config()))
+        """The callback that applies `schedule` (a `TrainingSchedule`): that
+        very object, not a copy rebuilt from its settings."""
+        callback = cls.__new__(cls)
+        callback._apply(schedule)
+        return callback
 
     @staticmethod
     def _arguments(config):

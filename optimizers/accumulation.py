@@ -33,12 +33,12 @@ class GradientAccumulator(keras.optimizers.Optimizer):
     so by default every micro-batch gets the same weight and a window that is
     still open at the end of an epoch (or of `fit`) is *carried*: the next
     epoch completes it. Tell the accumulator how an epoch is cut, through
-    `set_epoch(num_examples, batch_size)` or the
+    `set_epoch(num_examples, micro_batch_size)` or the
     `callbacks.EpochAlignedAccumulation` callback, and it becomes exact for
     uneven epochs too: the short last
     micro-batch is weighted by its size, and the last window of the epoch is
     *flushed* (applied early, with fewer micro-batches), so an epoch makes
-    `ceil(num_examples / (batch_size * accumulation_steps))` updates, as
+    `ceil(num_examples / (micro_batch_size * accumulation_steps))` updates, as
     native large-batch training does.
 
     The number of micro-batches per update is a variable
@@ -167,18 +167,21 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         _check_accumulation_steps(accumulation_steps)
         self.accumulation_steps.assign(int(accumulation_steps))
 
-    def set_epoch(self, num_examples, batch_size):
-        """Declares the next epoch: `num_examples` cut into `batch_size` batches.
+    def set_epoch(self, num_examples, micro_batch_size=None, *, batch_size=None):
+        """Declares the next epoch: `num_examples` cut into batches of
+        `micro_batch_size` (the batch given to `fit`; an update takes
+        `accumulation_steps` of them). `batch_size=` is its deprecated name.
 
         Call between epochs (the callback does it in `on_epoch_begin`).
         """
-        if num_examples < 1 or batch_size < 1:
+        micro_batch_size = micro_batch_argument(micro_batch_size, batch_size, "set_epoch")
+        if num_examples < 1 or micro_batch_size < 1:
             raise ValueError(
-                f"set_epoch needs num_examples >= 1 and batch_size >= 1; got "
-                f"num_examples={num_examples}, batch_size={batch_size}."
+                f"set_epoch needs num_examples >= 1 and micro_batch_size >= 1; got "
+                f"num_examples={num_examples}, micro_batch_size={micro_batch_size}."
             )
         self.epoch_examples.assign(int(num_examples))
-        self.micro_batch_size.assign(int(batch_size))
+        self.micro_batch_size.assign(int(micro_batch_size))
         self.epoch_micro_step.assign(0)
 
     # -- one micro-batch: the body every path shares ---------------------------
@@ -411,6 +414,20 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         if "steps" in config:  # saved before the argument was renamed
             config["accumulation_steps"] = config.pop("steps")
         return cls(inner, **config)
+
+
+def micro_batch_argument(micro_batch_size, batch_size, caller):
+    """The micro-batch given under its name or its deprecated one, `batch_size`
+    (which everywhere else means the examples per update)."""
+    if batch_size is not None:
+        if micro_batch_size is not None:
+            raise TypeError(f"{caller}: give micro_batch_size only (batch_size is its old name)")
+        warnings.warn(f"{caller}(batch_size=...) is deprecated; the argument is the micro-batch: "
+                      "micro_batch_size=", DeprecationWarning, stacklevel=3)
+        micro_batch_size = batch_size
+    if micro_batch_size is None:
+        raise TypeError(f"{caller}: missing micro_batch_size (the batch given to fit)")
+    return int(micro_batch_size)
 
 
 def _squared_norm(tensors):

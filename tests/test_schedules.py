@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 import pytest
 
 from batchsize.callbacks import (BatchSizeSchedule, LinearWarmup, TrainingSchedule, base_learning_rate,
@@ -236,7 +237,34 @@ def test_a_saved_batch_size_schedule_is_the_one_that_was_trained_with():
 
 def test_from_schedule_applies_a_training_schedule_and_the_old_call_warns():
     plan = TrainingSchedule(128, 0.1, 5000, epochs=3, batch_milestones=(1,), lr_milestones=(2,))
-    assert list(BatchSizeSchedule.from_schedule(plan).schedule) == list(plan)
+    callback = BatchSizeSchedule.from_schedule(plan)
+    assert callback.schedule is plan  # kept, not rebuilt through renamed arguments
+    assert BatchSizeSchedule.from_config(callback.get_config()).schedule.get_config() == \
+        plan.get_config()
     with pytest.warns(DeprecationWarning, match="use BatchSizeSchedule.from_schedule"):
         old = BatchSizeSchedule(plan)
     assert old.schedule is plan
+
+
+def test_the_micro_batch_has_one_name_and_the_old_keyword_warns():
+    """`batch_size` is the examples per update everywhere; the batch given to
+    fit is `micro_batch_size` in set_epoch and EpochAlignedAccumulation. The
+    old keyword still works for one release, and a config saved under it loads."""
+    import keras
+
+    from batchsize import EpochAlignedAccumulation, GradientAccumulator
+
+    accumulator = GradientAccumulator(keras.optimizers.SGD(0.1), 4)
+    accumulator.build([keras.Variable(np.zeros(3, "float32"))])
+    accumulator.set_epoch(1000, micro_batch_size=32)
+    assert accumulator.batch_size == 32 * 4  # the update batch
+    with pytest.warns(DeprecationWarning, match="micro_batch_size="):
+        accumulator.set_epoch(1000, batch_size=16)
+    assert accumulator.batch_size == 16 * 4
+    with pytest.raises(TypeError, match="give micro_batch_size only"):
+        accumulator.set_epoch(1000, 8, batch_size=8)
+    callback = EpochAlignedAccumulation(1000, 32)
+    assert callback.get_config() == {"num_examples": 1000, "micro_batch_size": 32}
+    with pytest.warns(DeprecationWarning, match="EpochAlignedAccumulation"):
+        old = EpochAlignedAccumulation(**{"num_examples": 1000, "batch_size": 32})  # a saved config
+    assert old.micro_batch_size == 32

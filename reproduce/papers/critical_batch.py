@@ -30,7 +30,7 @@ mean over the seeds that reached the target, with its standard deviation,
 and the fit and slopes use the means. The rate was picked on the first seed,
 so S(B) leans low by up to a third of its lead, alike for every batch.
 
-The adaptive schedule: start small (micro-batch x 2 windows) at a fixed
+The adaptive schedule: start small (2 micro-batches a window) at a fixed
 rate and grow the batch by accumulation whenever the measured B_simple
 exceeds k x the batch (`callbacks.NoiseScaleBatchSize`, the runner's
 `adaptive_batch`), compared on updates and examples to the target with the
@@ -78,7 +78,7 @@ PRESETS = {
         max_extensions=1,
         max_updates=200,
         noise=dict(batch_size=64, accumulation=4, lr=0.05, noise_scale_decay=0.9),
-        adaptive=dict(micro_batch=16, lr=0.05, factor=1.0, max_batch_size=256,
+        adaptive=dict(batch_size=32, accumulation=2, lr=0.05, factor=1.0, max_batch_size=256,
                       noise_scale_decay=0.9), seeds=2)}),
     # A 2-core CPU in minutes: F1 without batch norm on all of MNIST.
     "quick": dict(workloads={"MNIST F1": dict(
@@ -86,7 +86,7 @@ PRESETS = {
         target=0.96, batch_sizes=_powers(16, 4096), learning_rates=(0.05, 0.1, 0.2),
         per_decade=15, max_updates=6000,
         noise=dict(batch_size=256, accumulation=8, lr=0.1, noise_scale_decay=0.95),
-        adaptive=dict(micro_batch=16, lr=0.1, factor=1.0, max_batch_size=4096,
+        adaptive=dict(batch_size=32, accumulation=2, lr=0.1, factor=1.0, max_batch_size=4096,
                       noise_scale_decay=0.95), seeds=3)}),
     # Shallue et al.'s workloads (a GPU job): MNIST Simple CNN to 0.01
     # validation error, CIFAR-10 ResNet-8 to 0.3.
@@ -97,7 +97,7 @@ PRESETS = {
             learning_rates=tuple(0.0125 * 2 ** k for k in range(9)), per_decade=30,
             max_updates=100_000,
             noise=dict(batch_size=1024, accumulation=8, lr=0.1, noise_scale_decay=0.99),
-            adaptive=dict(micro_batch=16, lr=0.1, factor=1.0, max_batch_size=65536,
+            adaptive=dict(batch_size=32, accumulation=2, lr=0.1, factor=1.0, max_batch_size=65536,
                           noise_scale_decay=0.99), seeds=3),
         "CIFAR-10 ResNet-8": dict(
             base=RunConfig(dataset="cifar10", model="resnet8", norm="none", epochs=200,
@@ -106,7 +106,7 @@ PRESETS = {
             learning_rates=tuple(0.0125 * 2 ** k for k in range(9)), per_decade=30,
             max_updates=100_000,
             noise=dict(batch_size=1024, accumulation=8, lr=0.1, noise_scale_decay=0.99),
-            adaptive=dict(micro_batch=16, lr=0.1, factor=1.0, max_batch_size=65536,
+            adaptive=dict(batch_size=32, accumulation=2, lr=0.1, factor=1.0, max_batch_size=65536,
                           noise_scale_decay=0.99), seeds=3)}),
 }
 
@@ -128,8 +128,8 @@ def grid(spec, args=None):
             batch_size=n["batch_size"], accumulation=n["accumulation"], lr=n["lr"],
             noise_scale_decay=n["noise_scale_decay"])
         a = w["adaptive"]
-        runs[(name, "adaptive", 2 * a["micro_batch"], a["lr"], 0)] = base.replace(
-            batch_size=2 * a["micro_batch"], accumulation=2, lr=a["lr"],
+        runs[(name, "adaptive", a["batch_size"], a["lr"], 0)] = base.replace(
+            batch_size=a["batch_size"], accumulation=a["accumulation"], lr=a["lr"],
             noise_scale_decay=a["noise_scale_decay"], adaptive_batch=a["factor"],
             max_batch_size=a["max_batch_size"])
     return runs

@@ -111,7 +111,7 @@ def trade_off_panel(ax, name, w, fit, best, adaptive):
     if adaptive.status == "reached":
         ax.scatter([adaptive.updates_to_target], [adaptive.examples_to_target], marker="*",
                    s=200, color="tab:orange", zorder=5,
-                   label=f"adaptive: batch {2 * a['micro_batch']} -> "
+                   label=f"adaptive: batch {a['batch_size']} -> "
                          f"{adaptive.final_batch_size} while B_simple > {a['factor']:g} B, "
                          f"lr {a['lr']:g}")
     else:

@@ -45,16 +45,20 @@ SWEEP = "batch size sweep"
 GROUP_NORM = "accumulation, group norm"
 
 # One declarative config per preset: data, epochs, the batch-size grid, the
-# accumulation experiment (micro-batch, steps), and the experiments trained
-# at `seeds` seeds (the rest: one).
+# accumulation experiment (the update batch and its accumulation steps, as
+# RunConfig writes them), and the experiments trained at `seeds` seeds (the
+# rest: one).
 PRESETS = {
     "smoke": dict(base=ARTICLE_MODEL.replace(train_size=512, test_size=256, epochs=2),
-                  batch_sizes=(32, 128), accumulation=(32, 4), seeds=2, seeded=(GROUP_NORM,)),
+                  batch_sizes=(32, 128), accumulated=dict(batch_size=128, accumulation=4), seeds=2,
+                  seeded=(GROUP_NORM,)),
     "quick": dict(base=ARTICLE_MODEL.replace(train_size=5000, epochs=6),
-                  batch_sizes=(32, 64, 128, 256, 512, 1024), accumulation=(128, 8),
+                  batch_sizes=(32, 64, 128, 256, 512, 1024),
+                  accumulated=dict(batch_size=1024, accumulation=8),
                   seeds=3, seeded=(SWEEP, GROUP_NORM)),
     "paper": dict(base=ARTICLE_MODEL.replace(train_size=33600),
-                  batch_sizes=(32, 64, 128, 256, 512, 1024), accumulation=(128, 8),
+                  batch_sizes=(32, 64, 128, 256, 512, 1024),
+                  accumulated=dict(batch_size=1024, accumulation=8),
                   seeds=3, seeded=(SWEEP, GROUP_NORM)),
 }
 
@@ -64,7 +68,8 @@ def grid(spec, args=None):
     accumulation experiment per normalisation."""
     base = spec["base"]
     cells = {(SWEEP, f"batch {b}"): base.replace(batch_size=b) for b in spec["batch_sizes"]}
-    micro, steps = spec["accumulation"]
+    steps = spec["accumulated"]["accumulation"]
+    micro = spec["accumulated"]["batch_size"] // steps
     for norm in ("batch", "group"):
         experiment = f"accumulation, {norm} norm"
         cells[(experiment, f"{micro} x {steps} accumulated")] = base.replace(
