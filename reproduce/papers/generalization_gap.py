@@ -49,6 +49,7 @@ PAPER_TABLE1 = {  # validation accuracy (%), paper
     "ResNet-44 / CIFAR-10": (92.83, 86.10, 89.30, 90.50, 93.07),
 }
 STEPS = (0.25, 0.5, 0.75)  # F1: lr / 10 at epochs 10, 20, 30 of 40
+RESNET_STEPS = (0.5, 0.75)  # ResNet-44: lr / 10 at epochs 81 and 122 of 164
 
 F1 = RunConfig(dataset="mnist", model="f1", norm="batch", optimizer="sgd", lr=0.1, momentum=0.9,
                weight_decay=1e-4, clipnorm=5.0, he_init=False)
@@ -69,22 +70,23 @@ PRESETS = {
         # make 15); batch norm is evaluated with recomputed statistics, so its
         # 64 updates measure the weights, not stale moving averages.
         # SB near convergence at its budget (the table reports training
-        # accuracy): F1 16 epochs on 4,096 images, ResNet-8 10 on 1,280, at
-        # the cost of the 8 on 8,192 and 5 on 2,560 before.
+        # accuracy): F1 16 epochs on 4,096 images (SB trains to 97.4%).
+        # The CIFAR network is not here: at a quick budget (ResNet-8, 10
+        # epochs on 1,280 images) its SB trained to 33% and so judged nothing
+        # of the paper's; the `cpu` preset below is where it is judged.
         "F1 / MNIST": dict(base=F1.replace(train_size=4096, test_size=5000, epochs=16),
                            small=32, large=1024, ghost=32,
                            fig1=(32, 64, 128, 256, 512, 1024), seeds=3),
-        "ResNet-8 / CIFAR-10": dict(
-            base=RESNET.replace(model="resnet8", train_size=1280, test_size=2000, epochs=10),
-            small=16, large=128, ghost=16, fig1=(16, 32, 64, 128), seeds=3),
     },
     # The CIFAR arm decided on this CPU (#44): ResNet-8 at the ResNet paper's
     # batch ratio 16 (SB 128, LB 2048 there; 32 and 512 here), ghost batch 2x SB
-    # as its 256 / 128; 5,000 images for 16 epochs (+RA: 256); 4 seeds of SB,
-    # LB and +RA, fixed before the run.
+    # as its 256 / 128; 5,000 images for 16 epochs (+RA: 256), the rate / 10
+    # at the ResNet schedule's fractions; 4 seeds of SB, LB and +RA, fixed
+    # before the run.
     "cpu": {
         "ResNet-8 / CIFAR-10": dict(
-            base=RESNET.replace(model="resnet8", train_size=5000, test_size=5000, epochs=16),
+            base=RESNET.replace(model="resnet8", train_size=5000, test_size=5000, epochs=16,
+                                lr_milestones=milestones_at(RESNET_STEPS, 16)),
             small=32, large=512, ghost=64, fig1=(32, 64, 128, 256, 512), seeds=4),
     },
     "paper": {
