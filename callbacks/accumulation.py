@@ -8,8 +8,8 @@ import math
 import keras
 from keras import ops
 
-from batchsize.optimizers.accumulation import (built_accumulator, micro_batch_argument,
-                                               micro_batches_until)
+from batchsize.optimizers.accumulation import built_accumulator, micro_batches_until
+from batchsize.optimizers.arguments import micro_batch_argument
 
 
 def measuring_accumulator(callback):

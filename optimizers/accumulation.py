@@ -21,6 +21,9 @@ import warnings
 import keras
 from keras import ops
 
+from batchsize.optimizers.arguments import (check_accumulation_steps, micro_batch_argument,
+                                          refuse_base_arguments)
+
 
 @keras.saving.register_keras_serializable(package="batchsize")
 class GradientAccumulator(keras.optimizers.Optimizer):
@@ -98,8 +101,8 @@ class GradientAccumulator(keras.optimizers.Optimizer):
                 f"{inner_optimizer.gradient_accumulation_steps}); "
                 "remove that argument and let GradientAccumulator do it."
             )
-        _check_accumulation_steps(accumulation_steps)
-        _refuse_base_arguments(kwargs)
+        check_accumulation_steps(accumulation_steps)
+        refuse_base_arguments(kwargs)
         super().__init__(learning_rate=0.0, name=name)
         if noise_scale_decay is not None and not 0 <= noise_scale_decay < 1:
             raise ValueError(f"noise_scale_decay={noise_scale_decay!r}: expected None (off) or "
@@ -164,7 +167,7 @@ class GradientAccumulator(keras.optimizers.Optimizer):
 
     def set_accumulation_steps(self, accumulation_steps):
         """Sets the micro-batches per update; takes effect at the next window."""
-        _check_accumulation_steps(accumulation_steps)
+        check_accumulation_steps(accumulation_steps)
         self.accumulation_steps.assign(int(accumulation_steps))
 
     def set_epoch(self, num_examples, micro_batch_size=None, *, batch_size=None):
@@ -416,20 +419,6 @@ class GradientAccumulator(keras.optimizers.Optimizer):
         return cls(inner, **config)
 
 
-def micro_batch_argument(micro_batch_size, batch_size, caller):
-    """The micro-batch given under its name or its deprecated one, `batch_size`
-    (which everywhere else means the examples per update)."""
-    if batch_size is not None:
-        if micro_batch_size is not None:
-            raise TypeError(f"{caller}: give micro_batch_size only (batch_size is its old name)")
-        warnings.warn(f"{caller}(batch_size=...) is deprecated; the argument is the micro-batch: "
-                      "micro_batch_size=", DeprecationWarning, stacklevel=3)
-        micro_batch_size = batch_size
-    if micro_batch_size is None:
-        raise TypeError(f"{caller}: missing micro_batch_size (the batch given to fit)")
-    return int(micro_batch_size)
-
-
 def _squared_norm(tensors):
     """Sum of squares over a list of gradients (None skipped), float32."""
     return sum(ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors if t is not None)
@@ -440,40 +429,6 @@ def _needs_merge_call():
 
     return (tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False
             and not tf.__internal__.distribute.strategy_supports_no_merge_call())
-
-
-# The base optimizer's arguments, at their defaults. On the wrapper they would
-# do nothing (the inner optimizer takes the steps), so a value other than the
-# default is refused; the defaults are accepted because configs saved by
-# Keras's base `get_config` carry them.
-BASE_OPTIMIZER_DEFAULTS = {
-    "learning_rate": None, "weight_decay": None, "clipnorm": None, "clipvalue": None,
-    "global_clipnorm": None, "use_ema": False, "ema_momentum": 0.99,
-    "ema_overwrite_frequency": None, "loss_scale_factor": None,
-    "gradient_accumulation_steps": None,
-}
-
-
-def _refuse_base_arguments(kwargs):
-    for name, default in BASE_OPTIMIZER_DEFAULTS.items():
-        if name not in kwargs:
-            continue
-        value = kwargs.pop(name)
-        if name == "learning_rate" or value == default:
-            continue  # the base class's placeholder rate; a saved default
-        raise ValueError(
-            f"GradientAccumulator does not take {name}={value!r}: it would be ignored. Set it "
-            f"on the inner optimizer instead, e.g. keras.optimizers.SGD(0.1, {name}={value!r}).")
-    if kwargs:
-        raise ValueError(f"GradientAccumulator got unexpected arguments: {', '.join(kwargs)}.")
-
-
-def _check_accumulation_steps(steps):
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(
-            "GradientAccumulator accumulation_steps must be an integer >= 1; got "
-            f"accumulation_steps={steps!r}."
-        )
 
 
 def wrapped_optimizers(optimizer):
