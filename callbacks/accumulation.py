@@ -4,6 +4,7 @@
 (`NoiseScaleBatchSize`, McCandlish et al. 2018)."""
 
 import math
+import warnings
 
 import keras
 from keras import ops
@@ -118,9 +119,8 @@ class NoiseScaleBatchSize(keras.callbacks.Callback):
     growing batch lowers the gradient noise instead of a decaying rate. It
     never shrinks the batch.
 
-    With `schedule` (a `BatchSizeSchedule`, the run's one writer of the
-    batch) it asks the schedule to grow; alone (a plain `fit` with
-    `EpochAlignedAccumulation`) it sets the accumulator's steps itself and
+    It sets the accumulator's steps, the one holder of k (a
+    `BatchSizeSchedule` carries the growth over its own phase changes), and
     logs the `batch_size` in force at every epoch end. It looks at the noise
     scale before each training call, so the callbacks that count the last
     call's updates (`UpdatesToTarget`) see the batch they were made at,
@@ -132,7 +132,7 @@ class NoiseScaleBatchSize(keras.callbacks.Callback):
         growth: the multiplier of the accumulation steps at each growth.
         max_batch_size: the largest batch (None: no cap).
         every_updates: updates between looks at the noise scale.
-        schedule: the run's `BatchSizeSchedule`, if it has one.
+        schedule: deprecated and unused (the accumulator holds the steps).
 
     Attributes:
         history: [{"updates", "batch_size", "noise_scale_simple"}] at each growth.
@@ -154,7 +154,10 @@ class NoiseScaleBatchSize(keras.callbacks.Callback):
                 f"got factor={factor!r}, growth={growth!r}, every_updates={every_updates!r}.")
         self.factor, self.growth = float(factor), int(growth)
         self.max_batch_size, self.every_updates = max_batch_size, int(every_updates)
-        self.schedule = schedule
+        if schedule is not None:
+            warnings.warn("NoiseScaleBatchSize(schedule=...) is deprecated and unused: the "
+                          "accumulator holds the accumulation steps", DeprecationWarning,
+                          stacklevel=2)
         self.history = []
         self._next = None
 
@@ -193,10 +196,7 @@ class NoiseScaleBatchSize(keras.callbacks.Callback):
                     or micro * steps * times * self.growth <= self.max_batch_size)):
             times *= self.growth
         if times > 1:
-            if self.schedule is not None:
-                self.schedule.grow_accumulation(times)
-            else:
-                accumulator.set_accumulation_steps(steps * times)
+            accumulator.set_accumulation_steps(steps * times)
             self.history.append(dict(updates=updates, batch_size=micro * steps * times,
                                      noise_scale_simple=noise))
 
@@ -206,5 +206,5 @@ class NoiseScaleBatchSize(keras.callbacks.Callback):
         return micro_batches_until(self.model.optimizer, self._next - updates)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.schedule is None:
+        if logs is not None:
             logs["batch_size"] = self.batch_size

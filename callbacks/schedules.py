@@ -2,10 +2,10 @@
 
 - `TrainingSchedule`: batch size, learning rate and momentum of every epoch
   and every update, computed once from a run's settings;
-- `BatchSizeSchedule` (Smith et al. 2018), the callback that applies it, the
-  one writer of the batch a run trains at (the physical batch and the
-  accumulation steps k): multiply the batch at milestones; past a cap, decay
-  the learning rate instead;
+- `BatchSizeSchedule` (Smith et al. 2018), the callback that applies it: it
+  sets the physical batch and the accumulation steps k of each epoch (k is
+  held by the `GradientAccumulator`); multiply the batch at milestones; past a
+  cap, decay the learning rate instead;
 The papers' learning-rate rules are in `callbacks.learning_rates`; the
 batch grown on the measured noise scale (`NoiseScaleBatchSize`) in
 `callbacks.accumulation`.
@@ -247,16 +247,17 @@ class BatchSizeSchedule(keras.callbacks.Callback):
     - a cap of `batch_size * factor` is their "hybrid",
     - no cap is "increasing batch size"; their Fig 5 caps at 5120.
 
-    The callback applies a `TrainingSchedule` and is the one writer of the
-    batch the run trains at. At every epoch start it sets the accumulation
-    steps k and the accumulator's epoch layout (`GradientAccumulator`, needed
+    The callback applies a `TrainingSchedule`. At every epoch start it sets
+    the accumulation steps k (held by the model's `GradientAccumulator`, the
+    one holder of k) and the accumulator's epoch layout (`GradientAccumulator`, needed
     for batches above `max_device_batch`), the momentum, and the learning rate
     where the optimizer's rate is a number (give the optimizer
     `schedule.learning_rate_schedule()` instead and the rate moves per
-    update). The training loop asks it for each epoch's `physical_batch`, and
-    a callback that grows the batch on a measurement asks it to
-    (`grow_accumulation`, as `NoiseScaleBatchSize` does), so nothing depends on
-    the order of the callbacks. At every epoch end it logs `batch_size` (in
+    update). The training loop asks it for each epoch's `physical_batch`. A
+    callback that grows the batch on a measurement (`NoiseScaleBatchSize`)
+    multiplies the accumulator's k, and the callback carries that growth over
+    its own phase changes, so nothing depends on the order of the callbacks.
+    At every epoch end it logs `batch_size` (in
     force), `lr`, `momentum`, `updates` and `noise_scale`.
 
     A Keras `fit` cannot change its batch size mid-way: train one `fit` per
@@ -310,8 +311,7 @@ class BatchSizeSchedule(keras.callbacks.Callback):
         super().__init__()
         self.schedule = schedule
         self.num_examples = schedule.num_examples
-        self.epoch = 0
-        self.growth = 1  # accumulation steps x this, from `grow_accumulation`
+        self.epoch = None  # the epoch begun last (None before the first)
         self.epoch_learning_rate = None  # the rate of the epoch's first update
 
     def phases(self, epochs=None):
@@ -357,17 +357,22 @@ class BatchSizeSchedule(keras.callbacks.Callback):
     # What is in force now.
     @property
     def accumulation_steps(self):
-        """Micro-batches per update now: the epoch's k times the growth asked for."""
-        return self.schedule[self.epoch].accumulation_steps * self.growth
+        """Micro-batches per update now. The model's `GradientAccumulator` holds
+        it, the one holder of k: the plan's k at the epoch, times any growth a
+        measurement asked for since (1 without an accumulator)."""
+        accumulator = None if self.model is None else built_accumulator(self.model)
+        if accumulator is None:
+            return self.schedule[self.epoch or 0].accumulation_steps
+        return int(keras.ops.convert_to_numpy(accumulator.accumulation_steps))
 
     @property
     def batch_size_in_force(self):
-        return self.physical_batch(self.epoch) * self.accumulation_steps
+        return self.physical_batch(self.epoch or 0) * self.accumulation_steps
 
     def noise_scale_now(self):
         """Smith et al.'s noise scale at this epoch's planned batch and the rate
         the next update will use (logged at epoch ends)."""
-        planned = self.schedule[self.epoch]
+        planned = self.schedule[self.epoch or 0]
         return sgd_noise_scale(current_learning_rate(self.model.optimizer), self.num_examples,
                                planned.batch_size, planned.momentum)
 
@@ -377,15 +382,15 @@ class BatchSizeSchedule(keras.callbacks.Callback):
         on a measurement. Takes effect at the accumulator's next window."""
         if int(times) < 1:
             raise ValueError(f"grow_accumulation(times={times!r}): expected an integer >= 1.")
-        self.growth *= int(times)
         accumulator = built_accumulator(self.model)
         if accumulator is None:
             raise ValueError("BatchSizeSchedule.grow_accumulation needs the model's optimizer "
                              "to be a GradientAccumulator.")
-        accumulator.set_accumulation_steps(self.accumulation_steps)
+        accumulator.set_accumulation_steps(self.accumulation_steps * int(times))
 
     # The callback.
     def on_epoch_begin(self, epoch, logs=None):
+        previous = None if self.epoch is None else self.schedule[self.epoch]
         self.epoch = epoch
         optimizer, planned = self.model.optimizer, self.schedule[epoch]
         expected = math.ceil(self.num_examples / planned.physical_batch)
@@ -395,13 +400,17 @@ class BatchSizeSchedule(keras.callbacks.Callback):
                 f"({expected} steps) but this fit runs {self.params['steps']} steps; "
                 "train one fit per phase (TrainingSchedule.phases or reproduce.runs.train).")
         accumulator = built_accumulator(self.model)
-        if self.accumulation_steps > 1 and accumulator is None:
+        if planned.accumulation_steps > 1 and accumulator is None:
             raise ValueError(
                 f"BatchSizeSchedule: batch {planned.batch_size} exceeds max_device_batch="
                 f"{self.schedule.config['max_device_batch']}; compile with "
                 "GradientAccumulator(optimizer).")
         if accumulator is not None:
-            accumulator.set_accumulation_steps(self.accumulation_steps)
+            # The growth a measurement asked for (a whole multiple of the
+            # previous epoch's planned k) carries over to this epoch's plan.
+            growth = 1 if previous is None else (
+                self.accumulation_steps // previous.accumulation_steps)
+            accumulator.set_accumulation_steps(planned.accumulation_steps * growth)
             accumulator.set_epoch(self.num_examples, planned.physical_batch)
         inner = inner_optimizer(optimizer)
         if not _has_schedule(inner):

@@ -213,6 +213,8 @@ def test_noise_scale_batch_size_needs_a_measuring_accumulator():
         model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[NoiseScaleBatchSize()])
     config = dict(factor=0.5, growth=4, max_batch_size=1024, every_updates=7)
     assert NoiseScaleBatchSize(**NoiseScaleBatchSize(**config).get_config()).get_config() == config
+    with pytest.warns(DeprecationWarning, match="schedule=.... is deprecated and unused"):
+        NoiseScaleBatchSize(schedule=object())  # the accumulator holds k now
 
 
 def test_a_saved_batch_size_schedule_is_the_one_that_was_trained_with():
@@ -268,3 +270,38 @@ def test_the_micro_batch_has_one_name_and_the_old_keyword_warns():
     with pytest.warns(DeprecationWarning, match="EpochAlignedAccumulation"):
         old = EpochAlignedAccumulation(**{"num_examples": 1000, "batch_size": 32})  # a saved config
     assert old.micro_batch_size == 32
+
+
+def test_the_accumulator_holds_k_and_growth_carries_over_a_phase_change():
+    """k has one holder, the model's GradientAccumulator: BatchSizeSchedule sets
+    the plan's k at each epoch, a measurement multiplies it (as
+    NoiseScaleBatchSize does, on the accumulator alone), and the schedule's next
+    phase keeps that growth: planned k 2 then 4 (batch 8 then 16 at physical
+    batch 4), grown x2 in epoch 0, gives 4 then 8."""
+    from batchsize.optimizers import GradientAccumulator
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(GradientAccumulator(keras.optimizers.SGD(0.1), 1), "mse")
+    schedule = TrainingSchedule(8, 0.1, 64, epochs=3, batch_milestones=(1,), batch_factor=2,
+                                max_device_batch=4)
+    assert [s.accumulation_steps for s in schedule] == [2, 4, 4]
+    callback = BatchSizeSchedule.from_schedule(schedule)
+    callback.set_model(model)
+    callback.set_params({"steps": None})
+
+    def k():
+        return int(keras.ops.convert_to_numpy(model.optimizer.accumulation_steps))
+
+    callback.on_epoch_begin(0)
+    assert k() == callback.accumulation_steps == 2
+    model.optimizer.set_accumulation_steps(2 * k())  # a measurement grows the batch
+    assert callback.batch_size_in_force == 4 * 4
+    callback.on_epoch_begin(1)
+    assert k() == callback.accumulation_steps == 8 and callback.batch_size_in_force == 32
+    callback.on_epoch_begin(2)
+    assert k() == 8
+    fresh = BatchSizeSchedule.from_schedule(schedule)  # a new run starts from the plan
+    fresh.set_model(model)
+    fresh.set_params({"steps": None})
+    fresh.on_epoch_begin(0)
+    assert k() == 2

@@ -141,8 +141,8 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
         model = model or build_model(config, x.shape[1:], num_classes)
         compile_model(model, build_optimizer(config, schedule))
         recorder = EpochRecorder(batches)
-        grow = [NoiseScaleBatchSize(config.adaptive_batch, max_batch_size=config.max_batch_size,
-                                    schedule=batches)] if config.adaptive_batch else []
+        grow = [NoiseScaleBatchSize(config.adaptive_batch, max_batch_size=config.max_batch_size)
+                ] if config.adaptive_batch else []
         # The curves last: they write the row the recorder has just made.
         board = [curves.callback(config, recorder, batches)] if curves else []
         evaluation = test_evaluation(config, batches, x, (x_test, y_test))
