@@ -16,6 +16,8 @@ import pytest  # noqa: E402
 
 from reproduce.runs import datasets  # noqa: E402
 
+import keras  # noqa: E402  (after reproduce: its settings come first)
+
 
 def mirror_has(path):
     return (datasets.default_mirror() / path).is_file()
@@ -57,3 +59,29 @@ def pytest_configure(config):
     # Keras's TF backend calls np.array(x, copy=False) on every metric read.
     config.addinivalue_line(
         "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+# -- helpers the sweep tests share (test_shared_store.py, test_scale_out.py) --
+def one_event_file_per_run(folder):
+    """The runs with curves under `folder` (a sweep's TensorBoard folder),
+    checking that each has one event file: it was logged once."""
+    runs = [p for p in folder.iterdir() if p.is_dir()]
+    for run in runs:
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1, run
+    return len(runs)
+
+
+class Raise(keras.callbacks.Callback):
+    """Raises `error` at the end of the first epoch."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise self.error
+
+
+# -- the claims tests' test-set sizes (test_claims.py, test_paper_claims.py) --
+def n_test(n):
+    return lambda network=None: n
