@@ -78,7 +78,9 @@ def test_ray_sweep_on_two_workers_gives_the_serial_records_and_retries_a_killed_
     side on a local Ray, one thread each at this batch (the test process runs
     on one thread too, so the kernels, and the records, are the same)."""
     ray = pytest.importorskip("ray")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # KillOnce, for workers
+    # KillOnce (here) and Raise (conftest), for workers, which import neither module
+    for module in (__name__, "conftest"):
+        ray.cloudpickle.register_pickle_by_value(sys.modules[module])
     configs = [TINY.replace(seed=s) for s in range(4)]
     quiet = open(os.devnull, "w")
     serial = Sweep(tmp_path / "serial", log=quiet).run(configs)
