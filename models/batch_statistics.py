@@ -165,6 +165,9 @@ class RecomputeBatchNormStatistics(keras.callbacks.Callback):
         validation_data: (x, y) to evaluate after each recomputation, or None
             to recompute only at the end of training.
         validation_batch_size: batch size of that evaluation.
+        first_evaluated_epoch: the first epoch (0-based) to recompute and
+            evaluate at; the ones before only train (for a run whose last
+            epochs alone are read).
 
     Example:
 
@@ -174,13 +177,17 @@ class RecomputeBatchNormStatistics(keras.callbacks.Callback):
     """
 
     def __init__(self, data, batch_size, num_batches=None, validation_data=None,
-                 validation_batch_size=1000):
+                 validation_batch_size=1000, first_evaluated_epoch=0):
         super().__init__()
+        if not (isinstance(first_evaluated_epoch, int) and first_evaluated_epoch >= 0):
+            raise ValueError(f"first_evaluated_epoch={first_evaluated_epoch!r}: expected an "
+                             "integer >= 0 (an epoch index).")
         self.data = data
         self.batch_size = batch_size
         self.num_batches = num_batches
         self.validation_data = validation_data
         self.validation_batch_size = validation_batch_size
+        self.first_evaluated_epoch = first_evaluated_epoch
 
     def recompute(self, epoch):
         batch_size = self.batch_size(epoch) if callable(self.batch_size) else self.batch_size
@@ -191,7 +198,7 @@ class RecomputeBatchNormStatistics(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.validation_data is None:
+        if self.validation_data is None or epoch < self.first_evaluated_epoch:
             return
         self.recompute(epoch)
         results = self.model.evaluate(*self.validation_data, verbose=0, return_dict=True,

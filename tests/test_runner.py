@@ -197,7 +197,7 @@ print("ROWS", [(row["batch_size"], row["updates"]) for row in r["rows"]], r["sta
 
 def test_fields_added_later_leave_the_keys_of_stored_runs_alone():
     """A run stored before `noise_scale_decay`, `adaptive_batch`,
-    `eval_statistics` and `validation_size` existed keeps its key; setting them makes a different
+    `eval_statistics`, `validation_size` and `evaluated_epochs` existed keeps its key; setting them makes a different
     run. A run without batch norm is the same run whatever its evaluation
     statistics; with batch norm, the moving averages are the old runs."""
     import dataclasses
@@ -206,17 +206,18 @@ def test_fields_added_later_leave_the_keys_of_stored_runs_alone():
 
     fields = dataclasses.asdict(TINY)
     for name in ("engine", "subset_seed", "devices", "noise_scale_decay", "adaptive_batch",
-                 "eval_statistics", "validation_size"):
+                 "eval_statistics", "validation_size", "evaluated_epochs"):
         del fields[name]
     old_key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     assert TINY.key == old_key == TINY.replace(eval_statistics="moving").key
     batch_norm = TINY.replace(norm="batch")
     fields = dataclasses.asdict(batch_norm.replace(eval_statistics="moving"))
     for name in ("engine", "subset_seed", "devices", "noise_scale_decay", "adaptive_batch",
-                 "eval_statistics", "validation_size"):
+                 "eval_statistics", "validation_size", "evaluated_epochs"):
         del fields[name]
     old_key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     assert batch_norm.replace(eval_statistics="moving").key == old_key != batch_norm.key
+    assert TINY.replace(evaluated_epochs=1).key != TINY.key
     measured = TINY.replace(batch_size=16, accumulation=2, noise_scale_decay=0.9)
     assert len({measured.key, measured.replace(noise_scale_decay=None).key,
                 measured.replace(adaptive_batch=1.0).key}) == 3
@@ -241,6 +242,27 @@ def test_held_out_examples_are_scored_and_not_trained_on():
     assert np.isnan(train(TINY)["rows"][-1]["validation_accuracy"])
     with pytest.raises(ConfigError, match="validation_size=512"):
         TINY.replace(validation_size=512)
+
+
+@needs_mnist
+@pytest.mark.parametrize("engine, statistics", [("fast", "recomputed"), ("fast", "moving"),
+                                                ("fit", "moving")])
+def test_scoring_only_the_last_epochs_trains_the_same_run(engine, statistics):
+    """evaluated_epochs=1 of 2: the same training (every row's loss, accuracy
+    and updates), nothing scored at epoch 1, and at epoch 2 the test and
+    held-out scores of the run that scored every epoch (the statistics are
+    recomputed from scratch, the moving averages never read in training)."""
+    base = TINY.replace(norm="batch", validation_size=64, engine=engine,
+                        eval_statistics=statistics)
+    every, last = train(base)["rows"], train(base.replace(evaluated_epochs=1))["rows"]
+    for a, b in zip(every, last, strict=True):
+        assert (a["loss"], a["accuracy"], a["updates"]) == (b["loss"], b["accuracy"], b["updates"])
+    assert np.isnan(last[0]["test_accuracy"]) and np.isnan(last[0]["validation_accuracy"])
+    assert not np.isnan(every[0]["test_accuracy"])
+    for column in ("test_accuracy", "test_loss", "validation_accuracy"):
+        assert last[1][column] == every[1][column], column
+    with pytest.raises(ConfigError, match="evaluated_epochs=3"):
+        base.replace(evaluated_epochs=3)
 
 
 def test_the_dry_runs_kinds_come_from_the_fields_marked_program_shaping():

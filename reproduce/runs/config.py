@@ -20,7 +20,7 @@ OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 # those runs keep their keys.
 KEY_DEFAULTS = {"subset_seed": 12345, "devices": 1, "noise_scale_decay": None,
                 "adaptive_batch": None, "eval_statistics": "moving",
-                "validation_size": None}
+                "validation_size": None, "evaluated_epochs": None}
 # How batch norm is evaluated: with statistics recomputed over training batches
 # (`models.recompute_batch_norm_statistics`), or with Keras's moving averages.
 EVAL_STATISTICS = ("recomputed", "moving")
@@ -79,6 +79,9 @@ class RunConfig:
     physical batch (`models.recompute_batch_norm_statistics`); "moving" with
     Keras's moving averages (momentum 0.99: stale for the first hundreds of
     updates). A model without batch norm is the same run either way (same key).
+    `evaluated_epochs` = n scores the test and held-out sets at the last n
+    epochs only (None: every epoch), for a figure that reads nothing earlier:
+    the training is the same, the earlier rows have no test accuracy.
     Validation: `validation_size` examples of the training subset are held out
     (not trained on) and scored every epoch as `validation_accuracy`: what a
     sweep chooses its best cell on, so the test set only judges.
@@ -116,6 +119,7 @@ class RunConfig:
     seed: int = 0
     devices: int = field(1, VALUE)  # data parallel over n devices (reproduce.runs.devices); batch norm sees batch / n
     eval_statistics: str = field("recomputed", VALUE)  # or "moving" (batch norm's moving averages)
+    evaluated_epochs: int = None  # score the test and held-out sets at the last n epochs only
     engine: str = "fast"
 
     def __post_init__(self):
@@ -155,6 +159,9 @@ class RunConfig:
              f"None, or an integer >= 1 below train_size={self.train_size}")
         need(self.eval_statistics in EVAL_STATISTICS, "eval_statistics",
              f"one of {', '.join(EVAL_STATISTICS)}")
+        need(self.evaluated_epochs is None or (
+            isinstance(self.evaluated_epochs, int) and 1 <= self.evaluated_epochs <= self.epochs),
+             "evaluated_epochs", f"None, or an integer from 1 to epochs={self.epochs}")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
         need(isinstance(self.devices, int) and self.devices >= 1
              and (self.batch_size // self.accumulation) % self.devices == 0, "devices",
@@ -176,6 +183,11 @@ class RunConfig:
                 del fields[name]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def first_evaluated_epoch(self):
+        """The first epoch (0-based) whose end scores the test and held-out sets."""
+        return 0 if self.evaluated_epochs is None else self.epochs - self.evaluated_epochs
 
     @property
     def batch_statistics(self):

@@ -174,7 +174,8 @@ class FastEngine:
 
     # -- the loop ----------------------------------------------------------------
     def fit(self, epochs, batch_size, seed=0, augment=False, validation_data=None,
-            validation_batch_size=1000, callbacks=(), initial_epoch=0, verbose=0):
+            validation_batch_size=1000, callbacks=(), initial_epoch=0, verbose=0,
+            first_validation_epoch=0):
         """Trains epochs initial_epoch .. epochs-1, like `model.fit`.
 
         Args:
@@ -182,7 +183,8 @@ class FastEngine:
             batch_size: an int, or epoch -> the epoch's (physical) batch size.
             seed, augment: the epoch plans' (`pipeline.EpochPlan`).
             validation_data: (x, y), evaluated with `model.evaluate` after
-                every epoch; logged as val_loss, val_accuracy, ...
+                every epoch from `first_validation_epoch` on; logged as
+                val_loss, val_accuracy, ...
             callbacks: Keras callbacks.
             verbose: 1 shows Keras's progress bar.
 
@@ -223,7 +225,7 @@ class FastEngine:
                 self._run(plan, full * batch, rest, 1, 1)
                 callbacks.on_train_batch_end(full, {})
             logs = {name: float(value) for name, value in model.get_metrics_result().items()}
-            if validation_data is not None:
+            if validation_data is not None and epoch >= first_validation_epoch:
                 results = model.evaluate(*validation_data, batch_size=validation_batch_size,
                                          verbose=0, return_dict=True)
                 logs.update({f"val_{name}": float(value) for name, value in results.items()})

@@ -148,7 +148,8 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
         evaluation = test_evaluation(config, batches, x, (x_test, y_test))
         validation_data = None if evaluation else (x_test, y_test)
         held_out = validation_of(config) if data is None else None
-        evaluation += [HeldOutEvaluation(*held_out)] if held_out else []
+        first = config.first_evaluated_epoch
+        evaluation += [HeldOutEvaluation(*held_out, first_epoch=first)] if held_out else []
         # The test set is scored first, so the run's own callbacks see val_* in the logs.
         all_callbacks = [batches, *grow, *evaluation, *callbacks, recorder, *board]
         started = time.perf_counter()
@@ -157,12 +158,13 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
                 FastEngine(model, x, y, log=log).fit(
                     config.epochs, batches.physical_batch, seed=config.seed,
                     augment=config.augment, validation_data=validation_data,
-                    callbacks=all_callbacks, verbose=verbose)
+                    first_validation_epoch=first, callbacks=all_callbacks, verbose=verbose)
             for epoch in range(config.epochs if engine == "fit" else 0):
                 x_epoch, y_epoch = epoch_arrays(x, y, epoch, config.seed, augment=config.augment)
                 model.fit(x_epoch, y_epoch, batch_size=batches.physical_batch(epoch),
                           shuffle=False, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose,
-                          validation_data=validation_data, validation_batch_size=1000,
+                          validation_data=validation_data if epoch >= first else None,
+                          validation_batch_size=1000,
                           callbacks=all_callbacks)
                 if recorder.diverged:
                     break
@@ -175,15 +177,18 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
 
 
 class HeldOutEvaluation(keras.callbacks.Callback):
-    """Scores the held-out training examples at every epoch end (after the
-    test set, with the same batch norm statistics), as `validation_accuracy`
-    and `validation_loss` in the epoch's logs."""
+    """Scores the held-out training examples at every epoch end from
+    `first_epoch` on (after the test set, with the same batch norm
+    statistics), as `validation_accuracy` and `validation_loss` in the
+    epoch's logs."""
 
-    def __init__(self, x, y):
+    def __init__(self, x, y, first_epoch=0):
         super().__init__()
-        self.x, self.y = x, y
+        self.x, self.y, self.first_epoch = x, y, first_epoch
 
     def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.first_epoch:
+            return
         results = self.model.evaluate(self.x, self.y, batch_size=1000, verbose=0,
                                       return_dict=True)
         if logs is not None:
@@ -202,7 +207,8 @@ def test_evaluation(config, batches, x, test):
     sample = fixed_sample(x, max(RECOMPUTE_EXAMPLES, largest))
     return [RecomputeBatchNormStatistics(
         sample, batch_size=lambda epoch: batches.physical_batch(epoch) // config.devices,
-        num_batches=RECOMPUTE_BATCHES, validation_data=test)]
+        num_batches=RECOMPUTE_BATCHES, validation_data=test,
+        first_evaluated_epoch=config.first_evaluated_epoch)]
 
 
 def correct_on(model, x, y, batch_size=1000):
