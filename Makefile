@@ -95,6 +95,7 @@ TEST_WORKERS ?= 3
 # --dist loadgroup: the tests marked xdist_group("ray") share one worker.
 PYTEST = $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
+# The slowest tests are listed (--durations), for the next round that trims them.
 # The library tests on JAX run beside the TensorFlow tests, in one worker: the
 # TensorFlow run leaves about a quarter of the two cores idle (waits on
 # subprocesses and Ray). Their output follows the TensorFlow run's.
@@ -103,7 +104,7 @@ test:
 	@jax_log=$$(mktemp); \
 	KERAS_BACKEND=jax $(PYTHON) -m pytest -q -n 1 $(LIBRARY_TESTS) > $$jax_log 2>&1 & jax=$$!; \
 	echo "$(PYTEST) tests  (the library tests on JAX beside it)"; \
-	$(PYTEST) tests; tf=$$?; wait $$jax; on_jax=$$?; \
+	$(PYTEST) --durations=8 tests; tf=$$?; wait $$jax; on_jax=$$?; \
 	echo "KERAS_BACKEND=jax: the library tests"; cat $$jax_log; rm -f $$jax_log; \
 	[ $$tf -eq 0 ] && [ $$on_jax -eq 0 ]
 	TF_ENABLE_ONEDNN_OPTS=0 $(PYTEST) tests/test_engine.py
