@@ -261,8 +261,10 @@ def test_scoring_only_the_last_epochs_trains_the_same_run(engine, statistics):
     assert not np.isnan(every[0]["test_accuracy"])
     for column in ("test_accuracy", "test_loss", "validation_accuracy"):
         assert last[1][column] == every[1][column], column
-    with pytest.raises(ConfigError, match="evaluated_epochs=3"):
-        base.replace(evaluated_epochs=3)
+    # More than the run has: every epoch (a run shortened with --set epochs=1).
+    assert base.replace(evaluated_epochs=5).first_evaluated_epoch == 0
+    with pytest.raises(ConfigError, match="evaluated_epochs=0: expected None, or an integer >= 1"):
+        base.replace(evaluated_epochs=0)
 
 
 def test_the_dry_runs_kinds_come_from_the_fields_marked_program_shaping():
