@@ -175,7 +175,7 @@ class FastEngine:
     # -- the loop ----------------------------------------------------------------
     def fit(self, epochs, batch_size, seed=0, augment=False, validation_data=None,
             validation_batch_size=1000, callbacks=(), initial_epoch=0, verbose=0,
-            first_validation_epoch=0):
+            first_evaluated_epoch=0):
         """Trains epochs initial_epoch .. epochs-1, like `model.fit`.
 
         Args:
@@ -183,7 +183,7 @@ class FastEngine:
             batch_size: an int, or epoch -> the epoch's (physical) batch size.
             seed, augment: the epoch plans' (`pipeline.EpochPlan`).
             validation_data: (x, y), evaluated with `model.evaluate` after
-                every epoch from `first_validation_epoch` on; logged as
+                every epoch from `first_evaluated_epoch` on; logged as
                 val_loss, val_accuracy, ...
             callbacks: Keras callbacks.
             verbose: 1 shows Keras's progress bar.
@@ -225,7 +225,7 @@ class FastEngine:
                 self._run(plan, full * batch, rest, 1, 1)
                 callbacks.on_train_batch_end(full, {})
             logs = {name: float(value) for name, value in model.get_metrics_result().items()}
-            if validation_data is not None and epoch >= first_validation_epoch:
+            if validation_data is not None and epoch >= first_evaluated_epoch:
                 results = model.evaluate(*validation_data, batch_size=validation_batch_size,
                                          verbose=0, return_dict=True)
                 logs.update({f"val_{name}": float(value) for name, value in results.items()})

@@ -149,7 +149,7 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
         validation_data = None if evaluation else (x_test, y_test)
         held_out = validation_of(config) if data is None else None
         first = config.first_evaluated_epoch
-        evaluation += [HeldOutEvaluation(*held_out, first_epoch=first)] if held_out else []
+        evaluation += [HeldOutEvaluation(*held_out, first_evaluated_epoch=first)] if held_out else []
         # The test set is scored first, so the run's own callbacks see val_* in the logs.
         all_callbacks = [batches, *grow, *evaluation, *callbacks, recorder, *board]
         started = time.perf_counter()
@@ -158,7 +158,7 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
                 FastEngine(model, x, y, log=log).fit(
                     config.epochs, batches.physical_batch, seed=config.seed,
                     augment=config.augment, validation_data=validation_data,
-                    first_validation_epoch=first, callbacks=all_callbacks, verbose=verbose)
+                    first_evaluated_epoch=first, callbacks=all_callbacks, verbose=verbose)
             for epoch in range(config.epochs if engine == "fit" else 0):
                 x_epoch, y_epoch = epoch_arrays(x, y, epoch, config.seed, augment=config.augment)
                 model.fit(x_epoch, y_epoch, batch_size=batches.physical_batch(epoch),
@@ -178,16 +178,16 @@ def train(config, verbose=0, callbacks=(), model=None, return_model=False, data=
 
 class HeldOutEvaluation(keras.callbacks.Callback):
     """Scores the held-out training examples at every epoch end from
-    `first_epoch` on (after the test set, with the same batch norm
+    `first_evaluated_epoch` on (after the test set, with the same batch norm
     statistics), as `validation_accuracy` and `validation_loss` in the
     epoch's logs."""
 
-    def __init__(self, x, y, first_epoch=0):
+    def __init__(self, x, y, first_evaluated_epoch=0):
         super().__init__()
-        self.x, self.y, self.first_epoch = x, y, first_epoch
+        self.x, self.y, self.first_evaluated_epoch = x, y, first_evaluated_epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch < self.first_epoch:
+        if epoch < self.first_evaluated_epoch:
             return
         results = self.model.evaluate(self.x, self.y, batch_size=1000, verbose=0,
                                       return_dict=True)
