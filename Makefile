@@ -96,18 +96,23 @@ TEST_WORKERS ?= 3
 PYTEST = $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The slowest tests are listed (--durations), for the next round that trims them.
-# The library tests on JAX run beside the TensorFlow tests, in one worker: the
-# TensorFlow run leaves about a quarter of the two cores idle (waits on
-# subprocesses and Ray). Their output follows the TensorFlow run's.
+# The library tests on JAX, then the engine tests with oneDNN off, run beside
+# the TensorFlow tests in one worker: the TensorFlow run leaves about a fifth of
+# the two cores idle (waits on subprocesses and Ray). Their output follows the
+# TensorFlow run's.
+BESIDE_TESTS = KERAS_BACKEND=jax $(PYTHON) -m pytest -q -n 1 $(LIBRARY_TESTS); jax=$$?; \
+	TF_ENABLE_ONEDNN_OPTS=0 $(PYTHON) -m pytest -q -n 1 tests/test_engine.py; onednn=$$?; \
+	[ $$jax -eq 0 ] && [ $$onednn -eq 0 ]
+
 test:
 	$(PYTHON) -m ruff check .
-	@jax_log=$$(mktemp); \
-	KERAS_BACKEND=jax $(PYTHON) -m pytest -q -n 1 $(LIBRARY_TESTS) > $$jax_log 2>&1 & jax=$$!; \
-	echo "$(PYTEST) tests  (the library tests on JAX beside it)"; \
-	$(PYTEST) --durations=8 tests; tf=$$?; wait $$jax; on_jax=$$?; \
-	echo "KERAS_BACKEND=jax: the library tests"; cat $$jax_log; rm -f $$jax_log; \
-	[ $$tf -eq 0 ] && [ $$on_jax -eq 0 ]
-	TF_ENABLE_ONEDNN_OPTS=0 $(PYTEST) tests/test_engine.py
+	@beside_log=$$(mktemp); \
+	( $(BESIDE_TESTS) ) > $$beside_log 2>&1 & beside=$$!; \
+	echo "$(PYTEST) tests  (beside it: the library tests on JAX, then tests/test_engine.py with oneDNN off)"; \
+	$(PYTEST) --durations=8 tests; tf=$$?; wait $$beside; others=$$?; \
+	echo "KERAS_BACKEND=jax: the library tests; TF_ENABLE_ONEDNN_OPTS=0: tests/test_engine.py"; \
+	cat $$beside_log; rm -f $$beside_log; \
+	[ $$tf -eq 0 ] && [ $$others -eq 0 ]
 
 # The edit-test loop: the unit tests without the figure smoke runs (< 1 min).
 test-fast:

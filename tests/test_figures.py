@@ -260,6 +260,10 @@ def test_sharp_minima_line_ends_are_the_two_trained_models(tmp_path):
     assert (runs.sharpness_full >= 0).all() and (runs.sharpness_subspace >= 0).all()
     table = pd.read_csv(fig / "sharp_minima_smoke_table.csv")
     assert list(table.regime) == ["SB", "LB"] and list(table.paper_test_accuracy) == [98.03, 97.81]
+    # The smoke preset's own subspace dimension (10, not the paper's 100), in its words too.
+    assert list(table.subspace_dimension) == [10, 10]
+    claim = sharp_minima.large_batch_minimum_is_sharper({"table": table}, None)
+    assert "10-dim subspace" in claim.numbers and "100-dim" not in claim.numbers
     # SB and LB at 2 seeds (smoke): Tables 2-4 are the seeds' means.
     assert list(table.seeds) == [2, 2] and sorted(every_seed.seed.unique()) == [0, 1]
     for row in table.itertuples():

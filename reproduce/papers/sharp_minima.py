@@ -60,10 +60,12 @@ C1 = RunConfig(dataset="cifar10", model="c1", norm="batch", optimizer="adam", lr
 # One declarative config per preset: per network, the base run, SB, and the
 # batch sizes of Fig 4 (the last one is LB, 10% of the training set).
 PRESETS = {
-    # smoke: 2 L-BFGS-B iterations, not the paper's 10; each costs ~1 s on F1's
-    # 1.4M weights here, and smoke checks the plumbing, not the values.
+    # smoke: 2 L-BFGS-B iterations, not the paper's 10, and a 10-dimensional
+    # subspace, not 100: on F1's 1.4M weights each iteration costs ~1 s here and
+    # drawing the 1.4M x 100 matrix ~5 s, and smoke checks the plumbing, not the values.
     "smoke": {"F1 / MNIST": dict(base=F1.replace(train_size=512, test_size=256, epochs=2),
-                                 batch_sizes=(32, 52), examples=256, iterations=2, seeds=2)},
+                                 batch_sizes=(32, 52), examples=256, iterations=2, subspace=10,
+                                 seeds=2)},
     "quick": {"F1 / MNIST": dict(base=F1.replace(train_size=30000, epochs=10),
                                  batch_sizes=(64, 256, 1024, 3000), examples=2000, seeds=3)},
     "paper": {"F1 / MNIST": dict(base=F1.replace(epochs=20),
@@ -88,25 +90,31 @@ def grid(preset, args=None):
     return runs
 
 
+def subspace(spec):
+    """The dimension of a preset network's random subspace (Table 4)."""
+    return spec.get("subspace", SUBSPACE)
+
+
 class Measure:
     """After training: sharpness (full space and a random subspace) on the
-    first `examples[(dataset, model)]` training examples, with
-    `iterations[(dataset, model)]` L-BFGS-B iterations (the paper's 10 by
+    first `examples` training examples of the run's network (`specs[(dataset,
+    model)]`, a preset's entry: `examples`, `iterations` of L-BFGS-B, the
+    paper's 10 by default, and the `subspace` dimension, the paper's 100 by
     default), and the final weights saved beside the run (for the line between
     SB and LB)."""
 
-    def __init__(self, folder, examples, iterations=None):
-        self.folder, self.examples, self.iterations = folder, examples, iterations or {}
+    def __init__(self, folder, specs):
+        self.folder, self.specs = folder, specs
 
     def __call__(self, config, model, data, callbacks=()):
-        examples = self.examples[(config.dataset, config.model)]
-        maxiter = self.iterations.get((config.dataset, config.model), ITERATIONS)
-        x, y = data[0][:examples], data[1][:examples]
+        spec = self.specs[(config.dataset, config.model)]
+        maxiter = spec.get("iterations", ITERATIONS)
+        x, y = data[0][:spec["examples"]], data[1][:spec["examples"]]
         save_atomic(self.folder / f"{config.key}.weights.npz",
                     lambda tmp: np.savez(tmp, *model.get_weights()))
         return dict(sharpness_full=sharpness(model, x, y, epsilon=EPSILON, maxiter=maxiter),
-                    sharpness_subspace=sharpness(model, x, y, epsilon=EPSILON, subspace=SUBSPACE,
-                                                 maxiter=maxiter))
+                    sharpness_subspace=sharpness(model, x, y, epsilon=EPSILON,
+                                                 subspace=subspace(spec), maxiter=maxiter))
 
 
 def load_weights(folder, config):
@@ -125,10 +133,7 @@ def line(folder, small, large):
 
 
 def measure(preset, folder):
-    return Measure(folder, {(s["base"].dataset, s["base"].model): s["examples"]
-                           for s in preset.values()},
-                   {(s["base"].dataset, s["base"].model): s.get("iterations", ITERATIONS)
-                    for s in preset.values()})
+    return Measure(folder, {(s["base"].dataset, s["base"].model): s for s in preset.values()})
 
 
 def tables(sweep, runs, preset):
@@ -153,7 +158,8 @@ def tables(sweep, runs, preset):
     table = []
     for network, group in per_run.groupby("network", sort=False):
         sizes = preset[network]["batch_sizes"]
-        rows = regime_rows(group, network, sizes)
+        rows = [dict(row, subspace_dimension=subspace(preset[network]))
+                for row in regime_rows(group, network, sizes)]
         seeds = {b: [c for (n, size, _), c in runs.items() if n == network and size == b]
                  for b in (sizes[0], sizes[-1])}
         paired = paired_test_variance(sweep, seeds[sizes[-1]], seeds[sizes[0]])
@@ -200,7 +206,8 @@ def title(runs, preset):
 def plot(tables, runs, preset, title):
     networks = list(dict.fromkeys(tables[""].network))
     return {"line": line_figure(tables["line"], networks, title),
-            "batch_size": batch_size_figure(tables[""], networks, title)}
+            "batch_size": batch_size_figure(tables[""], networks, title,
+                                            {n: subspace(preset[n]) for n in networks})}
 
 
 def line_figure(lines, networks, title):
@@ -221,8 +228,9 @@ def line_figure(lines, networks, title):
     return finish(fig, title)
 
 
-def batch_size_figure(per_batch, networks, title):
-    """Fig 4: test accuracy and sharpness against the batch size, every seed."""
+def batch_size_figure(per_batch, networks, title, dimensions):
+    """Fig 4: test accuracy and sharpness against the batch size, every seed;
+    `dimensions`: {network: its random subspace's dimension}."""
     fig, axes = subplots(1, len(networks), width=6.5, height=5.2)
     for ax, network in zip(axes[0], networks):
         runs = per_batch[per_batch.network == network]
@@ -234,7 +242,8 @@ def batch_size_figure(per_batch, networks, title):
                    label="each seed")
         for column, style, color, name in (
                 ("sharpness_full", "s--", "tab:red", f"full space, eps {EPSILON:g}"),
-                ("sharpness_subspace", "^:", "tab:orange", f"{SUBSPACE}-dim subspace")):
+                ("sharpness_subspace", "^:", "tab:orange",
+                 f"{dimensions[network]}-dim subspace")):
             right.plot(d.batch_size, d[column], style, color=color, label=f"sharpness ({name})")
             right.scatter(runs.batch_size, runs[column], s=10, color=color, alpha=0.4)
         panel(ax, legend=False, xscale="log", xlabel="batch size", title=f"{network} (Fig 4)")
@@ -259,7 +268,8 @@ def large_batch_minimum_is_sharper(tables, n_test):
     def judge(lb, sb, network):
         parts = []
         for column, name in (("sharpness_full", "full space"),
-                             ("sharpness_subspace", f"{SUBSPACE}-dim subspace")):
+                             ("sharpness_subspace",
+                              f"{lb.get('subspace_dimension', SUBSPACE)}-dim subspace")):
             a, b, diff = compare_rows(lb, sb, column)
             parts.append((name, verdict_or_too_few(a, b, diff, ("LB", "SB"),
                                                    lambda d: differs(d, scale=1, unit=""),
