@@ -468,8 +468,9 @@ def test_a_two_node_cluster_with_token_authentication(tmp_path):
         nodes.append(subprocess.Popen([ray, "start", f"--address={address}", *common], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for(2)
+        # One epoch a run: the recipe is under test, not the figure (tests/test_runner.py).
         run = subprocess.run([sys.executable, "-m", "reproduce.papers.small_batch", "--preset", "smoke",
-                              "--ray", address, "--results", str(tmp_path / "r"),
+                              "--set", "epochs=1", "--ray", address, "--results", str(tmp_path / "r"),
                               "--out", str(tmp_path / "f")], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
