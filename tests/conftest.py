@@ -61,6 +61,24 @@ def pytest_configure(config):
         "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")
 
 
+
+# small_batch's smoke preset trained once per worker for the two tests that read it
+# (tests/test_cli.py: --set; tests/test_runner.py: the figure's cells and files);
+# both carry SMALL_BATCH_SMOKE's xdist_group, so one worker trains it once.
+SMALL_BATCH_SMOKE = pytest.mark.xdist_group("small_batch_smoke")
+
+
+@pytest.fixture(scope="session")
+def small_batch_smoke(tmp_path_factory):
+    """The folder of small_batch's smoke preset run with `--set epochs=1 --set
+    seed=3`: fig/ (CSVs, PNGs) and res/ (the store)."""
+    from reproduce.papers import small_batch
+
+    folder = tmp_path_factory.mktemp("small_batch_smoke")
+    small_batch.main(["--preset", "smoke", "--out", str(folder / "fig"),
+                      "--results", str(folder / "res"), "--set", "epochs=1", "--set", "seed=3"])
+    return folder
+
 # -- helpers the sweep tests share (test_shared_store.py, test_scale_out.py) --
 def one_event_file_per_run(folder):
     """The runs with curves under `folder` (a sweep's TensorBoard folder),

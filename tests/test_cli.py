@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import needs_cifar10, our_lines
+from conftest import SMALL_BATCH_SMOKE, needs_cifar10, our_lines
 
 from reproduce import figure, registry
 from reproduce.papers import small_batch
@@ -88,12 +88,13 @@ def test_bad_overrides_are_one_line_and_exit_2_before_any_training(args, message
     assert not (tmp_path / "fig").exists() and not (tmp_path / "res").exists()
 
 
+@SMALL_BATCH_SMOKE
 @pytest.mark.slow
 @needs_cifar10
-def test_set_trains_every_run_of_the_preset_with_the_overrides(tmp_path):
-    small_batch.main(["--preset", "smoke", "--out", str(tmp_path / "fig"),
-                      "--results", str(tmp_path / "res"), "--set", "epochs=1", "--set", "seed=3"])
-    records = [json.loads(p.read_text()) for p in (tmp_path / "res" / "small_batch").glob("*.json")]
+def test_set_trains_every_run_of_the_preset_with_the_overrides(small_batch_smoke):
+    # small_batch's smoke preset with --set epochs=1 --set seed=3 (conftest)
+    records = [json.loads(p.read_text())
+               for p in (small_batch_smoke / "res" / "small_batch").glob("*.json")]
     spec = small_batch.PRESETS["smoke"]
     # The grid at seed 3 (and an edge's next cell outward, at most one per m in
     # smoke); the follow-up (each m's best cell) at the next seed.

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import needs_cifar10, needs_mnist, our_lines
+from conftest import SMALL_BATCH_SMOKE, needs_cifar10, needs_mnist, our_lines
 
 from reproduce.runs.config import ConfigError
 from reproduce.runs.config import RunConfig
@@ -116,17 +116,16 @@ def test_cli_bad_argument_is_one_line_and_non_zero_exit(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@SMALL_BATCH_SMOKE
 @pytest.mark.slow
 @needs_cifar10
-def test_small_batch_smoke_writes_every_cell_and_three_figures(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "reproduce.papers.small_batch", "--preset", "smoke", "--out",
-         str(tmp_path / "fig"), "--results", str(tmp_path / "res")],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-2000:]
-    frame = pd.read_csv(tmp_path / "fig" / "small_batch_smoke.csv")
-    from reproduce.papers.small_batch import PRESETS
-    spec = PRESETS["smoke"]
+def test_small_batch_smoke_writes_every_cell_and_three_figures(small_batch_smoke, capsys):
+    # small_batch's smoke preset with --set epochs=1 --set seed=3 (conftest)
+    from reproduce.papers import small_batch
+
+    fig = small_batch_smoke / "fig"
+    frame = pd.read_csv(fig / "small_batch_smoke.csv")
+    spec = small_batch.PRESETS["smoke"]
     cells = {(m, e) for m in spec["batch_sizes"] for e in spec["eta_exponents"]}
     grid = frame[frame.seed == frame.seed.min()]
     tried = set(zip(grid.m, grid.log2_eta_tilde))
@@ -140,7 +139,7 @@ def test_small_batch_smoke_writes_every_cell_and_three_figures(tmp_path):
     # next seed, and the summary's best accuracy is that cell's mean over the two.
     more = frame[frame.seed != frame.seed.min()]
     assert (more.seed == grid.seed.min() + 1).all()
-    summary = pd.read_csv(tmp_path / "fig" / "small_batch_smoke_summary.csv")
+    summary = pd.read_csv(fig / "small_batch_smoke_summary.csv")
     for m, runs in grid.dropna(subset=["test_accuracy"]).groupby("m"):
         best = runs.loc[runs.test_accuracy.idxmax()]
         second = more[(more.m == m) & (more.log2_eta_tilde == best.log2_eta_tilde)]
@@ -158,17 +157,17 @@ def test_small_batch_smoke_writes_every_cell_and_three_figures(tmp_path):
     # lr = m * eta_tilde (Masters & Luschi's base learning rate).
     assert (abs(frame.lr - frame.m * 2.0 ** frame.log2_eta_tilde) < 1e-12).all()
     for suffix in ("accuracy", "summary", "heatmap"):
-        assert (tmp_path / "fig" / f"small_batch_smoke_{suffix}.png").stat().st_size > 1000
+        assert (fig / f"small_batch_smoke_{suffix}.png").stat().st_size > 1000
     # Run again: every run is reused, only the figures are redrawn.
-    again = subprocess.run(
-        [sys.executable, "-m", "reproduce.papers.small_batch", "--preset", "smoke", "--out",
-         str(tmp_path / "fig"), "--results", str(tmp_path / "res")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert f"{len(cells)} already in" in again.stdout and "0 to train" in again.stdout
-    assert f"{len(more)} runs: {len(more)} already in" in again.stdout
+    capsys.readouterr()
+    small_batch.main(["--preset", "smoke", "--out", str(fig), "--results",
+                      str(small_batch_smoke / "res"), "--set", "epochs=1", "--set", "seed=3"])
+    again = capsys.readouterr().out
+    assert f"{len(cells)} already in" in again and "0 to train" in again
+    assert f"{len(more)} runs: {len(more)} already in" in again
     # One round for the grid, one per round of follow-ups (the edges, then the seeds).
-    rounds = 1 + again.stdout.count("follow-up:")
-    assert again.stdout.count(" 0 to train") == rounds, again.stdout
+    rounds = 1 + again.count("follow-up:")
+    assert again.count(" 0 to train") == rounds, again
 
 
 @pytest.mark.slow
