@@ -61,7 +61,6 @@ def pytest_configure(config):
         "filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")
 
 
-
 # small_batch's smoke preset trained once per worker for the two tests that read it
 # (tests/test_cli.py: --set; tests/test_runner.py: the figure's cells and files);
 # both carry SMALL_BATCH_SMOKE's xdist_group, so one worker trains it once.
@@ -78,6 +77,7 @@ def small_batch_smoke(tmp_path_factory):
     small_batch.main(["--preset", "smoke", "--out", str(folder / "fig"),
                       "--results", str(folder / "res"), "--set", "epochs=1", "--set", "seed=3"])
     return folder
+
 
 # -- helpers the sweep tests share (test_shared_store.py, test_scale_out.py) --
 def one_event_file_per_run(folder):
