@@ -36,6 +36,26 @@ def test_pip_install_puts_one_package_in_site_packages(tmp_path):
     assert lines[-1] == "batchsize.optimizers.accumulation"
 
 
+def test_pip_install_brings_the_backend_that_requirements_txt_names():
+    """Keras does not import without its configured backend's package, so the
+    package depends on requirements.txt's TensorFlow lines, the same ones (a
+    fresh `pip install .` then imports; the dev setup installs the lock)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    def backends(lines):
+        found = {str(r) for r in map(Requirement, lines)
+                 if r.name.startswith("tensorflow") and "datasets" not in r.name}
+        assert found, "no TensorFlow requirement"
+        return found
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    listed = [line.split("#")[0].strip() for line in
+              (ROOT / "requirements.txt").read_text().splitlines()]
+    assert backends(project["dependencies"]) == backends([x for x in listed if x])
+
+
 def test_old_names_still_work_for_one_release_with_a_warning():
     """`from optimizers import GradientAccumulator` (the pre-package path, from
     a checkout) and `BatchSizeSchedule.phases` still work, warn, and give the
