@@ -36,24 +36,48 @@ def test_pip_install_puts_one_package_in_site_packages(tmp_path):
     assert lines[-1] == "batchsize.optimizers.accumulation"
 
 
-def test_pip_install_brings_the_backend_that_requirements_txt_names():
-    """Keras does not import without its configured backend's package, so the
-    package depends on requirements.txt's TensorFlow lines, the same ones (a
-    fresh `pip install .` then imports; the dev setup installs the lock)."""
+def test_pip_install_brings_every_package_the_library_imports():
+    """The package declares each third-party package its modules import
+    (read from their source, imports inside functions included) with
+    requirements.txt's range, and TensorFlow, Keras's default backend
+    (Keras does not import without it): so a fresh `pip install .` imports.
+    JAX and PyTorch are imported only on their backend, the user's choice."""
+    import ast
     import tomllib
+    from importlib.metadata import packages_distributions
 
     from packaging.requirements import Requirement
 
-    def backends(lines):
-        found = {str(r) for r in map(Requirement, lines)
-                 if r.name.startswith("tensorflow") and "datasets" not in r.name}
-        assert found, "no TensorFlow requirement"
-        return found
+    imported = set()
+    for folder in ("batchsize", "callbacks", "models", "optimizers"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"batchsize", "jax", "torch"}
+    assert {"keras", "numpy", "tensorflow"} <= third_party, third_party
+    distributions = packages_distributions()  # module -> the installed distributions
+    needed = {name for module in third_party for name in distributions[module]}
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    listed = [line.split("#")[0].strip() for line in
-              (ROOT / "requirements.txt").read_text().splitlines()]
-    assert backends(project["dependencies"]) == backends([x for x in listed if x])
+    def by_name(lines):
+        return {Requirement(line).name.lower(): Requirement(line) for line in lines if line}
+
+    declared_lines = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "dependencies"]
+    declared = by_name(declared_lines)
+    listed_lines = [line.split("#")[0].strip() for line in
+                    (ROOT / "requirements.txt").read_text().splitlines()]
+    listed = by_name(listed_lines)
+    for name in needed:
+        name = name.lower().replace("_", "-")
+        assert name in declared, f"{name} is imported by the library but not in pyproject.toml"
+        assert str(declared[name].specifier) == str(listed[name].specifier), name
+    # TensorFlow per platform, as requirements.txt (tensorflow-cpu on x86_64).
+    backend = {line for line in declared_lines if line.startswith("tensorflow")}
+    assert backend == {line for line in listed_lines if line.startswith("tensorflow")
+                       and "datasets" not in line}
 
 
 def test_old_names_still_work_for_one_release_with_a_warning():
