@@ -58,8 +58,10 @@ PRESETS = {
         last_epochs=2, seeds=1, claim_seeds=6, score_read_epochs_only=True),
     # The claims decided on this CPU (#44): 8,000 training images (2,000 more
     # held out to choose on), 8 epochs, m = 4..256 with 8, 32 and 128, a wide
-    # eta~ grid in 4x steps (so the converging range is not cut off by its
-    # ends), 2x steps beside each best, the compared cells at 6 seeds. Every
+    # eta~ grid in 4x steps (its top ends every m's converging range; its
+    # bottom, 2^-14, still converges at every m, so the range's count is cut
+    # off there alike for every m), 2x steps beside each best, the compared
+    # cells at 6 seeds. Every
     # epoch is scored: its runs were stored before `score_read_epochs_only`.
     "cpu": dict(
         base=RunConfig(dataset="cifar10", model="resnet8", norm="batch", train_size=10000,
