@@ -256,10 +256,20 @@ def difference(a, b, paired_test_variance=None, test_dof=math.inf, extra_seeds=0
 
 def pooled_variance(table, metric, seeds="seeds", scale=1.0):
     """(variance per seed, dof) of `metric` pooled over the rows of `table`
-    with two or more seeds (sum (n - 1) s^2 / sum (n - 1)), or None."""
+    with two or more seeds (sum (n - 1) s^2 / sum (n - 1)), or None.
+
+    The seeds' noise only: a row with a diverged seed is left out (its seed
+    counts at chance against its own cell, a failure, not training noise of
+    the others), and rows that are the same runs (equal `<metric>_by_seed`,
+    e.g. batch 64's base rate under every scaling rule) count once."""
     if table is None or f"{metric}_std" not in table or seeds not in table:
         return None
     rows = table[(table[seeds] >= 2) & table[f"{metric}_std"].notna()]
+    if "diverged" in rows:
+        rows = rows[rows["diverged"].fillna(0) == 0]
+    by_seed = f"{metric}_by_seed"
+    if by_seed in rows:
+        rows = rows[rows[by_seed].isna() | ~rows[by_seed].duplicated()]
     dof = float((rows[seeds] - 1).sum())
     if dof <= 0:
         return None

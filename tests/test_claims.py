@@ -324,6 +324,26 @@ def test_the_readme_blocks_are_written_from_the_csvs(tmp_path):
         report.fill_readme(text.replace("m best", "m nope"), tmp_path)
 
 
+def test_the_pooled_spread_counts_each_set_of_runs_once_and_no_diverged_seed():
+    """The pooled seed variance is training noise: a cell with a diverged seed
+    (at chance, 0.098) stays out of it, and rows that are the same runs (the
+    base rate's cell under several rules) count once (lr-scaling paper: the
+    diverged linear 1024 cell and batch 64 four times made the tuned claim's
+    90% interval +-34 points)."""
+    table = pd.DataFrame(dict(
+        rule=["fixed", "linear", "linear", "tuned", "tuned"], acc=[0.978, 0.978, 0.683, 0.983, 0.975],
+        acc_std=[0.001, 0.001, 0.505, 0.0018, 0.0006], seeds=[3, 3, 3, 2, 2],
+        diverged=[0, 0, 1, 0, 0],
+        acc_by_seed=["0:0.979 1:0.978 2:0.977", "0:0.979 1:0.978 2:0.977",
+                     "0:0.974 1:diverged 2:0.976", "1:0.9816 2:0.9841", "1:0.9758 2:0.9749"]))
+    variance, dof = claims.pooled_variance(table, "acc")
+    assert dof == 2 + 1 + 1
+    assert variance == pytest.approx((2 * 0.001 ** 2 + 0.0018 ** 2 + 0.0006 ** 2) / 4)
+    # With the diverged cell and the duplicate counted, as before: 40x wider.
+    naive = ((table.seeds - 1) * table.acc_std ** 2).sum() / (table.seeds - 1).sum()
+    assert naive > 1000 * variance
+
+
 def test_a_two_seed_tie_cannot_shrink_an_interval():
     """Cells of 2 seeds take the spread pooled over the table's cells of the
     metric (lr-scaling paper: tuned 1024 at 97.71 +- 0.00 from a tie)."""
