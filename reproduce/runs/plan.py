@@ -166,12 +166,15 @@ def relative_cost(work, fixed_examples=STEP_COST_EXAMPLES):
     return examples + fixed_examples * micro_batches
 
 
-def step_seconds_here(config, physical_batch, steps=TIMED_STEPS):
+def step_seconds_here(config, physical_batch, steps=None):
     """Measured seconds of one training step of `config`'s model on
     `physical_batch` examples on this machine (the fast engine, synthetic data;
-    the first, compiling call is not timed)."""
+    the first, compiling call is not timed), over `steps` steps (default
+    TIMED_STEPS)."""
     import keras
     import numpy as np
+
+    steps = steps or TIMED_STEPS
 
     from reproduce.runs.engine import FastEngine
     from reproduce.runs.train import compile_model
