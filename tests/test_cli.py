@@ -167,6 +167,7 @@ def test_every_figure_answers_a_missing_dataset_with_one_line(tmp_path):
     assert not (tmp_path / "fig").exists()
 
 
+@pytest.mark.slow  # imports every figure module (~6 s)
 def test_the_registry_is_the_one_list_of_figures():
     """Every module that declares a Figure is in reproduce/registry.py, in the
     Makefile's targets and `make help`, and nowhere else is a list kept."""

@@ -102,6 +102,7 @@ def test_old_names_still_work_for_one_release_with_a_warning():
         assert callback.phases(4) == schedule.phases(4) == [(0, 2, 32, 0.0), (2, 4, 64, 0.0)]
 
 
+@pytest.mark.slow  # ~7 s
 def test_the_suites_old_module_paths_give_the_moved_modules_with_a_warning():
     """reproduce/ in rooms: `reproduce.train` is `reproduce.runs.train` (the same
     object, not a second copy), every module of every room has its old name, and

@@ -244,8 +244,9 @@ def test_held_out_examples_are_scored_and_not_trained_on():
 
 
 @needs_mnist
-@pytest.mark.parametrize("engine, statistics", [("fast", "recomputed"), ("fast", "moving"),
-                                                ("fit", "moving")])
+@pytest.mark.parametrize("engine, statistics", [
+    ("fast", "recomputed"), ("fast", "moving"),
+    pytest.param("fit", "moving", marks=pytest.mark.slow)])  # fit: ~7 s
 def test_scoring_only_the_last_epochs_trains_the_same_run(engine, statistics):
     """evaluated_epochs=1 of 2: the same training (every row's loss, accuracy
     and updates), nothing scored at epoch 1, and at epoch 2 the test and

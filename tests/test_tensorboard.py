@@ -138,6 +138,7 @@ def test_tensorboard_0_writes_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "tensorboard").exists()
 
 
+@pytest.mark.slow  # a figure in a subprocess (~6 s)
 def test_a_bad_tensorboard_value_is_a_one_line_error():
     from conftest import without_thread_budget
     import os
