@@ -61,8 +61,8 @@ PRESETS = {
     # eta~ grid in 4x steps (its top ends every m's converging range; its
     # bottom, 2^-14, still converges at every m, so the range's count is cut
     # off there alike for every m), 2x steps beside each best, the compared
-    # cells at 6 seeds. Every
-    # epoch is scored: its runs were stored before `score_read_epochs_only`.
+    # cells at 6 seeds. Every epoch is scored: its runs were stored before
+    # `score_read_epochs_only`.
     "cpu": dict(
         base=RunConfig(dataset="cifar10", model="resnet8", norm="batch", train_size=10000,
                        test_size=5000, validation_size=2000, epochs=8, augment=True,
